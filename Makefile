@@ -1,0 +1,52 @@
+# Keygate. `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+LISTEN ?= 127.0.0.1:8080
+DEMO_LISTEN ?= 127.0.0.1:8081
+
+.DEFAULT_GOAL := help
+.PHONY: help run test lint format bench clean demo-upstream
+
+help: ## show this help
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { \
+	  echo "could not create a virtual environment: install python3-venv (apt-get install -y python3-venv)"; exit 1; }
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@rm -f $(VENV)/.installed-*; touch $(STAMP)
+
+run: $(STAMP) ## serve on 127.0.0.1:8080 (SQLite + in-process cache, example policy, demo upstream)
+	@mkdir -p var
+	@$(BIN)/python -m gateway.demo --listen $(DEMO_LISTEN) & demo=$$!; \
+	trap 'kill $$demo 2>/dev/null' EXIT INT TERM; \
+	echo "demo upstream on http://$(DEMO_LISTEN) (answers with what it receives)"; \
+	echo ""; \
+	echo "First steps (in another terminal):"; \
+	echo "  $(BIN)/gateway users create admin@example.com --admin"; \
+	echo "  $(BIN)/gateway keys create --user admin@example.com --label first --permission demo.reports.read"; \
+	echo "  curl -H \"X-API-KEY: <the key>\" http://$(LISTEN)/api/reports/daily"; \
+	echo ""; \
+	GATEWAY_MODE=$${GATEWAY_MODE:-development} GATEWAY_LISTEN=$${GATEWAY_LISTEN:-$(LISTEN)} $(BIN)/gateway serve
+
+test: $(STAMP) ## run the whole test suite (real PostgreSQL and Redis; see README)
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff (lint + format check) and mypy --strict on gateway/
+	$(BIN)/ruff check gateway tests bench
+	$(BIN)/ruff format --check gateway tests bench
+	$(BIN)/mypy gateway
+
+format: $(STAMP) ## format the code with ruff
+	$(BIN)/ruff format gateway tests bench
+	$(BIN)/ruff check --fix gateway tests bench
+
+bench: $(STAMP) ## benchmark: upstream direct, nginx proxy_pass, Keygate (writes bench/results/)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+clean: ## remove the virtual environment, caches and local data
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis test-output

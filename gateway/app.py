@@ -1,0 +1,53 @@
+"""create_app(settings): wiring only, no logic."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from gateway import ops
+from gateway.proxy import handler as proxy
+from gateway.proxy.forward import Forwarder
+from gateway.services import Services, open_services, run_background
+from gateway.settings import Settings
+from gateway.state import FORWARDER, SERVICES, SETTINGS
+
+# Client bodies on the gateway's own endpoints are small JSON or forms; the data plane
+# streams and is not limited by this.
+CLIENT_MAX_SIZE = 1024 * 1024
+
+
+def create_app(settings: Settings, services: Services | None = None) -> web.Application:
+    """The gateway application. Pass `services` to share already-open ones (tests, CLI)."""
+    app = web.Application(client_max_size=CLIENT_MAX_SIZE, handler_args={"max_field_size": 16384})
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(_services_ctx(services))
+    app.cleanup_ctx.append(_forwarder_ctx)
+    ops.setup(app)
+    # The catch-all goes last: the gateway's own routes above always win.
+    app.router.add_route("*", "/{tail:.*}", proxy.handle)
+    return app
+
+
+def _services_ctx(given: Services | None):  # type: ignore[no-untyped-def]
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        if given is not None:
+            app[SERVICES] = given
+            async with run_background(given):
+                yield
+            return
+        async with open_services(app[SETTINGS]) as services:
+            app[SERVICES] = services
+            async with run_background(services):
+                yield
+
+    return ctx
+
+
+async def _forwarder_ctx(app: web.Application) -> AsyncIterator[None]:
+    forwarder = Forwarder()
+    await forwarder.start()
+    app[FORWARDER] = forwarder
+    yield
+    await forwarder.close()

@@ -1,0 +1,52 @@
+"""Operations endpoints: liveness, readiness, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway import metrics
+from gateway.state import SERVICES
+from gateway.store.base import StoreError
+
+READY_TIMEOUT = 2.0
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """200 while the process serves requests."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """200 only while the database answers (Redis is optional: its loss degrades, not stops)."""
+    services = request.app[SERVICES]
+    checks: dict[str, str] = {}
+    ready = True
+    try:
+        await asyncio.wait_for(services.store.ping(), READY_TIMEOUT)
+        checks["database"] = "ok"
+    except (StoreError, TimeoutError, OSError):
+        checks["database"] = "unavailable"
+        ready = False
+    if services.shared is not None:
+        checks["redis"] = "ok" if await services.shared.ping() else "degraded"
+    return web.json_response(
+        {"status": "ready" if ready else "unavailable", "checks": checks},
+        status=200 if ready else 503,
+    )
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    verifier = request.app[SERVICES].verifier
+    metrics.KEY_CACHE_ENTRIES.set(verifier.cache_size)
+    metrics.KEY_DB_LOOKUPS.set(verifier.lookups)
+    body = generate_latest(metrics.REGISTRY)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_endpoint)

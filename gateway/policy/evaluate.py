@@ -1,0 +1,113 @@
+"""The authorization decision: pure code, no I/O.
+
+`authorize(principal, method, path, policy)` answers Allowed or Denied; every Denied carries a
+machine-readable reason, a human sentence and the status the surface should answer with.
+`path` is the canonical path (see `paths.canonicalize`), never the raw target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from gateway.policy.model import UNRESTRICTED, Catalog, Perm, Policy, Route, RouteMatch
+from gateway.policy.pathrule import PathRule
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling, with everything a decision needs already parsed.
+
+    `key_permissions` is None when the caller authenticated without a key (password or
+    session): then the user's own grants are the limit. With a key, a permission must be
+    covered by the key *and* by the owner's current grants: a key never widens its owner.
+    """
+
+    user_id: str
+    email: str
+    grants: tuple[Perm, ...]
+    key_id: str | None = None
+    key_permissions: tuple[Perm, ...] | None = None
+    path_rule: PathRule | None = None
+    is_admin: bool = False
+    via: str = "key"  # "key", "password", "session"
+
+    def may(self, catalog: Catalog, need: Perm) -> bool:
+        if not catalog.satisfies(self.grants, need):
+            return False
+        return self.key_permissions is None or catalog.satisfies(self.key_permissions, need)
+
+    def missing(self, catalog: Catalog, wanted: Iterable[Perm]) -> tuple[Perm, ...]:
+        """The permissions of `wanted` this principal could not hand on to a new key."""
+        return tuple(p for p in wanted if not self.may(catalog, p))
+
+    def effective(self, catalog: Catalog) -> tuple[Perm, ...]:
+        """The key's permissions that the owner still holds (for identity headers and APIs)."""
+        if self.key_permissions is None:
+            return self.grants
+        return tuple(p for p in self.key_permissions if catalog.satisfies(self.grants, p))
+
+
+def owner_grants(catalog: Catalog, raw: Iterable[str], *, is_admin: bool) -> tuple[Perm, ...]:
+    """A user's stored grants as permissions; admins hold `unrestricted`.
+
+    Grants that no longer parse (the catalog changed since they were given) are dropped:
+    failing closed on a stale grant is the safe direction.
+    """
+    out: dict[Perm, None] = {Perm(UNRESTRICTED): None} if is_admin else {}
+    for text in raw:
+        try:
+            out.setdefault(catalog.parse(text), None)
+        except ValueError:
+            continue
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class Allowed:
+    route: Route
+    params: dict[str, str] = field(default_factory=dict)
+    allowed: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Denied:
+    reason: str  # "no-route", "method-not-allowed", "path-not-allowed", "missing-permission"
+    detail: str
+    status: int = 403
+    missing: Perm | None = None
+    allowed: bool = False
+
+
+Decision = Allowed | Denied
+
+
+def route_for(method: str, path: str, policy: Policy) -> RouteMatch | Denied:
+    """The route for a request, or a 404 denial: an unrouted path is never allowed."""
+    match = policy.match(method, path)
+    if match is None:
+        return Denied("no-route", f"no route for {method} {path}", status=404)
+    return match
+
+
+def authorize(
+    principal: Principal | None, match: RouteMatch, path: str, catalog: Catalog
+) -> Decision:
+    """Decide one request whose route is already known.
+
+    `principal` is None only for `auth: none` routes (the caller sent no credential).
+    """
+    route = match.route
+    if route.auth_none:
+        return Allowed(route, dict(match.params))
+    if principal is None:
+        return Denied("unauthenticated", "this route needs a credential", status=401)
+    if principal.path_rule is not None and not principal.path_rule.allows(path):
+        return Denied("path-not-allowed", f"the key is limited to {principal.path_rule}")
+    requirement = route.requirement
+    if requirement is None:  # loader guarantees this cannot happen; deny rather than allow
+        return Denied("no-requirement", "route has no requirement", status=500)
+    need = requirement.bind(match.params)
+    if not principal.may(catalog, need):
+        return Denied("missing-permission", f"requires {need}", missing=need)
+    return Allowed(route, dict(match.params))

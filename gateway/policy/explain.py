@@ -1,0 +1,51 @@
+"""`gateway policy explain`: the decision for one key and one request, with its reasons."""
+
+from __future__ import annotations
+
+from gateway.errors import NotFound
+from gateway.keys.verify import KeyState, KeyVerifier, principal_for
+from gateway.policy.evaluate import Denied, authorize, route_for
+from gateway.policy.paths import TargetRejected, canonicalize
+from gateway.services import Services
+from gateway.store.base import KeyWithOwner
+
+
+async def explain(services: Services, key_id: str, method: str, raw_target: str) -> list[str]:
+    key = await services.store.get_key(key_id)
+    owner = await services.store.get_user(key.user_id) if key else None
+    if key is None or owner is None:
+        raise NotFound(f"no key with id {key_id!r}", code="apikey-not-found")
+    state = KeyState.from_store(KeyWithOwner(key, owner))
+    principal = principal_for(state, services.policy.catalog)
+    method = method.upper()
+    lines = [
+        f"key:      {key.id} of {owner.email} ({key.status}), "
+        f"permissions: {' '.join(key.permissions) or '(none)'}",
+        f"owner:    grants {' '.join(str(g) for g in principal.grants) or '(none)'}",
+        f"path:     restricted to {key.path_rule}" if key.path_rule else "path:     unrestricted",
+    ]
+    try:
+        target = canonicalize(raw_target)
+    except TargetRejected as exc:
+        return [
+            *lines,
+            f"request:  {method} {raw_target!r}",
+            f"decision: DENY 400 {exc.reason}: {exc}",
+        ]
+    lines.append(f"request:  {method} {target.path}" + (f"?{target.query}" if target.query else ""))
+    refusal = KeyVerifier.refusal(state)
+    if refusal is not None:
+        return [*lines, f"decision: DENY 401 {refusal}"]
+    match = route_for(method, target.path, services.policy)
+    if isinstance(match, Denied):
+        return [*lines, f"decision: DENY {match.status} {match.reason}: {match.detail}"]
+    route = match.route
+    lines.append(
+        f"route:    {route.path} [{','.join(route.methods)}] -> {route.upstream} "
+        f"({route.source or 'policy'})"
+    )
+    lines.append(f"requires: {'nothing (auth: none)' if route.auth_none else route.requirement}")
+    decision = authorize(principal, match, target.path, services.policy.catalog)
+    if isinstance(decision, Denied):
+        return [*lines, f"decision: DENY {decision.status} {decision.reason}: {decision.detail}"]
+    return [*lines, "decision: ALLOW"]

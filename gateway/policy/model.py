@@ -1,0 +1,230 @@
+"""The policy's domain values: permissions, the catalog and its implication graph, routes.
+
+Everything here is pure: no I/O, no web framework. The loader builds these from YAML and
+validates them; the evaluator reads them on every request, so lookups are precomputed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+UNRESTRICTED = "unrestricted"
+
+# A permission name: lower-case words joined by dots, dashes, underscores or colons
+# (`btcpay.store.canviewinvoices`, `sale:read`). Resource ids are free text without spaces.
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._:-]*\Z")
+RESOURCE_RE = re.compile(r"^[A-Za-z0-9._~-]{1,128}\Z")
+
+
+@dataclass(frozen=True, slots=True)
+class Perm:
+    """A permission: a catalog name, optionally scoped to one resource (`name:resourceId`)."""
+
+    name: str
+    resource: str | None = None
+
+    def __str__(self) -> str:
+        return self.name if self.resource is None else f"{self.name}:{self.resource}"
+
+
+@dataclass(frozen=True, slots=True)
+class PermissionDef:
+    """One catalog entry."""
+
+    name: str
+    title: str = ""
+    description: str = ""
+    implies: tuple[str, ...] = ()
+    scope: str | None = None  # the resource type it can be scoped to, if any
+
+
+class PermissionError_(ValueError):  # noqa: N801 - trailing underscore avoids the builtin name
+    """A permission string that the catalog cannot accept; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    """The permission catalog with its transitive implication closure.
+
+    `closure[name]` is every name that `name` grants, itself included. `unrestricted`
+    grants every name in the catalog.
+    """
+
+    permissions: Mapping[str, PermissionDef]
+    closure: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    resource_types: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls, defs: Iterable[PermissionDef], resource_types: Mapping[str, str] | None = None
+    ) -> Catalog:
+        """Build a catalog and its closure; raises ValueError on cycles or unknown names."""
+        perms: dict[str, PermissionDef] = {}
+        for d in defs:
+            perms[d.name] = d
+        if UNRESTRICTED not in perms:
+            perms[UNRESTRICTED] = PermissionDef(
+                UNRESTRICTED, "Unrestricted", "Every permission, on every resource."
+            )
+        for d in perms.values():
+            for target in d.implies:
+                if target not in perms:
+                    raise ValueError(f"permission {d.name!r} implies unknown permission {target!r}")
+        closure: dict[str, frozenset[str]] = {}
+        visiting: list[str] = []
+
+        def visit(name: str) -> frozenset[str]:
+            if name in closure:
+                return closure[name]
+            if name in visiting:
+                cycle = " -> ".join([*visiting[visiting.index(name) :], name])
+                raise ValueError(f"cycle in implies: {cycle}")
+            visiting.append(name)
+            acc = {name}
+            for target in perms[name].implies:
+                acc |= visit(target)
+            visiting.pop()
+            closure[name] = frozenset(acc)
+            return closure[name]
+
+        for name in perms:
+            visit(name)
+        closure[UNRESTRICTED] = frozenset(perms)
+        return cls(perms, closure, dict(resource_types or {}))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.permissions
+
+    def parse(self, raw: str) -> Perm:
+        """Parse `name` or `name:resource` against the catalog (BTCPay's rules).
+
+        The name is trimmed and lower-cased, the resource keeps its case. Because names may
+        themselves contain colons (`sale:read`), a whole-string catalog match wins; otherwise
+        the text after the last colon is the resource.
+        """
+        if not isinstance(raw, str):
+            raise PermissionError_("a permission must be a string")
+        text = raw.strip()
+        if not text:
+            raise PermissionError_("a permission cannot be empty")
+        lowered = text.lower()
+        if lowered in self.permissions:
+            return Perm(lowered)
+        name, sep, resource = text.rpartition(":")
+        if not sep:
+            raise PermissionError_(f"unknown permission {text!r}")
+        name = name.strip().lower()
+        if name not in self.permissions:
+            raise PermissionError_(f"unknown permission {name or text!r}")
+        if not resource or not RESOURCE_RE.match(resource):
+            raise PermissionError_(f"malformed resource in permission {text!r}")
+        definition = self.permissions[name]
+        if definition.scope is None and name != UNRESTRICTED:
+            raise PermissionError_(f"permission {name!r} cannot be scoped to a resource")
+        if name == UNRESTRICTED:
+            raise PermissionError_("unrestricted cannot be scoped to a resource")
+        return Perm(name, resource)
+
+    def parse_all(self, raws: Iterable[str]) -> tuple[Perm, ...]:
+        """Parse many; duplicates removed in first-seen order."""
+        seen: dict[Perm, None] = {}
+        for raw in raws:
+            seen.setdefault(self.parse(raw), None)
+        return tuple(seen)
+
+    def grants(self, held: Perm, need: Perm) -> bool:
+        """Whether one held permission covers `need` (equal or implying; unscoped or same scope)."""
+        if need.name not in self.closure.get(held.name, ()):
+            return False
+        if held.name == UNRESTRICTED or held.resource is None:
+            return True
+        return held.resource == need.resource
+
+    def satisfies(self, held: Iterable[Perm], need: Perm) -> bool:
+        """Whether any of `held` covers `need`."""
+        return any(self.grants(h, need) for h in held)
+
+    def covers(self, held: Iterable[Perm], wanted: Iterable[Perm]) -> tuple[Perm, ...]:
+        """The permissions of `wanted` that `held` does not cover (empty when all are)."""
+        held_t = tuple(held)
+        return tuple(w for w in wanted if not self.satisfies(held_t, w))
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """An upstream HTTP server. `url` is scheme://host[:port] with no path."""
+
+    name: str
+    url: str
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+    pool_size: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Requirement:
+    """What a route demands: a permission name, with the resource taken from a path parameter
+    (`btcpay.store.canviewinvoices:{storeId}`), a literal resource, or none."""
+
+    name: str
+    resource_param: str | None = None
+    resource: str | None = None
+
+    def bind(self, params: Mapping[str, str]) -> Perm:
+        if self.resource_param is not None:
+            return Perm(self.name, params[self.resource_param])
+        return Perm(self.name, self.resource)
+
+    def __str__(self) -> str:
+        if self.resource_param is not None:
+            return f"{self.name}:{{{self.resource_param}}}"
+        return self.name if self.resource is None else f"{self.name}:{self.resource}"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One policy route.
+
+    `path` is a template of `/`-separated segments: literals, `{param}` (exactly one
+    segment), and a final `**` (zero or more further segments). `methods` are upper-case;
+    `("*",)` means any. `requirement` is None exactly when `auth_none` is true.
+    """
+
+    path: str
+    methods: tuple[str, ...]
+    upstream: str
+    requirement: Requirement | None
+    auth_none: bool = False
+    allow_passwords: bool = False
+    websocket: bool = False
+    source: str = ""  # "file.yaml: routes[3]" for error messages and `policy explain`
+
+
+@dataclass(frozen=True, slots=True)
+class RouteMatch:
+    route: Route
+    params: Mapping[str, str]
+
+
+class RouteTable(Protocol):
+    """Compiled routes; `match` returns the most specific route for a canonical path."""
+
+    def match(self, method: str, path: str) -> RouteMatch | None: ...
+
+    def __iter__(self) -> Iterator[Route]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """Everything the policy files say, validated."""
+
+    catalog: Catalog
+    upstreams: Mapping[str, Upstream]
+    routes: RouteTable
+    sources: tuple[str, ...] = ()
+
+    def match(self, method: str, path: str) -> RouteMatch | None:
+        return self.routes.match(method, path)

@@ -1,0 +1,138 @@
+"""Building the long-lived service objects once, for the server and the CLI alike."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from gateway.cache.redis import SharedCache
+from gateway.keys.hashing import KeyHasher
+from gateway.keys.manage import KeyService
+from gateway.keys.vault import KeyVault
+from gateway.keys.verify import KeyVerifier
+from gateway.policy.loader import load_policy
+from gateway.policy.model import Policy
+from gateway.settings import Settings
+from gateway.store import open_store
+from gateway.store.base import Store
+from gateway.users import UserService
+
+log = logging.getLogger("gateway")
+
+LAST_USED_FLUSH_SECONDS = 15.0
+
+
+@dataclass(slots=True)
+class Services:
+    settings: Settings
+    policy: Policy
+    store: Store
+    shared: SharedCache | None
+    verifier: KeyVerifier
+    keys: KeyService
+    users: UserService
+    hasher: KeyHasher
+
+    async def invalidate_user(self, user_id: str) -> None:
+        """Drop every cached key of a user (disabled, re-granted...) on every instance."""
+        keys = await self.store.list_keys(user_id)
+        await self.verifier.invalidate([k.key_hash for k in keys])
+
+
+@contextlib.asynccontextmanager
+async def open_services(settings: Settings, *, migrate: bool = True) -> AsyncIterator[Services]:
+    """Load the policy, connect the store (and Redis), and close everything on exit.
+
+    Raises PolicyError, StoreUnavailable: the callers turn them into one line and an exit.
+    """
+    policy = load_policy(settings.policy)
+    store = await open_store(settings.database_url)
+    shared = None
+    try:
+        if migrate:
+            await store.migrate()
+        if settings.redis_url:
+            shared = SharedCache.from_url(
+                settings.redis_url,
+                ttl=settings.redis_cache_ttl,
+                negative_ttl=settings.negative_cache_ttl,
+            )
+        hasher = KeyHasher(settings.secret)
+        verifier = KeyVerifier(
+            store=store,
+            catalog=policy.catalog,
+            hasher=hasher,
+            prefix=settings.key_prefix,
+            shared=shared,
+            local_ttl=settings.local_cache_ttl,
+            local_size=settings.local_cache_size,
+            negative_ttl=settings.negative_cache_ttl,
+            stale_window=settings.stale_window,
+        )
+        vault = (
+            KeyVault(settings.key_encryption_key)
+            if settings.retrievable_keys and settings.key_encryption_key
+            else None
+        )
+        keys = KeyService(
+            store=store,
+            catalog=policy.catalog,
+            hasher=hasher,
+            prefix=settings.key_prefix,
+            invalidate=verifier.invalidate,
+            vault=vault,
+        )
+        services: Services | None = None
+
+        async def invalidate_user(user_id: str) -> None:
+            assert services is not None
+            await services.invalidate_user(user_id)
+
+        users = UserService(store, policy.catalog, invalidate_user)
+        services = Services(settings, policy, store, shared, verifier, keys, users, hasher)
+        yield services
+    finally:
+        if shared is not None:
+            await shared.close()
+        await store.close()
+
+
+@contextlib.asynccontextmanager
+async def run_background(services: Services) -> AsyncIterator[None]:
+    """Background tasks of a serving instance: invalidation listener, last-used flush."""
+    tasks = []
+    if services.shared is not None:
+        tasks.append(
+            asyncio.create_task(
+                services.shared.listen(services.verifier.drop, services.verifier.reset)
+            )
+        )
+    tasks.append(asyncio.create_task(_flush_last_used(services)))
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await _flush_once(services)
+
+
+async def _flush_last_used(services: Services) -> None:
+    while True:
+        await asyncio.sleep(LAST_USED_FLUSH_SECONDS)
+        await _flush_once(services)
+
+
+async def _flush_once(services: Services) -> None:
+    batch = services.verifier.take_last_used()
+    if not batch:
+        return
+    try:
+        await services.store.touch_keys(batch)
+    except Exception as exc:  # noqa: BLE001 - bookkeeping must never take the server down
+        log.warning("could not record key last-used times: %s", type(exc).__name__)

@@ -1,0 +1,372 @@
+"""Settings: a YAML file plus `GATEWAY_*` environment overrides, read once and frozen.
+
+This is the only module that reads `os.environ`. Every error names the setting and the bad
+value in one line, so a broken deployment says what to fix before it serves anything.
+
+Precedence: environment variable > YAML file (`--config` / `GATEWAY_CONFIG`) > default.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+import stat
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+
+from gateway.keys.format import validate_prefix
+
+Mode = Literal["development", "production"]
+DEV_SECRET_FILE = "secret"  # noqa: S105 - a file name, not a secret
+
+
+class SettingsError(ValueError):
+    """A setting that cannot be used; the message names it and its value."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    mode: Mode = "production"
+    database_url: str = "sqlite:///var/keygate.db"
+    redis_url: str | None = None
+    secret: bytes = field(default=b"", repr=False)
+    secret_source: str = ""
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8080
+    workers: int = 1
+    policy: tuple[Path, ...] = (Path("policies/example.yaml"),)
+    key_prefix: str = "apk"
+    data_dir: Path = Path("var")
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    local_cache_ttl: float = 5.0
+    local_cache_size: int = 100_000
+    redis_cache_ttl: float = 300.0
+    negative_cache_ttl: float = 5.0
+    stale_window: float = 60.0
+    retrievable_keys: bool = False
+    key_encryption_key: bytes | None = field(default=None, repr=False)
+    allow_insecure_redirects: bool = False
+    max_body_bytes: int = 64 * 1024
+    log_level: str = "INFO"
+    access_log: bool = False
+
+    @property
+    def development(self) -> bool:
+        return self.mode == "development"
+
+    @property
+    def listen(self) -> str:
+        host = f"[{self.listen_host}]" if ":" in self.listen_host else self.listen_host
+        return f"{host}:{self.listen_port}"
+
+
+# name -> (env var, parser). The YAML key is the name itself.
+def _str(name: str, value: Any) -> str:
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        raise SettingsError(f"{name}: expected text, got {value!r}")
+    return str(value)
+
+
+def _bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off", ""}:
+        return False
+    raise SettingsError(f"{name}: {value!r} is not a boolean (use true or false)")
+
+
+def _number(name: str, value: Any, *, minimum: float, integer: bool = False) -> float:
+    try:
+        number = int(str(value)) if integer else float(str(value))
+    except ValueError:
+        raise SettingsError(f"{name}: {value!r} is not a number") from None
+    if number < minimum:
+        raise SettingsError(f"{name}: {value!r} must be at least {minimum:g}")
+    return number
+
+
+def _listen(name: str, value: Any) -> tuple[str, int]:
+    text = _str(name, value)
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SettingsError(f"{name}: {text!r} is not host:port (e.g. 127.0.0.1:8080)")
+    return host, int(port)
+
+
+def _database_url(name: str, value: Any) -> str:
+    text = _str(name, value)
+    scheme = urlsplit(text).scheme
+    if scheme == "sqlite" and text.startswith("sqlite:///") and len(text) > len("sqlite:///"):
+        return text
+    if scheme in {"postgresql", "postgres"} and urlsplit(text).hostname is not None:
+        return text
+    raise SettingsError(
+        f"{name}: {_redact(text)!r} is not sqlite:///path or postgresql://user@host/db"
+    )
+
+
+def _redis_url(name: str, value: Any) -> str | None:
+    text = _str(name, value).strip()
+    if not text:
+        return None
+    if urlsplit(text).scheme not in {"redis", "rediss", "unix"}:
+        raise SettingsError(f"{name}: {_redact(text)!r} is not a redis:// or rediss:// URL")
+    return text
+
+
+def _redact(url: str) -> str:
+    """A URL without its password, for error messages."""
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@", 1)
+    return url
+
+
+def _read_secret_file(name: str, value: Any) -> bytes:
+    path = Path(_str(name, value))
+    try:
+        data = path.read_bytes().strip()
+    except OSError as exc:
+        raise SettingsError(f"{name}: cannot read {str(path)!r} ({exc.strerror})") from None
+    return data
+
+
+def _secret_bytes(name: str, data: bytes) -> bytes:
+    if len(data) < 32:
+        raise SettingsError(f"{name}: the secret must be at least 32 bytes (got {len(data)})")
+    return data
+
+
+def _kek(name: str, data: bytes) -> bytes:
+    """A key-encryption key: 32 bytes as 64 hex characters."""
+    try:
+        raw = bytes.fromhex(data.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        raw = b""
+    if len(raw) != 32:
+        raise SettingsError(f"{name}: expected 64 hex characters (a 256-bit key)")
+    return raw
+
+
+def _networks(name: str, value: Any) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    items = value if isinstance(value, list) else [s for s in str(value).split(",") if s.strip()]
+    out = []
+    for item in items:
+        try:
+            out.append(ipaddress.ip_network(str(item).strip(), strict=False))
+        except ValueError:
+            raise SettingsError(f"{name}: {item!r} is not an IP address or network") from None
+    return tuple(out)
+
+
+def _policy(name: str, value: Any) -> tuple[Path, ...]:
+    items = value if isinstance(value, list) else str(value).split(",")
+    paths = tuple(Path(str(p).strip()) for p in items if str(p).strip())
+    if not paths:
+        raise SettingsError(f"{name}: no policy file or folder given")
+    return paths
+
+
+def _mode(name: str, value: Any) -> Mode:
+    text = _str(name, value).strip().lower()
+    if text == "development":
+        return "development"
+    if text == "production":
+        return "production"
+    raise SettingsError(f"{name}: {value!r} must be development or production")
+
+
+def _log_level(name: str, value: Any) -> str:
+    text = _str(name, value).strip().upper()
+    if text not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise SettingsError(f"{name}: {value!r} must be DEBUG, INFO, WARNING or ERROR")
+    return text
+
+
+def _prefix(name: str, value: Any) -> str:
+    try:
+        return validate_prefix(_str(name, value))
+    except ValueError as exc:
+        raise SettingsError(f"{name}: {exc}") from None
+
+
+def _seconds(minimum: float) -> Callable[[str, Any], float]:
+    return lambda name, value: _number(name, value, minimum=minimum)
+
+
+def _count(minimum: int) -> Callable[[str, Any], int]:
+    return lambda name, value: int(_number(name, value, minimum=minimum, integer=True))
+
+
+# Every plain setting: YAML key -> parser. Its environment variable is GATEWAY_<KEY upper>.
+_PLAIN: dict[str, Callable[[str, Any], Any]] = {
+    "mode": _mode,
+    "database_url": _database_url,
+    "redis_url": _redis_url,
+    "workers": _count(1),
+    "policy": _policy,
+    "key_prefix": _prefix,
+    "data_dir": lambda n, v: Path(_str(n, v)),
+    "trusted_proxies": _networks,
+    "local_cache_ttl": _seconds(0),
+    "local_cache_size": _count(1),
+    "redis_cache_ttl": _seconds(1),
+    "negative_cache_ttl": _seconds(0),
+    "stale_window": _seconds(0),
+    "retrievable_keys": _bool,
+    "allow_insecure_redirects": _bool,
+    "max_body_bytes": _count(1024),
+    "log_level": _log_level,
+    "access_log": _bool,
+}
+# Settings that are not plain fields: listen, secret(_file), key_encryption_key(_file).
+_SPECIAL = {
+    "listen",
+    "secret",
+    "secret_file",
+    "key_encryption_key",
+    "key_encryption_key_file",
+}
+
+
+def env_name(key: str) -> str:
+    return "GATEWAY_" + key.upper()
+
+
+def load_settings(
+    config_file: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Read the YAML file (if any), then the environment, then explicit overrides (CLI flags)."""
+    env = os.environ if environ is None else environ
+    path = config_file or env.get("GATEWAY_CONFIG")
+    raw: dict[str, Any] = {}
+    if path:
+        raw = _read_yaml(path)
+    sources: dict[str, tuple[str, Any]] = {}
+    for key, value in raw.items():
+        if key not in _PLAIN and key not in _SPECIAL:
+            raise SettingsError(f"{path}: unknown setting {key!r}")
+        sources[key] = (f"{path}: {key}", value)
+    for key in (*_PLAIN, *_SPECIAL):
+        if env_name(key) in env:
+            sources[key] = (env_name(key), env[env_name(key)])
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            sources[key] = (f"--{key.replace('_', '-')}", value)
+
+    values: dict[str, Any] = {}
+    for key, parse in _PLAIN.items():
+        if key in sources:
+            label, value = sources[key]
+            values[key] = parse(label, value)
+    if "listen" in sources:
+        label, value = sources["listen"]
+        values["listen_host"], values["listen_port"] = _listen(label, value)
+
+    secret, secret_source = _load_secret(sources, values)
+    values["secret"], values["secret_source"] = secret, secret_source
+    values["key_encryption_key"] = _load_kek(sources)
+    settings = Settings(**values)
+    _check(settings)
+    return settings
+
+
+def _read_yaml(path: str) -> dict[str, Any]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SettingsError(f"GATEWAY_CONFIG: cannot read {path!r} ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise SettingsError(f"{path}:{where} is not valid YAML") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SettingsError(f"{path}: expected a mapping of settings")
+    return data
+
+
+def _load_secret(
+    sources: Mapping[str, tuple[str, Any]], values: Mapping[str, Any]
+) -> tuple[bytes, str]:
+    if "secret" in sources and "secret_file" in sources:
+        raise SettingsError("GATEWAY_SECRET and GATEWAY_SECRET_FILE are both set; use one")
+    if "secret" in sources:
+        label, value = sources["secret"]
+        return _secret_bytes(label, _str(label, value).encode("utf-8")), label
+    if "secret_file" in sources:
+        label, value = sources["secret_file"]
+        return _secret_bytes(label, _read_secret_file(label, value)), label
+    return b"", ""
+
+
+def _load_kek(sources: Mapping[str, tuple[str, Any]]) -> bytes | None:
+    if "key_encryption_key" in sources:
+        label, value = sources["key_encryption_key"]
+        return _kek(label, _str(label, value).encode("ascii", "replace"))
+    if "key_encryption_key_file" in sources:
+        label, value = sources["key_encryption_key_file"]
+        return _kek(label, _read_secret_file(label, value))
+    return None
+
+
+def _check(s: Settings) -> None:
+    if s.retrievable_keys and s.key_encryption_key is None:
+        raise SettingsError(
+            "GATEWAY_RETRIEVABLE_KEYS: true needs GATEWAY_KEY_ENCRYPTION_KEY or "
+            "GATEWAY_KEY_ENCRYPTION_KEY_FILE"
+        )
+    if s.allow_insecure_redirects and not s.development:
+        raise SettingsError(
+            "GATEWAY_ALLOW_INSECURE_REDIRECTS: only allowed with GATEWAY_MODE=development"
+        )
+
+
+def with_secret(settings: Settings, *, announce: Callable[[str], None]) -> Settings:
+    """Settings with a hashing secret, or a SettingsError.
+
+    In development mode a missing secret is created once under the data folder and kept, so
+    keys survive restarts; production refuses to start without an explicit one.
+    """
+    if settings.secret:
+        return settings
+    if not settings.development:
+        raise SettingsError(
+            "GATEWAY_SECRET: not set; production mode needs GATEWAY_SECRET or GATEWAY_SECRET_FILE "
+            "(at least 32 bytes, e.g. `openssl rand -hex 32`)"
+        )
+    path = settings.data_dir / DEV_SECRET_FILE
+    if path.exists():
+        secret = _secret_bytes(str(path), _read_secret_file(str(path), str(path)))
+        return _replace(settings, secret=secret, secret_source=str(path))
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_hex(32) + "\n")
+    announce(
+        f"development mode: created a hashing secret in {path} (keep it; keys made with it "
+        "stop working if it changes)"
+    )
+    secret = _read_secret_file(str(path), str(path))
+    return _replace(settings, secret=secret, secret_source=str(path))
+
+
+def _replace(settings: Settings, **changes: Any) -> Settings:
+    from dataclasses import replace
+
+    return replace(settings, **changes)

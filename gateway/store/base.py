@@ -1,0 +1,143 @@
+"""The storage contract: domain records and the `Store` protocol both backends implement.
+
+Exceptions::
+
+    StoreError                  the database failed or cannot be reached
+    ├── StoreUnavailable        could not connect / connection lost (readiness, 503)
+    └── Conflict                a unique value already exists (duplicate email, ...)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+KeyStatus = Literal["active", "disabled"]
+
+
+class StoreError(Exception):
+    """A storage failure; the message never contains secrets."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached."""
+
+
+class Conflict(StoreError):
+    """A unique constraint was violated (e.g. an email that already exists)."""
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: str
+    email: str
+    password_hash: str | None = field(repr=False)
+    is_admin: bool
+    is_service: bool
+    disabled: bool
+    grants: tuple[str, ...]
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    type: str
+    id: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """A stored key. The key itself is never stored; `key_hash` is its keyed hash."""
+
+    id: str  # the public key id, e.g. apk_0123456789abcdef
+    key_hash: bytes = field(repr=False)
+    user_id: str
+    label: str
+    permissions: tuple[str, ...]
+    path_rule: str | None
+    status: KeyStatus
+    created_at: datetime
+    expires_at: datetime | None = None
+    last_used_at: datetime | None = None
+    application_identifier: str | None = None
+    redirect_origin: str | None = None
+    encrypted_key: bytes | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyWithOwner:
+    """What verifying a presented key needs, read in one query."""
+
+    key: ApiKey
+    owner: User
+
+
+@dataclass(frozen=True, slots=True)
+class Audit:
+    """One audit record to write with a change. `detail` must never hold a key or password."""
+
+    actor: str  # "user:<id>", "key:<key id>", "cli", "system"
+    action: str  # "user.create", "key.revoke", ...
+    target: str  # "user:<id>", "key:<key id>", "resource:store/S1"
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    detail: Mapping[str, Any]
+
+
+class Store(Protocol):
+    """Persistence for users, grants, resources, keys and the audit log.
+
+    Every mutating call takes the `Audit` record that describes it and writes both in one
+    transaction, so the log cannot miss a change.
+    """
+
+    backend: str
+
+    async def migrate(self) -> list[int]: ...
+    async def close(self) -> None: ...
+    async def ping(self) -> None: ...
+
+    # users
+    async def create_user(self, user: User, audit: Audit) -> User: ...
+    async def get_user(self, user_id: str) -> User | None: ...
+    async def get_user_by_email(self, email: str) -> User | None: ...
+    async def list_users(self) -> list[User]: ...
+    async def update_user(
+        self, user_id: str, changes: Mapping[str, Any], audit: Audit
+    ) -> User | None: ...
+
+    # resources
+    async def put_resource(self, resource: Resource, audit: Audit) -> None: ...
+    async def list_resources(self, type_: str | None = None) -> list[Resource]: ...
+    async def delete_resource(self, type_: str, id_: str, audit: Audit) -> bool: ...
+
+    # keys
+    async def create_key(self, key: ApiKey, audit: Audit) -> None: ...
+    async def find_key_by_hash(self, key_hash: bytes) -> KeyWithOwner | None: ...
+    async def get_key(self, key_id: str) -> ApiKey | None: ...
+    async def list_keys(self, user_id: str) -> list[ApiKey]: ...
+    async def update_key(
+        self, key_id: str, changes: Mapping[str, Any], audit: Audit
+    ) -> ApiKey | None: ...
+    async def delete_key(self, key_id: str, audit: Audit) -> ApiKey | None: ...
+    async def touch_keys(self, last_used: Mapping[str, datetime]) -> None: ...
+
+    # audit
+    async def list_audit(
+        self, limit: int = 100, target: str | None = None
+    ) -> list[AuditRecord]: ...
+
+
+USER_FIELDS = frozenset({"email", "password_hash", "is_admin", "is_service", "disabled", "grants"})
+KEY_FIELDS = frozenset({"label", "permissions", "path_rule", "status", "expires_at"})

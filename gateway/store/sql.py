@@ -1,0 +1,341 @@
+"""One SQL implementation of `Store`, shared by both backends.
+
+Queries are written once, in PostgreSQL's `$n` placeholder style; each backend's `Database`
+adapter runs them (SQLite rewrites `$n` to `?n`). Only DDL differs, in the per-backend
+migration folders.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime
+from importlib import resources as pkg_resources
+from typing import Any, Protocol
+
+from gateway.store.base import (
+    KEY_FIELDS,
+    USER_FIELDS,
+    ApiKey,
+    Audit,
+    AuditRecord,
+    KeyWithOwner,
+    Resource,
+    User,
+)
+
+Row = Mapping[str, Any]
+
+
+class Database(Protocol):
+    """What the SQL store needs from a driver: run `$n`-style SQL, and transactions."""
+
+    backend: str
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]: ...
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None: ...
+    async def execute(self, sql: str, *args: Any) -> int: ...
+    def transaction(self) -> AbstractAsyncContextManager[Database]: ...
+    async def run_script(self, script: str) -> None: ...
+    async def close(self) -> None: ...
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _user(row: Row, prefix: str = "") -> User:
+    return User(
+        id=row[prefix + "id"],
+        email=row[prefix + "email"],
+        password_hash=row[prefix + "password_hash"],
+        is_admin=bool(row[prefix + "is_admin"]),
+        is_service=bool(row[prefix + "is_service"]),
+        disabled=bool(row[prefix + "disabled"]),
+        grants=tuple(json.loads(row[prefix + "grants"])),
+        created_at=row[prefix + "created_at"],
+    )
+
+
+def _key(row: Row) -> ApiKey:
+    return ApiKey(
+        id=row["id"],
+        key_hash=bytes(row["key_hash"]),
+        user_id=row["user_id"],
+        label=row["label"],
+        permissions=tuple(json.loads(row["permissions"])),
+        path_rule=row["path_rule"],
+        status=row["status"],
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        last_used_at=row["last_used_at"],
+        application_identifier=row["application_identifier"],
+        redirect_origin=row["redirect_origin"],
+        encrypted_key=bytes(row["encrypted_key"]) if row["encrypted_key"] is not None else None,
+    )
+
+
+def _db_value(field: str, value: Any) -> Any:
+    if field in {"grants", "permissions"}:
+        return json.dumps(list(value))
+    return value
+
+
+_USER_COLUMNS = "id, email, password_hash, is_admin, is_service, disabled, grants, created_at"
+_KEY_COLUMNS = (
+    "id, key_hash, user_id, label, permissions, path_rule, status, created_at, expires_at, "
+    "last_used_at, application_identifier, redirect_origin, encrypted_key"
+)
+
+
+class SqlStore:
+    """`Store` over any `Database` adapter."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self.backend = db.backend
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def ping(self) -> None:
+        await self._db.fetchrow("SELECT 1 AS one")
+
+    # -- migrations ---------------------------------------------------------------------
+
+    async def migrate(self) -> list[int]:
+        """Apply every migration not yet applied, in order; returns the versions applied."""
+        await self._db.run_script(
+            "CREATE TABLE IF NOT EXISTS schema_migrations "
+            "(version INTEGER PRIMARY KEY, name TEXT NOT NULL)"
+        )
+        applied: list[int] = []
+        for version, name, script in _migrations(self.backend):
+            async with self._db.transaction() as tx:
+                if self.backend == "postgres":
+                    # Several instances may start at once: one migrates, the others wait.
+                    await tx.execute("SELECT pg_advisory_xact_lock(7263041)")
+                done = await tx.fetchrow(
+                    "SELECT version FROM schema_migrations WHERE version = $1", version
+                )
+                if done is not None:
+                    continue
+                await tx.run_script(script)
+                await tx.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name
+                )
+                applied.append(version)
+        return applied
+
+    # -- audit --------------------------------------------------------------------------
+
+    @staticmethod
+    async def _audit(tx: Database, audit: Audit) -> None:
+        await tx.execute(
+            "INSERT INTO audit_log (at, actor, action, target, detail) VALUES ($1, $2, $3, $4, $5)",
+            now(),
+            audit.actor,
+            audit.action,
+            audit.target,
+            json.dumps(dict(audit.detail), sort_keys=True),
+        )
+
+    async def list_audit(self, limit: int = 100, target: str | None = None) -> list[AuditRecord]:
+        if target is None:
+            rows = await self._db.fetch(
+                "SELECT id, at, actor, action, target, detail FROM audit_log "
+                "ORDER BY id DESC LIMIT $1",
+                limit,
+            )
+        else:
+            rows = await self._db.fetch(
+                "SELECT id, at, actor, action, target, detail FROM audit_log WHERE target = $1 "
+                "ORDER BY id DESC LIMIT $2",
+                target,
+                limit,
+            )
+        return [
+            AuditRecord(
+                r["id"], r["at"], r["actor"], r["action"], r["target"], json.loads(r["detail"])
+            )
+            for r in rows
+        ]
+
+    # -- users --------------------------------------------------------------------------
+
+    async def create_user(self, user: User, audit: Audit) -> User:
+        async with self._db.transaction() as tx:
+            await tx.execute(
+                f"INSERT INTO users ({_USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                user.id,
+                user.email,
+                user.password_hash,
+                user.is_admin,
+                user.is_service,
+                user.disabled,
+                json.dumps(list(user.grants)),
+                user.created_at,
+            )
+            await self._audit(tx, audit)
+        return user
+
+    async def get_user(self, user_id: str) -> User | None:
+        row = await self._db.fetchrow(f"SELECT {_USER_COLUMNS} FROM users WHERE id = $1", user_id)
+        return _user(row) if row else None
+
+    async def get_user_by_email(self, email: str) -> User | None:
+        row = await self._db.fetchrow(
+            f"SELECT {_USER_COLUMNS} FROM users WHERE lower(email) = lower($1)", email
+        )
+        return _user(row) if row else None
+
+    async def list_users(self) -> list[User]:
+        rows = await self._db.fetch(f"SELECT {_USER_COLUMNS} FROM users ORDER BY email")
+        return [_user(r) for r in rows]
+
+    async def update_user(
+        self, user_id: str, changes: Mapping[str, Any], audit: Audit
+    ) -> User | None:
+        sets, args = _assignments(changes, USER_FIELDS)
+        async with self._db.transaction() as tx:
+            count = await tx.execute(
+                f"UPDATE users SET {sets} WHERE id = ${len(args) + 1}", *args, user_id
+            )
+            if count == 0:
+                return None
+            await self._audit(tx, audit)
+            row = await tx.fetchrow(f"SELECT {_USER_COLUMNS} FROM users WHERE id = $1", user_id)
+        return _user(row) if row else None
+
+    # -- resources ----------------------------------------------------------------------
+
+    async def put_resource(self, resource: Resource, audit: Audit) -> None:
+        async with self._db.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO resources (type, id, name) VALUES ($1, $2, $3) "
+                "ON CONFLICT (type, id) DO UPDATE SET name = excluded.name",
+                resource.type,
+                resource.id,
+                resource.name,
+            )
+            await self._audit(tx, audit)
+
+    async def list_resources(self, type_: str | None = None) -> list[Resource]:
+        if type_ is None:
+            rows = await self._db.fetch("SELECT type, id, name FROM resources ORDER BY type, id")
+        else:
+            rows = await self._db.fetch(
+                "SELECT type, id, name FROM resources WHERE type = $1 ORDER BY id", type_
+            )
+        return [Resource(r["type"], r["id"], r["name"]) for r in rows]
+
+    async def delete_resource(self, type_: str, id_: str, audit: Audit) -> bool:
+        async with self._db.transaction() as tx:
+            count = await tx.execute(
+                "DELETE FROM resources WHERE type = $1 AND id = $2", type_, id_
+            )
+            if count:
+                await self._audit(tx, audit)
+        return count > 0
+
+    # -- keys ---------------------------------------------------------------------------
+
+    async def create_key(self, key: ApiKey, audit: Audit) -> None:
+        async with self._db.transaction() as tx:
+            await tx.execute(
+                f"INSERT INTO api_keys ({_KEY_COLUMNS}) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                key.id,
+                key.key_hash,
+                key.user_id,
+                key.label,
+                json.dumps(list(key.permissions)),
+                key.path_rule,
+                key.status,
+                key.created_at,
+                key.expires_at,
+                key.last_used_at,
+                key.application_identifier,
+                key.redirect_origin,
+                key.encrypted_key,
+            )
+            await self._audit(tx, audit)
+
+    async def find_key_by_hash(self, key_hash: bytes) -> KeyWithOwner | None:
+        owner_cols = ", ".join(f"u.{c.strip()} AS u_{c.strip()}" for c in _USER_COLUMNS.split(","))
+        key_cols = ", ".join(f"k.{c.strip()}" for c in _KEY_COLUMNS.split(","))
+        row = await self._db.fetchrow(
+            f"SELECT {key_cols}, {owner_cols} FROM api_keys k JOIN users u ON u.id = k.user_id "
+            "WHERE k.key_hash = $1",
+            key_hash,
+        )
+        if row is None:
+            return None
+        return KeyWithOwner(_key(row), _user(row, "u_"))
+
+    async def get_key(self, key_id: str) -> ApiKey | None:
+        row = await self._db.fetchrow(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = $1", key_id)
+        return _key(row) if row else None
+
+    async def list_keys(self, user_id: str) -> list[ApiKey]:
+        rows = await self._db.fetch(
+            f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE user_id = $1 ORDER BY created_at, id",
+            user_id,
+        )
+        return [_key(r) for r in rows]
+
+    async def update_key(
+        self, key_id: str, changes: Mapping[str, Any], audit: Audit
+    ) -> ApiKey | None:
+        sets, args = _assignments(changes, KEY_FIELDS)
+        async with self._db.transaction() as tx:
+            count = await tx.execute(
+                f"UPDATE api_keys SET {sets} WHERE id = ${len(args) + 1}", *args, key_id
+            )
+            if count == 0:
+                return None
+            await self._audit(tx, audit)
+            row = await tx.fetchrow(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = $1", key_id)
+        return _key(row) if row else None
+
+    async def delete_key(self, key_id: str, audit: Audit) -> ApiKey | None:
+        async with self._db.transaction() as tx:
+            row = await tx.fetchrow(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = $1", key_id)
+            if row is None:
+                return None
+            await tx.execute("DELETE FROM api_keys WHERE id = $1", key_id)
+            await self._audit(tx, audit)
+        return _key(row)
+
+    async def touch_keys(self, last_used: Mapping[str, datetime]) -> None:
+        """Record last-used times in one batch (called periodically, not per request)."""
+        if not last_used:
+            return
+        async with self._db.transaction() as tx:
+            for key_id, at in last_used.items():
+                await tx.execute(
+                    "UPDATE api_keys SET last_used_at = $1 WHERE id = $2 "
+                    "AND (last_used_at IS NULL OR last_used_at < $1)",
+                    at,
+                    key_id,
+                )
+
+
+def _assignments(changes: Mapping[str, Any], allowed: frozenset[str]) -> tuple[str, list[Any]]:
+    unknown = set(changes) - allowed
+    if unknown or not changes:
+        raise ValueError(f"cannot update fields {sorted(unknown) or 'none'}")
+    names = sorted(changes)  # column names come from the allow-list, never from input
+    sets = ", ".join(f"{name} = ${i}" for i, name in enumerate(names, 1))
+    return sets, [_db_value(name, changes[name]) for name in names]
+
+
+def _migrations(backend: str) -> Sequence[tuple[int, str, str]]:
+    folder = pkg_resources.files("gateway.store") / "migrations" / backend
+    out = []
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".sql"):
+            version = int(entry.name.split("_", 1)[0])
+            out.append((version, entry.name, entry.read_text(encoding="utf-8")))
+    return out

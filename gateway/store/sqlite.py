@@ -1,0 +1,157 @@
+"""SQLite adapter (aiosqlite) for the SQL store: the embedded default.
+
+SQLite has one writer; the adapter keeps a single connection and serialises every
+statement through one lock, so a transaction never interleaves with another coroutine's
+statements on the same connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from gateway.store.base import Conflict, StoreError, StoreUnavailable
+from gateway.store.sql import Row
+
+_PLACEHOLDER = re.compile(r"\$(\d+)")
+
+
+def _adapt_datetime(value: datetime) -> str:
+    if value.tzinfo is None:
+        raise ValueError("naive datetimes are not stored")
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _convert_timestamp(raw: bytes) -> datetime:
+    return datetime.fromisoformat(raw.decode("ascii"))
+
+
+sqlite3.register_adapter(datetime, _adapt_datetime)
+sqlite3.register_converter("TIMESTAMPTZ", _convert_timestamp)
+sqlite3.register_converter("BOOLEAN", lambda raw: raw not in (b"0", b""))
+
+
+def _sql(sql: str) -> str:
+    return _PLACEHOLDER.sub(r"?\1", sql)
+
+
+class _Tx:
+    """A `Database` inside an open transaction (the lock is already held)."""
+
+    backend = "sqlite"
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        with _translate():
+            async with self._conn.execute(_sql(sql), args) as cur:
+                return [dict(r) for r in await cur.fetchall()]
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        with _translate():
+            async with self._conn.execute(_sql(sql), args) as cur:
+                row = await cur.fetchone()
+        return dict(row) if row is not None else None
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        with _translate():
+            async with self._conn.execute(_sql(sql), args) as cur:
+                return cur.rowcount
+
+    async def run_script(self, script: str) -> None:
+        # executescript() would COMMIT the open transaction; run statement by statement.
+        for statement in _statements(script):
+            await self.execute(statement)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[_Tx]:
+        yield self
+
+    async def close(self) -> None:
+        return None
+
+
+class SqliteDatabase:
+    backend = "sqlite"
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+        self._lock = asyncio.Lock()
+        self._tx = _Tx(conn)
+
+    @classmethod
+    async def connect(cls, url: str) -> SqliteDatabase:
+        path = url.removeprefix("sqlite:///")
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = await aiosqlite.connect(
+                path, detect_types=sqlite3.PARSE_DECLTYPES, isolation_level=None
+            )
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot open SQLite database {path!r}: {exc}") from None
+        conn.row_factory = sqlite3.Row
+        await conn.execute("PRAGMA foreign_keys = ON")
+        await conn.execute("PRAGMA journal_mode = WAL")
+        await conn.execute("PRAGMA busy_timeout = 5000")
+        return cls(conn)
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        async with self._lock:
+            return await self._tx.fetch(sql, *args)
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        async with self._lock:
+            return await self._tx.fetchrow(sql, *args)
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        async with self._lock:
+            return await self._tx.execute(sql, *args)
+
+    async def run_script(self, script: str) -> None:
+        async with self.transaction() as tx:
+            await tx.run_script(script)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[_Tx]:
+        async with self._lock:
+            await self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._tx
+            except BaseException:
+                await self._conn.execute("ROLLBACK")
+                raise
+            await self._conn.execute("COMMIT")
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements (migrations contain no `;` inside literals)."""
+    lines = [line for line in script.splitlines() if not line.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+@contextmanager
+def _translate() -> Iterator[None]:
+    """Map driver exceptions onto the store's error tree."""
+    try:
+        yield
+    except sqlite3.IntegrityError as exc:
+        if "UNIQUE" in str(exc):
+            raise Conflict(str(exc)) from None
+        raise StoreError(f"SQLite error: {exc}") from exc
+    except sqlite3.OperationalError as exc:
+        raise StoreUnavailable(f"SQLite error: {exc}") from None
+    except sqlite3.Error as exc:
+        raise StoreError(f"SQLite error: {exc}") from exc
