@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from gateway import ops
+from gateway import api, ops, pages
 from gateway.proxy import handler as proxy
 from gateway.proxy.forward import Forwarder
 from gateway.services import Services, open_services, run_background
@@ -25,6 +25,8 @@ def create_app(settings: Settings, services: Services | None = None) -> web.Appl
     app.cleanup_ctx.append(_services_ctx(services))
     app.cleanup_ctx.append(_forwarder_ctx)
     ops.setup(app)
+    api.setup(app)
+    pages.setup(app)
     # The catch-all goes last: the gateway's own routes above always win.
     app.router.add_route("*", "/{tail:.*}", proxy.handle)
     return app
