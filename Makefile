@@ -16,8 +16,9 @@ help: ## show this help
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { \
 	  echo "could not create a virtual environment: install python3-venv (apt-get install -y python3-venv)"; exit 1; }
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@echo "installing Keygate and its dependencies into $(VENV) (log: $(VENV)/install.log)"
+	@{ $(BIN)/python -m pip install --upgrade pip && $(BIN)/python -m pip install -e '.[dev]'; } \
+	  > $(VENV)/install.log 2>&1 || { tail -n 30 $(VENV)/install.log; echo "install failed; see $(VENV)/install.log"; exit 1; }
 	@rm -f $(VENV)/.installed-*; touch $(STAMP)
 
 run: $(STAMP) ## serve on 127.0.0.1:8080 (SQLite + in-process cache, example policy, demo upstream)
