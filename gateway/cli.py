@@ -45,6 +45,14 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
 
 
+def expiry(text: str) -> datetime:
+    """When a key made now with this lifetime expires."""
+    try:
+        return datetime.now(UTC) + parse_duration(text)
+    except OverflowError:  # e.g. 999999w: past the year 9999, which datetime cannot hold
+        raise CliError(f"--expires: {text!r} is too long a lifetime") from None
+
+
 # -- argument parsing -------------------------------------------------------------------
 
 
@@ -216,11 +224,12 @@ def cmd_users(args: argparse.Namespace) -> None:
 
 def cmd_keys(args: argparse.Namespace) -> None:
     settings = _prepared(_settings(args))
+    # Checked before the database is touched; the lifetime counts from now.
+    expires = expiry(args.expires) if args.action == "create" and args.expires else None
 
     async def work(s: Services) -> None:
         if args.action == "create":
             owner = await s.users.find(args.user)
-            expires = datetime.now(UTC) + parse_duration(args.expires) if args.expires else None
             new = await s.keys.create(
                 owner=owner,
                 creator=None,

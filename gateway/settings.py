@@ -9,11 +9,13 @@ Precedence: environment variable > YAML file (`--config` / `GATEWAY_CONFIG`) > d
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
+import re
 import secrets
 import stat
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -35,6 +37,8 @@ class Settings:
     mode: Mode = "production"
     database_url: str = "sqlite:///var/keygate.db"
     redis_url: str | None = None
+    # Prefix of every Redis key and channel name, so deployments sharing a Redis keep apart.
+    redis_namespace: str = "keygate"
     secret: bytes = field(default=b"", repr=False)
     secret_source: str = ""
     listen_host: str = "127.0.0.1"
@@ -55,6 +59,11 @@ class Settings:
     max_body_bytes: int = 64 * 1024
     log_level: str = "INFO"
     access_log: bool = False
+    # Hosted pages: how long a login lasts, the login throttle, the authorize code lifetime.
+    session_ttl: float = 12 * 3600.0
+    login_max_failures: int = 5
+    login_window: float = 300.0
+    authorization_code_ttl: float = 60.0
 
     @property
     def development(self) -> bool:
@@ -64,6 +73,17 @@ class Settings:
     def listen(self) -> str:
         host = f"[{self.listen_host}]" if ":" in self.listen_host else self.listen_host
         return f"{host}:{self.listen_port}"
+
+    def __repr__(self) -> str:
+        # Database and Redis URLs may carry a password: show them redacted, like errors do.
+        shown = []
+        for f in fields(self):
+            if f.repr:
+                value = getattr(self, f.name)
+                if f.name in {"database_url", "redis_url"} and isinstance(value, str):
+                    value = _redact(value)
+                shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
 
 
 # name -> (env var, parser). The YAML key is the name itself.
@@ -89,6 +109,8 @@ def _number(name: str, value: Any, *, minimum: float, integer: bool = False) -> 
         number = int(str(value)) if integer else float(str(value))
     except ValueError:
         raise SettingsError(f"{name}: {value!r} is not a number") from None
+    if not math.isfinite(number):  # float() accepts "nan" and "inf"; no setting means them
+        raise SettingsError(f"{name}: {value!r} is not a finite number")
     if number < minimum:
         raise SettingsError(f"{name}: {value!r} must be at least {minimum:g}")
     return number
@@ -122,6 +144,20 @@ def _redis_url(name: str, value: Any) -> str | None:
     if urlsplit(text).scheme not in {"redis", "rediss", "unix"}:
         raise SettingsError(f"{name}: {_redact(text)!r} is not a redis:// or rediss:// URL")
     return text
+
+
+def _redis_namespace(name: str, value: Any) -> str:
+    text = _str(name, value).strip()
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", text):
+        raise SettingsError(f"{name}: {text!r} must be 1-64 letters, digits, '_', '.' or '-'")
+    return text
+
+
+def _folder(name: str, value: Any) -> Path:
+    text = _str(name, value).strip()
+    if not text:  # Path("") is the working folder: almost certainly not what was meant
+        raise SettingsError(f"{name}: {value!r} is empty; name a folder, e.g. var")
+    return Path(text)
 
 
 def _redact(url: str) -> str:
@@ -213,10 +249,11 @@ _PLAIN: dict[str, Callable[[str, Any], Any]] = {
     "mode": _mode,
     "database_url": _database_url,
     "redis_url": _redis_url,
+    "redis_namespace": _redis_namespace,
     "workers": _count(1),
     "policy": _policy,
     "key_prefix": _prefix,
-    "data_dir": lambda n, v: Path(_str(n, v)),
+    "data_dir": _folder,
     "trusted_proxies": _networks,
     "local_cache_ttl": _seconds(0),
     "local_cache_size": _count(1),
@@ -228,6 +265,10 @@ _PLAIN: dict[str, Callable[[str, Any], Any]] = {
     "max_body_bytes": _count(1024),
     "log_level": _log_level,
     "access_log": _bool,
+    "session_ttl": _seconds(60),
+    "login_max_failures": _count(1),
+    "login_window": _seconds(1),
+    "authorization_code_ttl": _seconds(1),
 }
 # Settings that are not plain fields: listen, secret(_file), key_encryption_key(_file).
 _SPECIAL = {
@@ -354,8 +395,16 @@ def with_secret(settings: Settings, *, announce: Callable[[str], None]) -> Setti
     if path.exists():
         secret = _secret_bytes(str(path), _read_secret_file(str(path), str(path)))
         return _replace(settings, secret=secret, secret_source=str(path))
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
+    except OSError as exc:
+        if isinstance(exc, FileExistsError) and path.is_file():
+            return with_secret(settings, announce=announce)  # another process just made it
+        raise SettingsError(
+            f"GATEWAY_DATA_DIR: cannot create {str(path)!r} for the development secret "
+            f"({exc.strerror or type(exc).__name__})"
+        ) from None
     with os.fdopen(fd, "w") as handle:
         handle.write(secrets.token_hex(32) + "\n")
     announce(

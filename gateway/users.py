@@ -135,6 +135,13 @@ class UserService:
         kept = [g for g in user.grants if g not in drop]
         return await self.update(user, {"grants": kept}, actor=actor, action="user.revoke-grant")
 
+    async def set_grants(self, user: User, grants: Sequence[object], *, actor: str) -> User:
+        """Replace a user's grants (every one of his keys is re-checked at once)."""
+        normalised = self.normalise_grants(grants)
+        return await self.update(
+            user, {"grants": list(normalised)}, actor=actor, action="user.set-grants"
+        )
+
     async def set_password(self, user: User, password: str, *, actor: str) -> User:
         """Changing a password does not revoke the user's keys (as in Haplo)."""
         if user.is_service:

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from gateway.errors import Forbidden, Invalid, NotFound
+from gateway.errors import Conflict, Forbidden, Invalid, NotFound
 from gateway.keys import format as keyformat
 from gateway.keys.hashing import KeyHasher
 from gateway.keys.vault import KeyVault
@@ -244,3 +244,29 @@ class KeyService:
         if self._vault is None or key.encrypted_key is None:
             return None
         return self._vault.open(key.id, key.encrypted_key)
+
+    def check_retrievable(self) -> None:
+        """Forbidden, saying why, unless this deployment keeps retrievable keys."""
+        if self._vault is None:
+            raise Forbidden(
+                "this deployment does not keep retrievable keys (GATEWAY_RETRIEVABLE_KEYS is "
+                "off): a key is shown once, when it is created",
+                code="keys-not-retrievable",
+            )
+
+    async def reveal_audited(self, key: ApiKey, *, actor: Principal | None) -> str:
+        """The stored copy of a retrievable key, audited before it is handed out.
+
+        Callers check the fresh password first. The audit record is written before the key
+        is returned: if it cannot be written, nobody sees the key.
+        """
+        self.check_retrievable()
+        text = self.reveal(key)
+        if text is None:
+            raise Conflict(
+                "this key has no retrievable copy (it was created before retrievable keys were "
+                "turned on, or the key-encryption key has changed since)",
+                code="key-not-retrievable",
+            )
+        await self._store.add_audit(Audit(actor_of(actor), "key.decrypt", f"key:{key.id}"))
+        return text

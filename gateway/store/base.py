@@ -95,6 +95,39 @@ class AuditRecord:
     detail: Mapping[str, Any]
 
 
+# -- sessions and authorization codes (hosted pages) ---------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A logged-in browser session. The cookie's token is never stored, only its keyed hash."""
+
+    token_hash: bytes = field(repr=False)
+    user_id: str
+    created_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizationCode:
+    """A one-time code of the authorize flow's code variant (`response_type=code`).
+
+    Only the code's keyed hash is stored, and no key: the key is minted when the code is
+    exchanged, so no plaintext key ever waits in the database.
+    """
+
+    code_hash: bytes = field(repr=False)
+    user_id: str
+    permissions: tuple[str, ...]
+    label: str
+    application_identifier: str | None
+    redirect_origin: str
+    code_challenge: str | None
+    replace_key_id: str | None
+    created_at: datetime
+    expires_at: datetime
+
+
 class Store(Protocol):
     """Persistence for users, grants, resources, keys and the audit log.
 
@@ -137,6 +170,20 @@ class Store(Protocol):
     async def list_audit(
         self, limit: int = 100, target: str | None = None
     ) -> list[AuditRecord]: ...
+    async def add_audit(self, audit: Audit) -> None:
+        """Record an event that changes no row (e.g. a retrievable key was read back)."""
+        ...
+
+    # -- sessions and authorization codes (hosted pages)
+    async def create_session(self, session: Session, audit: Audit) -> None: ...
+    async def get_session(self, token_hash: bytes) -> Session | None: ...
+    async def delete_session(self, token_hash: bytes, audit: Audit | None = None) -> bool: ...
+    async def delete_expired_sessions(self, before: datetime) -> int: ...
+    async def create_authorization_code(self, code: AuthorizationCode, audit: Audit) -> None: ...
+    async def consume_authorization_code(self, code_hash: bytes) -> AuthorizationCode | None:
+        """Delete and return the code in one statement: of two concurrent redeemers (on any
+        instance) exactly one gets it."""
+        ...
 
 
 USER_FIELDS = frozenset({"email", "password_hash", "is_admin", "is_service", "disabled", "grants"})

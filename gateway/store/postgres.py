@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
@@ -17,6 +18,22 @@ POOL_MAX = 10
 
 # Errors that mean "the server is gone", as opposed to "the query was wrong".
 _UNAVAILABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, TimeoutError)
+
+
+class _ReasonOnly(logging.Filter):
+    """While the database is down, asyncpg's pool logs every reconnect attempt with a full
+    traceback; keep each warning, with the reason on the same line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            record.msg = f"{record.getMessage()}: {_describe(record.exc_info[1])}"
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+logging.getLogger("asyncpg.pool").addFilter(_ReasonOnly())
 
 
 def _count(status: str) -> int:

@@ -20,8 +20,10 @@ from gateway.store.base import (
     ApiKey,
     Audit,
     AuditRecord,
+    AuthorizationCode,
     KeyWithOwner,
     Resource,
+    Session,
     User,
 )
 
@@ -87,6 +89,10 @@ _KEY_COLUMNS = (
     "id, key_hash, user_id, label, permissions, path_rule, status, created_at, expires_at, "
     "last_used_at, application_identifier, redirect_origin, encrypted_key"
 )
+_CODE_COLUMNS = (
+    "code_hash, user_id, permissions, label, application_identifier, redirect_origin, "
+    "code_challenge, replace_key_id, created_at, expires_at"
+)
 
 
 class SqlStore:
@@ -140,6 +146,10 @@ class SqlStore:
             audit.target,
             json.dumps(dict(audit.detail), sort_keys=True),
         )
+
+    async def add_audit(self, audit: Audit) -> None:
+        async with self._db.transaction() as tx:
+            await self._audit(tx, audit)
 
     async def list_audit(self, limit: int = 100, target: str | None = None) -> list[AuditRecord]:
         if target is None:
@@ -320,6 +330,86 @@ class SqlStore:
                     at,
                     key_id,
                 )
+
+    # -- sessions and authorization codes (hosted pages) ---------------------------------
+
+    async def create_session(self, session: Session, audit: Audit) -> None:
+        async with self._db.transaction() as tx:
+            # Housekeeping on login keeps the table small without a background job.
+            await tx.execute("DELETE FROM sessions WHERE expires_at < $1", now())
+            await tx.execute(
+                "INSERT INTO sessions (token_hash, user_id, created_at, expires_at) "
+                "VALUES ($1, $2, $3, $4)",
+                session.token_hash,
+                session.user_id,
+                session.created_at,
+                session.expires_at,
+            )
+            await self._audit(tx, audit)
+
+    async def get_session(self, token_hash: bytes) -> Session | None:
+        row = await self._db.fetchrow(
+            "SELECT token_hash, user_id, created_at, expires_at FROM sessions "
+            "WHERE token_hash = $1",
+            token_hash,
+        )
+        if row is None:
+            return None
+        return Session(
+            bytes(row["token_hash"]), row["user_id"], row["created_at"], row["expires_at"]
+        )
+
+    async def delete_session(self, token_hash: bytes, audit: Audit | None = None) -> bool:
+        async with self._db.transaction() as tx:
+            count = await tx.execute("DELETE FROM sessions WHERE token_hash = $1", token_hash)
+            if count and audit is not None:
+                await self._audit(tx, audit)
+        return count > 0
+
+    async def delete_expired_sessions(self, before: datetime) -> int:
+        return await self._db.execute("DELETE FROM sessions WHERE expires_at < $1", before)
+
+    async def create_authorization_code(self, code: AuthorizationCode, audit: Audit) -> None:
+        async with self._db.transaction() as tx:
+            await tx.execute("DELETE FROM authorization_codes WHERE expires_at < $1", now())
+            await tx.execute(
+                f"INSERT INTO authorization_codes ({_CODE_COLUMNS}) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                code.code_hash,
+                code.user_id,
+                json.dumps(list(code.permissions)),
+                code.label,
+                code.application_identifier,
+                code.redirect_origin,
+                code.code_challenge,
+                code.replace_key_id,
+                code.created_at,
+                code.expires_at,
+            )
+            await self._audit(tx, audit)
+
+    async def consume_authorization_code(self, code_hash: bytes) -> AuthorizationCode | None:
+        # One DELETE ... RETURNING: the row lock (PostgreSQL) or the single writer (SQLite)
+        # lets exactly one of two concurrent redeemers see the row. Expiry is the caller's
+        # check, so an expired code is still used up.
+        row = await self._db.fetchrow(
+            f"DELETE FROM authorization_codes WHERE code_hash = $1 RETURNING {_CODE_COLUMNS}",
+            code_hash,
+        )
+        if row is None:
+            return None
+        return AuthorizationCode(
+            code_hash=bytes(row["code_hash"]),
+            user_id=row["user_id"],
+            permissions=tuple(json.loads(row["permissions"])),
+            label=row["label"],
+            application_identifier=row["application_identifier"],
+            redirect_origin=row["redirect_origin"],
+            code_challenge=row["code_challenge"],
+            replace_key_id=row["replace_key_id"],
+            created_at=row["created_at"],
+            expires_at=row["expires_at"],
+        )
 
 
 def _assignments(changes: Mapping[str, Any], allowed: frozenset[str]) -> tuple[str, list[Any]]:

@@ -92,17 +92,32 @@ class SqliteDatabase:
     async def connect(cls, url: str) -> SqliteDatabase:
         path = url.removeprefix("sqlite:///")
         if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreUnavailable(
+                    f"cannot open SQLite database {path!r}: cannot create its folder "
+                    f"({exc.strerror or type(exc).__name__})"
+                ) from None
         try:
+            # Open it once synchronously first: when aiosqlite's own connect fails, its worker
+            # thread later reports to a closed event loop and prints a traceback at exit.
+            await asyncio.to_thread(_probe, path)
             conn = await aiosqlite.connect(
                 path, detect_types=sqlite3.PARSE_DECLTYPES, isolation_level=None
             )
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open SQLite database {path!r}: {exc}") from None
         conn.row_factory = sqlite3.Row
-        await conn.execute("PRAGMA foreign_keys = ON")
-        await conn.execute("PRAGMA journal_mode = WAL")
-        await conn.execute("PRAGMA busy_timeout = 5000")
+        try:
+            # The first statements are where SQLite notices a file that is not a database
+            # (or a read-only one); close the connection, or its thread keeps the process alive.
+            await conn.execute("PRAGMA foreign_keys = ON")
+            await conn.execute("PRAGMA journal_mode = WAL")
+            await conn.execute("PRAGMA busy_timeout = 5000")
+        except sqlite3.Error as exc:
+            await conn.close()
+            raise StoreUnavailable(f"cannot open SQLite database {path!r}: {exc}") from None
         return cls(conn)
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
@@ -134,6 +149,10 @@ class SqliteDatabase:
 
     async def close(self) -> None:
         await self._conn.close()
+
+
+def _probe(path: str) -> None:
+    sqlite3.connect(path).close()
 
 
 def _statements(script: str) -> list[str]:
