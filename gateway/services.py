@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gateway.cache.redis import SharedCache
 from gateway.keys.hashing import KeyHasher
@@ -18,11 +18,19 @@ from gateway.policy.model import Policy
 from gateway.settings import Settings
 from gateway.store import open_store
 from gateway.store.base import Store
+from gateway.throttle import Throttle
 from gateway.users import UserService
 
 log = logging.getLogger("gateway")
 
 LAST_USED_FLUSH_SECONDS = 15.0
+# Many people can share one address (NAT, an office), so an address may fail more often than
+# one account before it is throttled.
+IP_FAILURE_FACTOR = 4
+
+
+def _default_throttle() -> Throttle:
+    return Throttle(limit=5, window_seconds=300.0)
 
 
 @dataclass(slots=True)
@@ -35,6 +43,11 @@ class Services:
     keys: KeyService
     users: UserService
     hasher: KeyHasher
+    # Failed password attempts (Basic email:password on the data plane), counted per client
+    # address and per account (lower-cased email), so guessing is slowed from one address
+    # and against one account from many.
+    ip_throttle: Throttle = field(default_factory=_default_throttle)
+    account_throttle: Throttle = field(default_factory=_default_throttle)
 
     async def invalidate_user(self, user_id: str) -> None:
         """Drop every cached key of a user (disabled, re-granted...) on every instance."""
@@ -59,6 +72,7 @@ async def open_services(settings: Settings, *, migrate: bool = True) -> AsyncIte
                 settings.redis_url,
                 ttl=settings.redis_cache_ttl,
                 negative_ttl=settings.negative_cache_ttl,
+                namespace=settings.redis_namespace,
             )
         hasher = KeyHasher(settings.secret)
         verifier = KeyVerifier(
@@ -92,7 +106,23 @@ async def open_services(settings: Settings, *, migrate: bool = True) -> AsyncIte
             await services.invalidate_user(user_id)
 
         users = UserService(store, policy.catalog, invalidate_user)
-        services = Services(settings, policy, store, shared, verifier, keys, users, hasher)
+        services = Services(
+            settings,
+            policy,
+            store,
+            shared,
+            verifier,
+            keys,
+            users,
+            hasher,
+            ip_throttle=Throttle(
+                limit=settings.login_max_failures * IP_FAILURE_FACTOR,
+                window_seconds=settings.login_window,
+            ),
+            account_throttle=Throttle(
+                limit=settings.login_max_failures, window_seconds=settings.login_window
+            ),
+        )
         yield services
     finally:
         if shared is not None:

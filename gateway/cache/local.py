@@ -1,8 +1,8 @@
 """In-process LRU cache with per-entry expiry: the hot path for key verification.
 
-A hit costs one dict lookup and a clock read. Entries stay past their expiry until evicted
-so that, when the database and Redis are both down, the verifier can still serve an entry
-inside its stale window instead of failing every request (and never one outside it).
+A hit costs one dict lookup and a move to the LRU's end. Entries stay past their expiry until
+evicted so that, when the database and Redis are both down, the verifier can still serve an
+entry inside its stale window instead of failing every request (and never one outside it).
 """
 
 from __future__ import annotations
@@ -21,13 +21,18 @@ class Entry(Generic[V]):
 
 
 class LocalCache(Generic[V]):
+    """A bounded mapping from bytes to expiring values; the least recently used goes first."""
+
     __slots__ = ("_data", "_max")
 
     def __init__(self, max_entries: int) -> None:
+        if max_entries < 1:
+            raise ValueError("a cache holds at least one entry")
         self._data: OrderedDict[bytes, Entry[V]] = OrderedDict()
         self._max = max_entries
 
     def get(self, key: bytes) -> Entry[V] | None:
+        """The entry, expired or not (the caller decides what an expired one is good for)."""
         entry = self._data.get(key)
         if entry is not None:
             self._data.move_to_end(key)
@@ -41,6 +46,11 @@ class LocalCache(Generic[V]):
 
     def drop(self, key: bytes) -> None:
         self._data.pop(key, None)
+
+    def expire_all(self, now: float) -> None:
+        """Make every entry due for re-validation at `now`, keeping it (for stale use)."""
+        for entry in self._data.values():
+            entry.expires = min(entry.expires, now)
 
     def clear(self) -> None:
         self._data.clear()

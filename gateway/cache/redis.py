@@ -3,6 +3,17 @@
 Entries are keyed by the key's HMAC (hex), never by the key. Values are small JSON records.
 Redis is an accelerator, never the authority: any Redis error makes the caller go to the
 database, and a short back-off keeps a dead Redis from adding a timeout to every request.
+
+Consistency with a lookup in flight: an instance may read a key's record from the database
+just before a revocation commits and write it to Redis just after the revocation was
+published. So invalidation does not delete an entry, it overwrites it with a short-lived
+*tombstone*, and every cache write is `SET NX`: a write that lands after the invalidation
+finds the tombstone and is dropped. The tombstone outlives any lookup (the verifier bounds a
+lookup at LOOKUP_TIMEOUT), so no reader that started before the change can cache it.
+
+Names: `<namespace>:key:<hmac hex>` and the channel `<namespace>:invalidate`, so deployments
+(or test runs) sharing a Redis keep apart; pub/sub channels are shared by every database
+number of a server, which the namespace also covers.
 """
 
 from __future__ import annotations
@@ -20,14 +31,36 @@ from redis.exceptions import RedisError
 
 log = logging.getLogger("gateway.cache")
 
-NAMESPACE = "keygate:key:"
-CHANNEL = "keygate:invalidate"
+DEFAULT_NAMESPACE = "keygate"
 NEGATIVE = "-"  # stored value for "no such key"
+TOMBSTONE = "x"  # stored value for "just invalidated: do not cache this key yet"
+TOMBSTONE_SECONDS = 30  # > the verifier's LOOKUP_TIMEOUT plus a Redis round trip
 BACKOFF_SECONDS = 1.0
+# Bound on one Redis call. Applied with asyncio.timeout around our calls rather than as
+# redis-py's socket_timeout, which wraps every send in wait_for (a task per command).
 SOCKET_TIMEOUT = 0.5
-# A reader that fetched from the database just before a revocation committed can write the
-# old record back after our delete; a second delete (and notice) shortly after closes that gap.
-SECOND_DELETE_DELAY = 0.5
+# An invalidation that could not be published is retried this often, for as long as an entry
+# written before it could live in Redis (its TTL): until then another instance could serve it.
+RETRY_SECONDS = 1.0
+# The invalidation channel pings its connection this often and reconnects when it hears
+# nothing for three intervals: a connection that died without a reset (or a Redis that
+# accepts connections but does not answer) would otherwise look like a quiet channel while
+# every notice is lost.
+PING_SECONDS = 5.0
+RECONNECT_MIN, RECONNECT_MAX = 0.1, 5.0
+
+
+def _raise_if_cancelled() -> None:
+    """Re-raise a cancellation that a library swallowed.
+
+    On Python 3.11 `asyncio.wait_for` (used inside redis-py, e.g. to connect) drops a
+    cancellation that arrives just as the awaited operation completes. The task then still
+    counts the request (`cancelling()`), so a loop that checks it stops as asked instead of
+    running forever and hanging shutdown.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 class SharedCache:
@@ -38,6 +71,8 @@ class SharedCache:
         ttl: float,
         negative_ttl: float,
         listener: aioredis.Redis | None = None,
+        namespace: str = DEFAULT_NAMESPACE,
+        ping_seconds: float = PING_SECONDS,
     ) -> None:
         self._redis = client
         # Pub/sub idles for long stretches, so its connection must not use the short read
@@ -45,19 +80,43 @@ class SharedCache:
         self._listener = listener or client
         self._ttl = max(1, int(ttl))
         self._negative_ttl = max(1, int(negative_ttl + 0.999))
+        self._prefix = f"{namespace}:key:"
+        self.channel = f"{namespace}:invalidate"
+        self._ping_seconds = ping_seconds
         self._down_until = 0.0
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._unpublished: dict[str, float] = {}  # hmac hex -> give up retrying at (monotonic)
+        self._retry: asyncio.Task[None] | None = None
 
     @classmethod
-    def from_url(cls, url: str, *, ttl: float, negative_ttl: float) -> SharedCache:
+    def from_url(
+        cls,
+        url: str,
+        *,
+        ttl: float,
+        negative_ttl: float,
+        namespace: str = DEFAULT_NAMESPACE,
+        ping_seconds: float = PING_SECONDS,
+    ) -> SharedCache:
         client = aioredis.Redis.from_url(
             url,
-            socket_timeout=SOCKET_TIMEOUT,
             socket_connect_timeout=SOCKET_TIMEOUT,
             health_check_interval=30,
         )
-        listener = aioredis.Redis.from_url(url, socket_connect_timeout=SOCKET_TIMEOUT)
-        return cls(client, ttl=ttl, negative_ttl=negative_ttl, listener=listener)
+        listener = aioredis.Redis.from_url(
+            url, socket_connect_timeout=SOCKET_TIMEOUT, socket_keepalive=True
+        )
+        return cls(
+            client,
+            ttl=ttl,
+            negative_ttl=negative_ttl,
+            listener=listener,
+            namespace=namespace,
+            ping_seconds=ping_seconds,
+        )
+
+    def name(self, digest: bytes) -> str:
+        """The Redis key of a key's entry (its HMAC, never the key)."""
+        return self._prefix + digest.hex()
 
     @property
     def available(self) -> bool:
@@ -69,21 +128,23 @@ class SharedCache:
 
     async def ping(self) -> bool:
         try:
-            return bool(await self._redis.ping())
+            async with asyncio.timeout(SOCKET_TIMEOUT):
+                return bool(await self._redis.ping())
         except (RedisError, OSError) as exc:
             self._failed("ping", exc)
             return False
 
     async def get(self, digest: bytes) -> dict[str, Any] | str | None:
-        """The cached record, NEGATIVE, or None (absent, or Redis unavailable)."""
+        """The cached record, NEGATIVE, or None (absent, invalidated, or Redis unavailable)."""
         if not self.available:
             return None
         try:
-            raw = await self._redis.get(NAMESPACE + digest.hex())
+            async with asyncio.timeout(SOCKET_TIMEOUT):
+                raw = await self._redis.get(self.name(digest))
         except (RedisError, OSError) as exc:
             self._failed("get", exc)
             return None
-        if raw is None:
+        if raw is None or raw == TOMBSTONE.encode():
             return None
         if raw == NEGATIVE.encode():
             return NEGATIVE
@@ -94,78 +155,126 @@ class SharedCache:
         return value if isinstance(value, dict) else None
 
     async def put(self, digest: bytes, record: dict[str, Any] | None) -> None:
+        """Cache a record (None: "no such key") unless the key was invalidated recently."""
         if not self.available:
             return
+        if record is None:
+            value, ttl = NEGATIVE, self._negative_ttl
+        else:
+            value, ttl = json.dumps(record, separators=(",", ":")), self._ttl
         try:
-            if record is None:
-                await self._redis.set(NAMESPACE + digest.hex(), NEGATIVE, ex=self._negative_ttl)
-            else:
-                await self._redis.set(
-                    NAMESPACE + digest.hex(),
-                    json.dumps(record, separators=(",", ":")),
-                    ex=self._ttl,
-                )
+            # NX: never overwrite a tombstone (nor an entry another instance just wrote).
+            async with asyncio.timeout(SOCKET_TIMEOUT):
+                await self._redis.set(self.name(digest), value, ex=ttl, nx=True)
         except (RedisError, OSError) as exc:
             self._failed("set", exc)
 
     async def invalidate(self, digests: Iterable[bytes]) -> None:
-        """Delete entries and tell every instance to drop its in-process copy."""
+        """Tombstone entries and tell every instance to drop its in-process copy.
+
+        If Redis cannot be reached the notice is retried in the background until entries
+        written before it would have expired anyway; a process that exits first (the CLI)
+        logs how many notices it could not deliver.
+        """
         hexes = [d.hex() for d in digests]
         if not hexes:
             return
-        await self._delete_and_publish(hexes)
-        task = asyncio.create_task(self._again(hexes))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        if await self._publish(hexes):
+            return
+        give_up = time.monotonic() + self._ttl
+        for item in hexes:
+            self._unpublished[item] = give_up
+        if self._retry is None or self._retry.done():
+            self._retry = asyncio.create_task(self._retry_unpublished())
 
-    async def _again(self, hexes: list[str]) -> None:
-        await asyncio.sleep(SECOND_DELETE_DELAY)
-        await self._delete_and_publish(hexes)
-
-    async def _delete_and_publish(self, hexes: list[str]) -> None:
+    async def _publish(self, hexes: list[str]) -> bool:
         try:
-            await self._redis.delete(*(NAMESPACE + h for h in hexes))
-            await self._redis.publish(CHANNEL, " ".join(hexes))
+            async with (
+                asyncio.timeout(SOCKET_TIMEOUT),
+                self._redis.pipeline(transaction=False) as pipe,
+            ):
+                for item in hexes:
+                    pipe.set(self._prefix + item, TOMBSTONE, ex=TOMBSTONE_SECONDS)
+                pipe.publish(self.channel, " ".join(hexes))
+                await pipe.execute()
         except (RedisError, OSError) as exc:
-            # The entries expire on their own; instances also reset on reconnect.
             self._failed("invalidate", exc)
+            return False
+        return True
+
+    async def _retry_unpublished(self) -> None:
+        while self._unpublished:
+            await asyncio.sleep(RETRY_SECONDS)
+            now = time.monotonic()
+            for item in [h for h, until in self._unpublished.items() if until <= now]:
+                del self._unpublished[item]
+            batch = list(self._unpublished)
+            if batch and await self._publish(batch):
+                for item in batch:
+                    self._unpublished.pop(item, None)
+                log.info("delivered %d delayed key invalidation(s)", len(batch))
 
     async def listen(self, on_drop: Callable[[bytes], None], on_reset: Callable[[], None]) -> None:
-        """Apply invalidations from other instances until cancelled; reconnects forever.
+        """Apply invalidations from every instance until cancelled; reconnects forever.
 
-        While disconnected we may miss notices, so every (re)subscription starts by
-        dropping the whole in-process cache: stale entries cannot survive a gap.
+        While disconnected we may miss notices, so losing the channel and every
+        (re)subscription call `on_reset`: nothing cached before can be trusted unchecked.
         """
-        delay = 0.1
+        delay = RECONNECT_MIN
         while True:
             pubsub = self._listener.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(CHANNEL)
+                # Bounded: connecting includes a handshake that a hung Redis never answers.
+                async with asyncio.timeout(3 * self._ping_seconds):
+                    await pubsub.subscribe(self.channel)
+                _raise_if_cancelled()
                 on_reset()
-                delay = 0.1
-                while True:
-                    message = await pubsub.get_message(timeout=1.0)
-                    if message is None or message.get("type") != "message":
-                        continue
-                    for item in message["data"].split():
-                        with contextlib.suppress(ValueError):
-                            on_drop(bytes.fromhex(item.decode("ascii")))
+                delay = RECONNECT_MIN
+                await self._pump(pubsub, on_drop)
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError) as exc:
+            except Exception as exc:  # noqa: BLE001 - the listener must outlive any failure
                 log.warning(
                     "redis invalidation channel lost (%s); reconnecting", type(exc).__name__
                 )
                 on_reset()
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, RECONNECT_MAX)
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
+    async def _pump(self, pubsub: Any, on_drop: Callable[[bytes], None]) -> None:
+        heard = time.monotonic()
+        next_ping = heard + self._ping_seconds
+        while True:
+            message = await pubsub.get_message(timeout=min(1.0, self._ping_seconds))
+            _raise_if_cancelled()
+            now = time.monotonic()
+            if message is not None:
+                heard = now
+                if message.get("type") == "message":
+                    for item in bytes(message["data"]).split():
+                        with contextlib.suppress(ValueError):
+                            on_drop(bytes.fromhex(item.decode("ascii")))
+            if now - heard > 3 * self._ping_seconds:
+                raise ConnectionError("no answer to pings on the invalidation channel")
+            if now >= next_ping:
+                await pubsub.ping()
+                next_ping = now + self._ping_seconds
+
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
+        if self._retry is not None and not self._retry.done():
+            self._retry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retry
+        if self._unpublished:
+            log.error(
+                "%d key invalidation(s) could not be published to Redis; other instances "
+                "may accept those keys until their cache entries expire (at most %ds)",
+                len(self._unpublished),
+                self._ttl,
+            )
         await self._redis.aclose()
         if self._listener is not self._redis:
             await self._listener.aclose()

@@ -2,18 +2,32 @@
 
 ::
 
-    parse (no I/O) ─ bad shape/checksum → 401, no store is touched
-    HMAC ─ local LRU (seconds) ─ Redis (minutes) ─ database
-                     └ negative entries for unknown keys, so a flood of random well-formed
-                       keys costs at most one database lookup per distinct key per period
+    length/ASCII ─ HMAC ─ in-process LRU (seconds) ── hit: done, no parse, no I/O
+                              │ miss
+                          parse (shape, checksum) ─ bad → 401, no store is touched
+                              │
+                          Redis (minutes) ─ database (the authority)
+                              └ negative entries for unknown keys (their own LRU, so a flood
+                                of random keys cannot evict the keys in use), so such a flood
+                                costs at most one database lookup per distinct key per period
 
-Concurrent misses for the same key share one lookup. If the database cannot be reached,
-an in-process entry is served only within its stale window; otherwise 503. Never fail open.
+Concurrent misses for the same key share one lookup, run as its own task so that a caller
+giving up (a client disconnecting) neither cancels it nor poisons the other waiters.
+
+Consistency: an invalidation (revoke, disable, change, owner change) drops the entry *and*
+forgets the lookup in flight for it, so a load that read the database before the change
+committed may answer the request it was started for (that request raced the change) but is
+never cached. `reset()` (the invalidation channel was lost) makes every entry stale at once.
+
+Outages: if the database cannot be reached, an in-process entry is served only within
+`stale_window` seconds past its expiry; otherwise 503. Never fail open: a revoked key has no
+entry to serve (its entry was dropped), and an unknown one is refused or answered 503.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Mapping
@@ -21,7 +35,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.cache.local import LocalCache
+from gateway.cache.local import Entry, LocalCache
 from gateway.cache.redis import NEGATIVE, SharedCache
 from gateway.errors import Unauthenticated, Unavailable
 from gateway.keys import format as keyformat
@@ -32,6 +46,11 @@ from gateway.policy.pathrule import parse_path_rule
 from gateway.store.base import KeyWithOwner, Store, StoreError
 
 log = logging.getLogger("gateway.keys")
+
+# A database lookup slower than this counts as "database unavailable". It also bounds how long
+# a load that read a record before a revocation committed can take to try to cache it, which
+# the shared cache's tombstones must outlive (see cache/redis.py TOMBSTONE_SECONDS).
+LOOKUP_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +112,9 @@ class KeyState:
             expires_at=float(data["expires_at"]) if data["expires_at"] is not None else None,
             owner_disabled=bool(data["owner_disabled"]),
             is_admin=bool(data["is_admin"]),
-            permissions=tuple(data["permissions"]),
-            grants=tuple(data["grants"]),
-            path_rule=data["path_rule"],
+            permissions=tuple(str(p) for p in data["permissions"]),
+            grants=tuple(str(g) for g in data["grants"]),
+            path_rule=str(data["path_rule"]) if data["path_rule"] is not None else None,
         )
 
 
@@ -144,122 +163,159 @@ class KeyVerifier:
         local_size: int,
         negative_ttl: float,
         stale_window: float,
+        lookup_timeout: float = LOOKUP_TIMEOUT,
     ) -> None:
         self._store = store
         self._catalog = catalog
         self._hasher = hasher
         self._prefix = prefix
         self._shared = shared
-        self._local: LocalCache[_Cached] = LocalCache(local_size)
+        self._known: LocalCache[_Cached] = LocalCache(local_size)
+        self._unknown: LocalCache[_Cached] = LocalCache(local_size)
         self._local_ttl = local_ttl
         self._negative_ttl = negative_ttl
         self._stale_window = stale_window
-        self._inflight: dict[bytes, asyncio.Future[_Cached]] = {}
-        self._last_used: dict[str, datetime] = {}
+        self._lookup_timeout = lookup_timeout
+        # The lookup in flight per digest. Invalidation removes the entry: a lookup that is no
+        # longer registered here when it finishes must not cache what it read.
+        self._inflight: dict[bytes, asyncio.Task[_Cached]] = {}
+        self._last_used: dict[str, float] = {}  # key id -> unix time; flushed in batches
         self.lookups = 0  # database lookups, for tests and metrics
 
     # -- the hot path -------------------------------------------------------------------
 
     async def verify(self, text: str) -> VerifiedKey:
+        """The verified key for `text`; Unauthenticated (401) or Unavailable (503) otherwise."""
+        if len(text) > keyformat.MAX_KEY_LEN or not text.isascii():
+            self._parse(text)  # raises: no key of ours is that long or non-ASCII
+        digest = self._hasher.digest(text)
+        now = time.monotonic()
+        # Entries only ever exist for keys that passed `parse`, so a fresh hit skips it.
+        entry = self._known.get(digest)
+        if entry is not None and entry.expires > now:
+            found = entry.value
+        else:
+            negative = self._unknown.get(digest)
+            if negative is not None and negative.expires > now:
+                found = None
+            else:
+                self._parse(text)
+                found = await self._load(digest, entry or negative)
+        if found is None:
+            raise Unauthenticated("the API key is not known", code="key-unknown")
+        state = found.state
+        wall = time.time()
+        if state.owner_disabled or state.status != "active" or state.expires_at is not None:
+            self._check(state, wall)
+        self._last_used[state.key_id] = wall
+        return found
+
+    def _parse(self, text: str) -> None:
         try:
-            parsed = keyformat.parse(text, self._prefix)
+            keyformat.parse(text, self._prefix)
         except keyformat.MalformedKey as exc:
             raise Unauthenticated(
                 f"the API key is malformed ({exc.reason})", code="key-malformed"
             ) from None
-        digest = self._hasher.digest(parsed.text)
-        entry = self._local.get(digest)
-        now = time.monotonic()
-        if entry is not None and entry.expires > now:
-            found = entry.value
-        else:
-            found = await self._load(
-                digest,
-                stale=entry.value if entry is not None else None,
-                stale_until=(entry.expires + self._stale_window) if entry else 0.0,
-            )
-        if found is None:
-            raise Unauthenticated("the API key is not known", code="key-unknown")
-        self._check(found.state)
-        self._last_used[found.state.key_id] = datetime.now(UTC)
-        return found
 
     @staticmethod
-    def refusal(state: KeyState) -> str | None:
-        """Why a known key cannot be used right now, or None."""
+    def refusal(state: KeyState, now: float | None = None) -> str | None:
+        """Why a known key cannot be used at unix time `now` (default: now), or None."""
         if state.owner_disabled:
             return "owner-disabled"
         if state.status != "active":
             return "key-disabled"
-        if state.expires_at is not None and state.expires_at <= time.time():
+        if state.expires_at is not None and state.expires_at <= (
+            time.time() if now is None else now
+        ):
             return "key-expired"
         return None
 
-    def _check(self, state: KeyState) -> None:
+    def _check(self, state: KeyState, now: float) -> None:
         # Only a caller holding the whole key (id and secret) gets this far, so naming the
         # reason tells nothing to someone who merely knows or guesses a key id.
-        reason = self.refusal(state)
+        reason = self.refusal(state, now)
         if reason is None:
             return
         log.info("key %s refused: %s", state.key_id, reason)
         raise Unauthenticated(_REASON_TEXT[reason], code=reason)
 
-    async def _load(self, digest: bytes, *, stale: _Cached, stale_until: float) -> _Cached:
-        pending = self._inflight.get(digest)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[_Cached] = asyncio.get_running_loop().create_future()
-        self._inflight[digest] = future
-        try:
-            result = await self._fetch(digest, stale, stale_until)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # mark retrieved: waiters (if any) re-raise it
-            raise
-        else:
-            future.set_result(result)
-            return result
-        finally:
-            del self._inflight[digest]
+    # -- misses ---------------------------------------------------------------------------
 
-    async def _fetch(self, digest: bytes, stale: _Cached, stale_until: float) -> _Cached:
-        now = time.monotonic()
+    async def _load(self, digest: bytes, stale: Entry[_Cached] | None) -> _Cached:
+        task = self._inflight.get(digest)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._fetch(digest, stale))
+            self._inflight[digest] = task
+            task.add_done_callback(functools.partial(self._landed, digest))
+        # shield: a caller that is cancelled stops waiting; the lookup goes on for the others.
+        return await asyncio.shield(task)
+
+    def _landed(self, digest: bytes, task: asyncio.Task[_Cached]) -> None:
+        if self._inflight.get(digest) is task:
+            del self._inflight[digest]
+        if not task.cancelled():
+            task.exception()  # retrieved here: if every waiter went away, nobody else will
+
+    def _current(self, digest: bytes) -> bool:
+        """Whether the running lookup for `digest` was not invalidated since it started."""
+        return self._inflight.get(digest) is asyncio.current_task()
+
+    async def _fetch(self, digest: bytes, stale: Entry[_Cached] | None) -> _Cached:
         if self._shared is not None:
             cached = await self._shared.get(digest)
             if cached == NEGATIVE:
-                self._local.put(digest, None, now + self._negative_ttl)
+                self._remember(digest, None)
                 return None
             if isinstance(cached, dict):
                 try:
-                    state = KeyState.from_json(cached)
+                    verified: _Cached = self._verified(KeyState.from_json(cached))
                 except (KeyError, TypeError, ValueError):
-                    state = None
-                if state is not None:
-                    verified = self._verified(state)
-                    self._local.put(digest, verified, now + self._local_ttl)
+                    verified = None  # an unreadable record: ask the database instead
+                if verified is not None:
+                    self._remember(digest, verified)
                     return verified
         try:
             self.lookups += 1
-            found = await self._store.find_key_by_hash(digest)
-        except StoreError as exc:
-            if stale is not None and now < stale_until:
+            async with asyncio.timeout(self._lookup_timeout):
+                found = await self._store.find_key_by_hash(digest)
+        except (StoreError, TimeoutError) as exc:
+            # Serve the last known answer only within its stale window, and never one that
+            # was invalidated meanwhile (then this lookup is no longer current).
+            if (
+                stale is not None
+                and time.monotonic() < stale.expires + self._stale_window
+                and self._current(digest)
+            ):
                 log.warning(
-                    "database unavailable; serving key %s from its stale window", stale.state.key_id
+                    "database unavailable (%s); serving a cached key record in its stale window",
+                    type(exc).__name__,
                 )
-                return stale
-            log.error("database unavailable while verifying a key: %s", exc)
+                return stale.value
+            log.error("database unavailable while verifying a key: %s", type(exc).__name__)
             raise Unavailable("the key store is unavailable; try again shortly") from None
         if found is None:
-            self._local.put(digest, None, now + self._negative_ttl)
-            if self._shared is not None:
+            if self._remember(digest, None) and self._shared is not None:
                 await self._shared.put(digest, None)
             return None
         state = KeyState.from_store(found)
         verified = self._verified(state)
-        self._local.put(digest, verified, now + self._local_ttl)
-        if self._shared is not None:
+        if self._remember(digest, verified) and self._shared is not None:
             await self._shared.put(digest, state.to_json())
         return verified
+
+    def _remember(self, digest: bytes, value: _Cached) -> bool:
+        """Cache a lookup's result unless the key was invalidated while it ran."""
+        if not self._current(digest):
+            return False
+        now = time.monotonic()
+        if value is None:
+            self._known.drop(digest)
+            self._unknown.put(digest, None, now + self._negative_ttl)
+        else:
+            self._unknown.drop(digest)
+            self._known.put(digest, value, now + self._local_ttl)
+        return True
 
     def _verified(self, state: KeyState) -> VerifiedKey:
         return VerifiedKey(state, principal_for(state, self._catalog))
@@ -268,24 +324,33 @@ class KeyVerifier:
 
     @property
     def cache_size(self) -> int:
-        return len(self._local)
+        return len(self._known) + len(self._unknown)
 
     def drop(self, digest: bytes) -> None:
-        self._local.drop(digest)
+        """Forget one key here, including any lookup of it in flight."""
+        self._known.drop(digest)
+        self._unknown.drop(digest)
+        self._inflight.pop(digest, None)
 
     def reset(self) -> None:
-        self._local.clear()
+        """Distrust everything cached: the invalidation channel was (re)connected and
+        notices may have been missed. Entries must be revalidated before they are served
+        again, but stay usable within their stale window should the database be down."""
+        now = time.monotonic()
+        self._known.expire_all(now)
+        self._unknown.expire_all(now)
+        self._inflight.clear()
 
     async def invalidate(self, digests: list[bytes]) -> None:
         """Forget keys here and (through Redis) on every instance."""
         for digest in digests:
-            self._local.drop(digest)
+            self.drop(digest)
         if self._shared is not None:
             await self._shared.invalidate(digests)
 
     def take_last_used(self) -> dict[str, datetime]:
         taken, self._last_used = self._last_used, {}
-        return taken
+        return {key_id: datetime.fromtimestamp(at, UTC) for key_id, at in taken.items()}
 
 
 _REASON_TEXT = {
