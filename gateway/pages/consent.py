@@ -1,0 +1,190 @@
+"""What the consent page offers and what a consent grants. Pure; no I/O.
+
+`consent_view` describes the page: each requested permission and whether the user holds it,
+under `strict=false` the other permissions he could add, and under `selectiveStores=true`
+the stores he may pick. `decide` turns a consent POST into the permissions of the new key.
+
+Under `strict=true` the granted permissions come from the (signed) request alone: the form's
+permission fields are not even read, so a tampered form cannot add anything. Under
+`strict=false` the form's choices count, but each must be something the user holds. The
+key service checks the minting rules once more when the key is made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from gateway.pages.authorize_request import AuthorizeRequest
+from gateway.policy.model import Catalog, Perm
+from gateway.store.base import ApiKey, Resource
+
+# The resource type that `selectiveStores` picks (BTCPay's stores).
+STORE = "store"
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """One permission line on the consent page."""
+
+    perm: Perm
+    requested: bool
+    available: bool  # the user holds it, so it can be granted
+
+
+@dataclass(frozen=True, slots=True)
+class StoreChoice:
+    id: str
+    name: str
+    available: bool  # the user holds every store permission asked for, on this store
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentView:
+    requested: tuple[Offer, ...]
+    extra: tuple[Offer, ...]  # strict=false only: other permissions the user may add
+    blocked: bool  # strict and a requested permission is unavailable: cannot authorize
+    selective: tuple[Perm, ...]  # requested permissions that apply to the chosen stores
+    stores: tuple[StoreChoice, ...]
+
+    @property
+    def unavailable(self) -> tuple[Perm, ...]:
+        return tuple(o.perm for o in self.requested if not o.available)
+
+
+@dataclass(frozen=True, slots=True)
+class Granted:
+    permissions: tuple[Perm, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentRefused:
+    message: str
+
+
+def _selective(req: AuthorizeRequest, perms: Iterable[Perm], catalog: Catalog) -> list[Perm]:
+    """The permissions the store picker applies to: unscoped and scopable to a store."""
+    if not req.selective_stores:
+        return []
+    return [
+        p
+        for p in perms
+        if p.resource is None
+        and p.name in catalog.permissions
+        and catalog.permissions[p.name].scope == STORE
+    ]
+
+
+def consent_view(
+    req: AuthorizeRequest, held: Sequence[Perm], catalog: Catalog, stores: Sequence[Resource]
+) -> ConsentView:
+    selective = _selective(req, req.permissions, catalog)
+
+    def holds(p: Perm) -> bool:
+        if catalog.satisfies(held, p):
+            return True
+        # A store permission the user holds on some stores only can still be granted on those.
+        return p in selective and any(catalog.satisfies(held, Perm(p.name, s.id)) for s in stores)
+
+    requested = tuple(Offer(p, requested=True, available=holds(p)) for p in req.permissions)
+    extra: list[Offer] = []
+    if not req.strict:
+        asked = set(req.permissions)
+        candidates = [Perm(name) for name in catalog.permissions]
+        candidates += [p for p in held if p.resource is not None]
+        for p in candidates:
+            if p in asked or not catalog.satisfies(held, p):
+                continue
+            if p.resource is not None and catalog.satisfies(extra_perms(extra), p):
+                continue  # already offered unscoped
+            extra.append(Offer(p, requested=False, available=True))
+    choices: tuple[StoreChoice, ...] = ()
+    if selective:
+        choices = tuple(
+            StoreChoice(
+                s.id,
+                s.name,
+                all(catalog.satisfies(held, Perm(p.name, s.id)) for p in selective),
+            )
+            for s in stores
+        )
+    blocked = req.strict and any(not o.available for o in requested)
+    return ConsentView(requested, tuple(extra), blocked, tuple(selective), choices)
+
+
+def extra_perms(offers: Iterable[Offer]) -> list[Perm]:
+    return [o.perm for o in offers]
+
+
+def decide(
+    req: AuthorizeRequest,
+    held: Sequence[Perm],
+    catalog: Catalog,
+    stores: Sequence[Resource],
+    *,
+    chosen_permissions: Sequence[str],
+    chosen_stores: Sequence[str],
+) -> Granted | ConsentRefused:
+    """The permissions of the key this consent creates, or why it cannot be given."""
+    if req.strict:
+        base = list(req.permissions)  # never the form: see the module docstring
+    else:
+        base = []
+        for raw in chosen_permissions:
+            try:
+                perm = catalog.parse(raw)
+            except ValueError as exc:
+                return ConsentRefused(str(exc))
+            if perm not in base:
+                base.append(perm)
+    selective = _selective(req, base, catalog)
+    missing = catalog.covers(held, [p for p in base if p not in selective])
+    if missing:
+        return ConsentRefused(
+            f"you do not hold {', '.join(map(str, missing))}, so you cannot grant it"
+        )
+    if not selective:
+        return Granted(tuple(base))
+    known = {s.id for s in stores}
+    picked = [s for s in dict.fromkeys(chosen_stores) if s in known]
+    if not picked:
+        return ConsentRefused("choose at least one store for the store permissions")
+    granted = [p for p in base if p not in selective]
+    for store in picked:
+        for p in selective:
+            scoped = Perm(p.name, store)
+            if not catalog.satisfies(held, scoped):
+                return ConsentRefused(f"you do not hold {scoped}, so you cannot grant it")
+            granted.append(scoped)
+    return Granted(tuple(dict.fromkeys(granted)))
+
+
+def replaceable(
+    keys: Iterable[ApiKey], req: AuthorizeRequest, catalog: Catalog, now: datetime
+) -> ApiKey | None:
+    """The user's key that this request may replace: same application identifier, same
+    redirect origin (a different origin never matches), active, unexpired, and covering
+    every requested permission. The newest such key, or None."""
+    if req.application_identifier is None or req.redirect is None:
+        return None
+    found = None
+    for key in keys:
+        if (
+            key.application_identifier != req.application_identifier
+            or key.redirect_origin != req.redirect.origin
+            or key.status != "active"
+            or (key.expires_at is not None and key.expires_at <= now)
+        ):
+            continue
+        perms = []
+        for raw in key.permissions:
+            try:
+                perms.append(catalog.parse(raw))
+            except ValueError:
+                continue  # a permission the catalog no longer knows covers nothing
+        if catalog.covers(perms, req.permissions):
+            continue
+        if found is None or key.created_at >= found.created_at:
+            found = key
+    return found
