@@ -1,0 +1,143 @@
+"""Buckaroo-style API-key management: `/v1/apikeys` (errors are problem+json).
+
+* `POST /v1/apikeys` `{name, scopes, path?}` -> 201 with the key, shown this once.
+* `GET /v1/apikeys?page=&pageSize=`, `GET /v1/apikeys/{id}`: masked, never the key.
+* `PATCH /v1/apikeys/{id}` `{status?: Active|Disabled, name?}`, `DELETE /v1/apikeys/{id}` (204).
+* `PATCH /v1/apikeys/{id}/decrypt` `{password}`: the stored key, only where the deployment
+  keeps retrievable keys, after a fresh password check, audited.
+
+The caller acts on his own keys, with a key or a logged-in browser session. A key needs the
+management scope: `apikey:read` to read, `apikey:manage` to change, `apikey:decrypt` to
+decrypt (where the catalog defines them; otherwise `unrestricted`). A session is the person
+himself, like the account pages, so it needs no scope (except `apikey:decrypt` where defined).
+`{id}` is the public key id only: a whole key never belongs in a URL.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.api.auth import authenticate, reauthenticate, require, scope
+from gateway.api.body import read_json
+from gateway.api.render import add_routes, json_response
+from gateway.api.schemas import (
+    check_key_request,
+    page_params,
+    paged,
+    password_request,
+    v1_key,
+    v1_key_patch,
+    v1_key_request,
+)
+from gateway.errors import NotFound
+from gateway.keys import format as keyformat
+from gateway.policy.evaluate import Principal
+from gateway.services import Services
+from gateway.state import SERVICES
+from gateway.store.base import ApiKey
+
+READ = "apikey:read"
+MANAGE = "apikey:manage"
+DECRYPT = "apikey:decrypt"
+BASE = "/v1/apikeys"
+
+
+async def _caller(request: web.Request, need: str) -> Principal:
+    principal = (await authenticate(request, passwords=False, sessions=True)).principal
+    if principal.via == "key":
+        catalog = request.app[SERVICES].policy.catalog
+        require(principal, catalog, scope(catalog, need))
+    return principal
+
+
+async def _own_key(request: web.Request, services: Services, principal: Principal) -> ApiKey:
+    key_id = request.match_info["id"]
+    if not keyformat.looks_like_key_id(key_id, services.settings.key_prefix):
+        raise NotFound(
+            "API key not found (use the key's id, e.g. apk_0123456789abcdef)",
+            code="apikey-not-found",
+        )
+    return await services.keys.get_owned(key_id, principal.user_id)
+
+
+async def create_key(request: web.Request) -> web.StreamResponse:
+    services = request.app[SERVICES]
+    principal = await _caller(request, MANAGE)
+    body = v1_key_request(await read_json(request))
+    check_key_request(services.keys, body, label_path="name", perms_path="scopes")
+    owner = await services.users.find(principal.user_id)
+    new = await services.keys.create(
+        owner=owner,
+        creator=principal,
+        label=body.label,
+        permissions=body.permissions,
+        path_rule=body.path,
+    )
+    return json_response(
+        v1_key(new.record, new.text),
+        status=201,
+        headers={"Location": f"{BASE}/{new.record.id}"},
+    )
+
+
+async def list_keys(request: web.Request) -> web.StreamResponse:
+    services = request.app[SERVICES]
+    principal = await _caller(request, READ)
+    page = page_params(request.query)
+    keys = await services.keys.list_for(principal.user_id)
+    return json_response(paged(BASE, page, keys, v1_key))
+
+
+async def get_key(request: web.Request) -> web.StreamResponse:
+    services = request.app[SERVICES]
+    principal = await _caller(request, READ)
+    return json_response(v1_key(await _own_key(request, services, principal)))
+
+
+async def update_key(request: web.Request) -> web.StreamResponse:
+    services = request.app[SERVICES]
+    principal = await _caller(request, MANAGE)
+    key = await _own_key(request, services, principal)
+    patch = v1_key_patch(await read_json(request))
+    if patch.name is not None:
+        services.keys.check_label(patch.name, "name")
+        key = await services.keys.rename(key, patch.name, actor=principal)
+    if patch.status is not None and patch.status != key.status:
+        key = await services.keys.set_status(key, patch.status, actor=principal)
+    return json_response(v1_key(key))
+
+
+async def delete_key(request: web.Request) -> web.StreamResponse:
+    services = request.app[SERVICES]
+    principal = await _caller(request, MANAGE)
+    key = await _own_key(request, services, principal)
+    await services.keys.revoke(key, actor=principal)
+    return web.Response(status=204, headers={"Cache-Control": "no-store"})
+
+
+async def decrypt_key(request: web.Request) -> web.StreamResponse:
+    services = request.app[SERVICES]
+    catalog = services.policy.catalog
+    principal = (await authenticate(request, passwords=False, sessions=True)).principal
+    if principal.via == "key":
+        require(principal, catalog, scope(catalog, DECRYPT, scope(catalog, MANAGE)))
+    elif DECRYPT in catalog:
+        require(principal, catalog, DECRYPT)
+    # Said before the key and the password are looked at: no password is worth sending here.
+    services.keys.check_retrievable()
+    key = await _own_key(request, services, principal)
+    password = password_request(await read_json(request))
+    await reauthenticate(request, principal, password)
+    text = await services.keys.reveal_audited(key, actor=principal)
+    return json_response(v1_key(key, text))
+
+
+def setup(app: web.Application) -> None:
+    add_routes(app, "problem", BASE, {"POST": create_key, "GET": list_keys})
+    add_routes(
+        app,
+        "problem",
+        BASE + "/{id}",
+        {"GET": get_key, "PATCH": update_key, "DELETE": delete_key},
+    )
+    add_routes(app, "problem", BASE + "/{id}/decrypt", {"PATCH": decrypt_key})

@@ -1,0 +1,230 @@
+"""Who is calling an API endpoint, and the checks every endpoint shares.
+
+A request carries exactly one credential (`credentials.extract`): a key in any carrier
+(`X-API-KEY`, `token`, `Bearer`, Basic `haplo:<key>`) or, where the endpoint allows it, Basic
+`email:password`. Endpoints that serve people in a browser also accept the logged-in session
+(from `gateway.sessions`, imported lazily: the pages are optional), and then any change needs
+the page's CSRF token, because a browser sends the cookie on cross-site requests too.
+
+A key's path restriction (Haplo's `/prefix`, `=/exact`) applies to the gateway's own endpoints
+as to proxied ones: a key limited to `/api/reports` cannot manage keys. Failed passwords are
+throttled per client address, in the surface's own error shape (429 + Retry-After).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from gateway.credentials import KeyCredential, PasswordCredential, extract
+from gateway.errors import Forbidden, TooManyRequests, Unauthenticated
+from gateway.policy.evaluate import Principal, owner_grants
+from gateway.policy.model import UNRESTRICTED, Catalog, Perm
+from gateway.policy.paths import TargetRejected, canonicalize
+from gateway.services import Services
+from gateway.state import SERVICES, SETTINGS
+from gateway.throttle import Throttle
+
+# Lives here rather than in state.py because state.py belongs to the wiring; the lead may
+# move it. One throttle per application: failed Basic passwords on any API endpoint.
+PASSWORD_THROTTLE = web.AppKey("api_password_throttle", Throttle)
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+CSRF_HEADER = "X-CSRF-Token"
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """An authenticated caller. `key_text` is the key it presented (Greenfield's `current`
+    answers with it); it is never logged or stored."""
+
+    principal: Principal
+    key_text: str | None = field(default=None, repr=False)
+
+
+def install(app: web.Application) -> None:
+    settings = app[SETTINGS]
+    app[PASSWORD_THROTTLE] = Throttle(
+        limit=settings.login_max_failures, window_seconds=settings.login_window
+    )
+
+
+async def authenticate(
+    request: web.Request,
+    *,
+    passwords: bool,
+    sessions: bool = False,
+    path_rule: bool = True,
+) -> Caller:
+    """The caller of this request; Unauthenticated, BadRequest, Forbidden or TooManyRequests.
+
+    `path_rule=False` only where any valid key may act on itself (Greenfield's `current`).
+    """
+    services = request.app[SERVICES]
+    headers = request.headers
+    credential = extract(headers.getall("Authorization", ()), headers.getall("X-API-KEY", ()))
+    if credential is None:
+        principal = await _session_principal(request) if sessions else None
+        if principal is None:
+            raise Unauthenticated(
+                "authentication is required: send an API key "
+                "(Authorization: token <key>, Bearer <key> or X-API-KEY)",
+                code="credential-missing",
+            )
+        return Caller(principal)
+    if isinstance(credential, KeyCredential):
+        verified = await services.verifier.verify(credential.key)
+        if path_rule:
+            check_path_rule(request, verified.principal)
+        return Caller(verified.principal, credential.key)
+    if not passwords:
+        raise Unauthenticated(
+            "this endpoint accepts API keys only, not an email and password",
+            code="password-not-allowed",
+        )
+    return Caller(await _password_principal(request, services, credential))
+
+
+def check_path_rule(request: web.Request, principal: Principal) -> None:
+    rule = principal.path_rule
+    if rule is None:
+        return
+    try:
+        path = canonicalize(request.raw_path).path
+    except TargetRejected:
+        path = None
+    if path is None or not rule.allows(path):
+        raise Forbidden(f"the API key is limited to {rule}", code="path-not-allowed")
+
+
+async def _password_principal(
+    request: web.Request, services: Services, credential: PasswordCredential
+) -> Principal:
+    throttle = request.app[PASSWORD_THROTTLE]
+    where = _throttled(request, "sign-ins")
+    user = await services.users.authenticate(credential.email, credential.password)
+    if user is None:
+        # No reset on success: one known account must not let a client reset its budget
+        # between guesses at other accounts.
+        throttle.failed(where)
+        raise Unauthenticated("the email or password is wrong", code="bad-credentials")
+    return Principal(
+        user_id=user.id,
+        email=user.email,
+        grants=owner_grants(services.policy.catalog, user.grants, is_admin=user.is_admin),
+        is_admin=user.is_admin,
+        via="password",
+    )
+
+
+async def _session_principal(request: web.Request) -> Principal | None:
+    try:
+        from gateway import sessions
+    except ModuleNotFoundError as exc:  # the pages are not installed: no sessions
+        if exc.name != "gateway.sessions":
+            raise
+        return None
+    principal = await sessions.session_principal(request)
+    if principal is None:
+        return None
+    if request.method not in SAFE_METHODS and not await sessions.csrf_valid(
+        request, request.headers.get(CSRF_HEADER)
+    ):
+        raise Forbidden(
+            f"a browser session must send the page's CSRF token in {CSRF_HEADER}",
+            code="csrf-token-invalid",
+        )
+    return principal
+
+
+def client_ip(remote: str | None, forwarded_for: Sequence[str], trusted: Sequence[Network]) -> str:
+    """The client's address: the peer, or behind trusted proxies the nearest untrusted hop of
+    X-Forwarded-For. Values sent by an untrusted peer are ignored: anyone can forge them."""
+    peer = remote or "unknown"
+    if not trusted or not _within(peer, trusted):
+        return peer
+    hops = [hop.strip() for value in forwarded_for for hop in value.split(",")]
+    for hop in reversed(hops):
+        if not _within(hop, trusted):
+            return hop if _is_ip(hop) else peer
+    return peer
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _within(text: str, networks: Sequence[Network]) -> bool:
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return any(address in net for net in networks)
+
+
+# -- requirements -------------------------------------------------------------------------
+
+
+def scope(catalog: Catalog, name: str, fallback: str = UNRESTRICTED) -> str:
+    """`name` where the catalog defines it, else `fallback` (a catalog without Buckaroo's or
+    BTCPay's management permissions leaves those endpoints to unrestricted callers)."""
+    return name if name in catalog else fallback
+
+
+def require(principal: Principal, catalog: Catalog, name: str) -> None:
+    """Forbidden (missing-permission) unless the caller holds `name` (a key: key and owner)."""
+    if not principal.may(catalog, Perm(name)):
+        raise Forbidden(
+            f"this needs the {name} permission",
+            code="missing-permission",
+            extra={"missingPermission": name},
+        )
+
+
+async def reauthenticate(request: web.Request, principal: Principal, password: object) -> None:
+    """Check the caller's own password, sent again with a sensitive request (decrypt).
+
+    Throttled like a sign-in. Forbidden rather than 401: the request's credential is fine,
+    it is the fresh proof that failed.
+    """
+    services = request.app[SERVICES]
+    user = await services.users.find(principal.user_id)
+    if user.is_service:
+        raise Forbidden(
+            "service users have no password, so their keys cannot be read back",
+            code="reauthentication-impossible",
+        )
+    throttle = request.app[PASSWORD_THROTTLE]
+    where = _throttled(request, "password checks")
+    checked = (
+        await services.users.authenticate(user.email, password)
+        if isinstance(password, str)
+        else None
+    )
+    if checked is None or checked.id != user.id:
+        throttle.failed(where)
+        raise Forbidden("the password is wrong", code="reauthentication-failed")
+
+
+def _throttled(request: web.Request, what: str) -> str:
+    """The client's address for the password throttle; TooManyRequests while it is blocked."""
+    settings = request.app[SETTINGS]
+    where = client_ip(
+        request.remote, request.headers.getall("X-Forwarded-For", ()), settings.trusted_proxies
+    )
+    wait = request.app[PASSWORD_THROTTLE].retry_after(where)
+    if wait:
+        raise TooManyRequests(
+            f"too many failed {what} from this address; try again in {wait} seconds",
+            retry_after=wait,
+        )
+    return where
