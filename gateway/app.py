@@ -48,7 +48,8 @@ def _services_ctx(given: Services | None):  # type: ignore[no-untyped-def]
 
 
 async def _forwarder_ctx(app: web.Application) -> AsyncIterator[None]:
-    forwarder = Forwarder()
+    # Runs after _services_ctx (cleanup contexts start in order), so the policy is loaded.
+    forwarder = Forwarder(app[SERVICES].policy.catalog, app[SETTINGS].trusted_proxies)
     await forwarder.start()
     app[FORWARDER] = forwarder
     yield

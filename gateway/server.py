@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import socket
@@ -67,6 +68,24 @@ def _run_worker(settings: Settings, sock: socket.socket | None) -> None:
     )
 
 
+def _spawned_worker(settings: Settings, number: int) -> None:
+    """Entry point of a worker process: a fresh interpreter, so logging is set up again."""
+    logging.basicConfig(
+        level=settings.log_level,
+        format=f"%(asctime)s %(levelname)s %(name)s[worker {number}]: %(message)s",
+    )
+    try:
+        sock = _bind(settings)
+    except OSError as exc:
+        print(
+            f"gateway: worker {number}: cannot listen on {settings.listen} ({exc.strerror or exc})",
+            file=sys.stderr,
+            flush=True,
+        )
+        sys.exit(1)
+    _run_worker(settings, sock)
+
+
 def serve(settings: Settings, *, announce: Callable[[str], None]) -> None:
     """Migrate once, then serve until SIGINT/SIGTERM."""
     _migrate(settings)
@@ -80,23 +99,48 @@ def serve(settings: Settings, *, announce: Callable[[str], None]) -> None:
     if settings.workers == 1:
         _run_worker(settings, None)
         return
-    # Every worker binds its own socket with SO_REUSEPORT, so the kernel spreads
-    # connections across them; the parent only supervises.
+    sys.exit(_supervise(settings))
+
+
+def _supervise(settings: Settings) -> int:
+    """Run the workers until a signal or a worker's death; the exit status to use.
+
+    Every worker binds its own socket with SO_REUSEPORT, so the kernel spreads connections
+    across them; the parent only supervises. A worker that dies unasked takes the others
+    down with it: a gateway silently running at part capacity is worse than a restart.
+    """
     ctx = multiprocessing.get_context("spawn")
     procs = [
-        ctx.Process(target=_run_worker, args=(settings, None), name=f"keygate-worker-{i}")
+        ctx.Process(target=_spawned_worker, args=(settings, i), name=f"keygate-worker-{i}")
         for i in range(settings.workers)
     ]
-    for proc in procs:
-        proc.start()
+    stopping = False
 
-    def stop(signum: int, _frame: object) -> None:
+    def stop_all() -> None:
         for proc in procs:
-            if proc.is_alive() and proc.pid is not None:
+            if proc.pid is not None and proc.is_alive():
                 os.kill(proc.pid, signal.SIGTERM)
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        stop_all()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     for proc in procs:
-        proc.join()
-    sys.exit(max((p.exitcode or 0) for p in procs))
+        proc.start()
+    failed = False
+    running = {proc.sentinel: proc for proc in procs}
+    while running:
+        for sentinel in multiprocessing.connection.wait(list(running)):
+            assert isinstance(sentinel, int)  # process sentinels are file descriptors
+            proc = running.pop(sentinel)
+            proc.join()
+            if not stopping:
+                log.error("%s exited (status %s); stopping the others", proc.name, proc.exitcode)
+                failed = stopping = True
+                stop_all()
+    if failed:
+        return 1
+    return max((proc.exitcode or 0) for proc in procs)

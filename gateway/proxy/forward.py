@@ -1,47 +1,64 @@
-"""Forwarding an allowed request to its upstream (first version: aiohttp ClientSession).
+"""Forwarding an allowed request to its upstream, streaming in both directions.
 
 Interface used by the handler: `Forwarder.forward(request, target, upstream, route, principal)`.
+Headers are rewritten by the pure `headers` module, bytes move through the lean `client`, and
+WebSocket routes go to `websocket`. Failures before the response head reaches the client are
+problem+json (502/504); after that the client connection is closed, so a truncated body is
+visible as truncated rather than passed off as complete.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import logging
+from collections.abc import Sequence
+
 import aiohttp
 from aiohttp import web
-from yarl import URL
 
-from gateway.errors import BadGateway, GatewayTimeout
+from gateway.errors import BadGateway, BadRequest, GatewayError, GatewayTimeout
 from gateway.policy.evaluate import Principal
-from gateway.policy.model import Route, Upstream
+from gateway.policy.model import Catalog, Route, Upstream
 from gateway.policy.paths import CanonicalTarget
-
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-        "content-length",
-    }
+from gateway.proxy import websocket
+from gateway.proxy.client import (
+    ClientRequestError,
+    Connection,
+    UpstreamClient,
+    UpstreamError,
+    UpstreamTimeout,
 )
+from gateway.proxy.headers import Identity, Origin, request_headers, response_headers
+
+log = logging.getLogger("gateway.proxy")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+_EMPTY: tuple[Network, ...] = ()
+IDENTITY_CACHE_SIZE = 10_000  # principals whose identity headers are kept ready
 
 
 class Forwarder:
-    def __init__(self) -> None:
-        self._session: aiohttp.ClientSession | None = None
+    """Forwards allowed requests; one per application, holding the upstream pools."""
+
+    def __init__(
+        self, catalog: Catalog | None = None, trusted_proxies: Sequence[Network] = _EMPTY
+    ) -> None:
+        self._catalog = catalog
+        self._trusted = tuple(trusted_proxies)
+        self._client = UpstreamClient()
+        self._ws_session: aiohttp.ClientSession | None = None
+        self._identities: dict[tuple[str, str | None], tuple[Principal, Identity]] = {}
 
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession(
+        # WebSocket upgrades are rare and long-lived: aiohttp's client does them well.
+        self._ws_session = aiohttp.ClientSession(
             cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False
         )
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self._client.close()
+        if self._ws_session is not None:
+            await self._ws_session.close()
 
     async def forward(
         self,
@@ -51,43 +68,107 @@ class Forwarder:
         route: Route,
         principal: Principal | None,
     ) -> web.StreamResponse:
-        from gateway.proxy.handler import problem_response
-
-        assert self._session is not None
-        url = upstream.url + target.path + ("?" + target.query if target.query else "")
-        headers = {
-            k: v
-            for k, v in request.headers.items()
-            if k.lower() not in HOP_BY_HOP
-            and k.lower() not in {"authorization", "x-api-key"}
-            and not k.lower().replace("_", "-").startswith("x-gateway-")
-        }
-        if principal is not None:
-            headers["X-Gateway-User"] = principal.user_id
-            if principal.key_id:
-                headers["X-Gateway-Key-Id"] = principal.key_id
-        timeout = aiohttp.ClientTimeout(
-            sock_connect=upstream.connect_timeout, sock_read=upstream.read_timeout
+        headers = request_headers(
+            request.headers.items(), self._origin(request), self._identity(principal)
         )
+        path = target.path + "?" + target.query if target.query else target.path
+        if route.websocket and websocket.is_upgrade(request):
+            assert self._ws_session is not None
+            try:
+                return await websocket.proxy(request, self._ws_session, upstream, path, headers)
+            except UpstreamError as exc:
+                return _failure(exc, upstream, target)
+        body = request.content if request.body_exists else None
         try:
-            async with self._session.request(
-                request.method,
-                URL(url, encoded=True),
-                headers=headers,
-                data=request.content if request.body_exists else None,
-                allow_redirects=False,
-                timeout=timeout,
-            ) as upstream_response:
-                response = web.StreamResponse(status=upstream_response.status)
-                for k, v in upstream_response.headers.items():
-                    if k.lower() not in HOP_BY_HOP:
-                        response.headers.add(k, v)
-                await response.prepare(request)
-                async for chunk in upstream_response.content.iter_chunked(65536):
-                    await response.write(chunk)
-                await response.write_eof()
-                return response
-        except TimeoutError:
-            return problem_response(GatewayTimeout("the upstream did not answer in time"))
-        except aiohttp.ClientError:
-            return problem_response(BadGateway("the upstream could not be reached"))
+            response = await self._client.request(
+                upstream, request.method, path, headers, body, request.content_length
+            )
+        except UpstreamError as exc:
+            return _failure(exc, upstream, target)
+        out_headers = response_headers(response.headers)
+        reason = response.reason or None
+        if response.complete:
+            # The whole body came with the head (the common small answer): one write to the
+            # client instead of prepare + write + write_eof.
+            data = response.take_body()
+            response.release()
+            return web.Response(
+                status=response.status, reason=reason, headers=out_headers, body=data or None
+            )
+        return await _stream(request, response, out_headers, reason, upstream)
+
+    def _origin(self, request: web.Request) -> Origin:
+        peer = request.remote
+        trusted = bool(self._trusted) and peer is not None and _within(peer, self._trusted)
+        return Origin(peer, request.scheme, request.headers.get("Host"), trusted)
+
+    def _identity(self, principal: Principal | None) -> Identity | None:
+        if principal is None:
+            return None
+        # The verifier hands out the same Principal object for as long as it caches a key, so
+        # the effective permissions are computed once per cached key, not per request. The
+        # `is` check makes a re-verified (possibly changed) principal compute afresh.
+        slot = (principal.user_id, principal.key_id)
+        cached = self._identities.get(slot)
+        if cached is not None and cached[0] is principal:
+            return cached[1]
+        if self._catalog is None:  # no catalog, no way to compute effective permissions
+            permissions: tuple[str, ...] = ()
+        else:
+            permissions = tuple(str(p) for p in principal.effective(self._catalog))
+        identity = Identity(principal.user_id, principal.key_id, permissions)
+        if len(self._identities) >= IDENTITY_CACHE_SIZE:
+            self._identities.clear()
+        self._identities[slot] = (principal, identity)
+        return identity
+
+
+async def _stream(
+    request: web.Request,
+    upstream_response: Connection,
+    headers: list[tuple[str, str]],
+    reason: str | None,
+    upstream: Upstream,
+) -> web.StreamResponse:
+    response = web.StreamResponse(status=upstream_response.status, reason=reason, headers=headers)
+    try:
+        await response.prepare(request)
+        while chunk := await upstream_response.read():
+            await response.write(chunk)
+        await response.write_eof()
+    except UpstreamError as exc:
+        # The head is out: the only honest signal left is to cut the client connection.
+        log.warning("upstream %s failed mid-response: %s", upstream.name, exc)
+        upstream_response.close()
+        request.protocol.force_close()
+        return response
+    except ConnectionError:
+        upstream_response.close()  # the client went away; the rest of the body is unwanted
+        return response
+    except BaseException:
+        upstream_response.close()
+        raise
+    upstream_response.release()
+    return response
+
+
+def _failure(exc: UpstreamError, upstream: Upstream, target: CanonicalTarget) -> web.Response:
+    from gateway.proxy.handler import problem_response  # handler imports this module
+
+    error: GatewayError
+    if isinstance(exc, UpstreamTimeout):
+        error = GatewayTimeout(str(exc))
+    elif isinstance(exc, ClientRequestError):
+        error = BadRequest(str(exc), code="bad-client-request")
+    else:
+        error = BadGateway(str(exc))
+    log.warning("upstream %s: %s", upstream.name, exc)
+    return problem_response(error, target.path)
+
+
+def _within(peer: str, networks: Sequence[Network]) -> bool:
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    return any(address in network for network in networks)

@@ -1,0 +1,1 @@
+"""Throughput benchmark: `make bench` (`python -m bench.run`)."""

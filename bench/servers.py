@@ -1,0 +1,145 @@
+"""The processes under test: a fixed upstream, nginx proxy_pass, Keygate. All on 127.0.0.1.
+
+Every process is started by us, tracked by its Popen handle and stopped by that handle (TERM,
+then KILL after a bounded wait); nothing is looked up or killed by name.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BODY = '{"ok":true,"service":"bench-upstream"}\n'
+STOP_SECONDS = 10.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), 0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {seconds:g}s")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(STOP_SECONDS)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(STOP_SECONDS)
+
+
+_NGINX_COMMON = """
+worker_processes 1;
+daemon off;
+pid {work}/{name}.pid;
+error_log {work}/{name}-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {work}/tmp/{name}-body;
+    proxy_temp_path {work}/tmp/{name}-proxy;
+    fastcgi_temp_path {work}/tmp/{name}-fastcgi;
+    uwsgi_temp_path {work}/tmp/{name}-uwsgi;
+    scgi_temp_path {work}/tmp/{name}-scgi;
+    keepalive_requests 100000000;
+    {body}
+}}
+"""
+
+_UPSTREAM = """
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            default_type application/json;
+            return 200 '{payload}';
+        }}
+    }}
+"""
+
+_PROXY = """
+    upstream backend {{
+        server 127.0.0.1:{upstream};
+        keepalive 64;
+        keepalive_requests 100000000;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+"""
+
+
+def nginx(binary: str, work: Path, name: str, body: str, port: int) -> subprocess.Popen[bytes]:
+    (work / "tmp").mkdir(parents=True, exist_ok=True)
+    os.chmod(work / "tmp", 0o777)  # noqa: S103 - nginx workers may run as another user
+    conf = work / f"{name}.conf"
+    conf.write_text(_NGINX_COMMON.format(work=work, name=name, body=body))
+    proc = subprocess.Popen(
+        [binary, "-p", str(work), "-c", str(conf)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_port(port, proc)
+    return proc
+
+
+def nginx_upstream(binary: str, work: Path, port: int) -> subprocess.Popen[bytes]:
+    payload = BODY.replace("\n", "\\n")
+    return nginx(binary, work, "upstream", _UPSTREAM.format(port=port, payload=payload), port)
+
+
+def nginx_proxy(binary: str, work: Path, port: int, upstream: int) -> subprocess.Popen[bytes]:
+    return nginx(binary, work, "proxy", _PROXY.format(port=port, upstream=upstream), port)
+
+
+def python_upstream(port: int) -> subprocess.Popen[bytes]:
+    """The fallback upstream when nginx is missing: a fixed answer from asyncio."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.fixed", str(port)],
+        stdout=subprocess.DEVNULL,
+    )
+    wait_port(port, proc)
+    return proc
+
+
+def keygate(env: dict[str, str], port: int, workers: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "serve",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(workers),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    wait_port(port, proc)
+    return proc

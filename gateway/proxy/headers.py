@@ -1,0 +1,169 @@
+"""Rewriting headers between the client and the upstream: pure functions over (name, value) pairs.
+
+Request direction (client → upstream), in this order:
+
+1. drop hop-by-hop headers (RFC 9110 §7.6.1) and the message framing (`Content-Length`,
+   `Transfer-Encoding`: the upstream client frames the body itself), `Host` (rewritten to the
+   upstream's) and `Expect` (the gateway has already answered `100-continue`);
+2. drop every header the client's `Connection` header names;
+3. drop every client-sent `X-Gateway-*` (the gateway's identity headers), the credential
+   (`Authorization`, `X-API-KEY`) and, unless the peer is a trusted proxy, every forwarding
+   header (`X-Forwarded-*`, `Forwarded`, `X-Real-IP`);
+4. add `X-Forwarded-For/Proto/Host` and the identity headers.
+
+Names are compared case-insensitively *and* with `_` read as `-`: aiohttp keeps a header named
+`x_gateway_user`, and CGI/WSGI-style upstreams fold it into the same variable as
+`X-Gateway-User`. Because steps 2 and 3 only remove client headers and step 4 runs last, a client
+can never make the gateway drop (`Connection: X-Gateway-User`) or pre-empt a header it adds.
+
+Response direction: hop-by-hop headers and those named in the upstream's `Connection` go;
+`Content-Length` stays (it frames the body the gateway relays unchanged).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+Header = tuple[str, str]
+
+IDENTITY_PREFIX = "x-gateway-"
+USER_HEADER = "X-Gateway-User"
+KEY_ID_HEADER = "X-Gateway-Key-Id"
+PERMISSIONS_HEADER = "X-Gateway-Permissions"
+
+# RFC 9110 §7.6.1 plus the historical `Proxy-Connection`, which some clients still send.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+# Request headers the gateway owns on the way out: framing, the target host, and `Expect`.
+_NO_TOKENS: frozenset[str] = frozenset()
+_REQUEST_OWNED = frozenset({"content-length", "host", "expect"})
+_CREDENTIALS = frozenset({"authorization", "x-api-key"})
+_REQUEST_DROP = HOP_BY_HOP | _REQUEST_OWNED | _CREDENTIALS
+_FORWARDING = frozenset(
+    {
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "x-real-ip",
+    }
+)
+
+
+class Origin(NamedTuple):
+    """Where a request came from, as the gateway saw it (a named tuple: built per request).
+
+    `client_ip` is the socket peer; `trusted_peer` is true when that peer is a configured
+    trusted proxy, whose forwarding headers are then kept and appended to.
+    """
+
+    client_ip: str | None
+    proto: str
+    host: str | None
+    trusted_peer: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """The authenticated caller, as the upstream is told about it."""
+
+    user_id: str
+    key_id: str | None
+    permissions: tuple[str, ...]
+
+    @property
+    def headers(self) -> list[Header]:
+        out = [(USER_HEADER, self.user_id)]
+        if self.key_id is not None:
+            out.append((KEY_ID_HEADER, self.key_id))
+        out.append((PERMISSIONS_HEADER, " ".join(self.permissions)))
+        return out
+
+
+def normalise(name: str) -> str:
+    """A header name as upstreams may read it: lower case, `_` folded into `-`."""
+    return name.lower().replace("_", "-")
+
+
+def connection_tokens(headers: Iterable[Header]) -> frozenset[str]:
+    """The (normalised) header names listed in `Connection` headers, beyond those always dropped.
+
+    `keep-alive` and `close`, by far the most common tokens, name nothing extra to remove.
+    """
+    tokens: set[str] | None = None
+    for name, value in headers:
+        # The length test keeps this pass cheap: it runs over every header of every request.
+        if len(name) in (10, 16) and normalise(name) in ("connection", "proxy-connection"):
+            for token in value.split(","):
+                key = normalise(token.strip())
+                if key and key != "close" and key not in HOP_BY_HOP:
+                    if tokens is None:
+                        tokens = set()
+                    tokens.add(key)
+    return frozenset(tokens) if tokens else _NO_TOKENS
+
+
+def request_headers(
+    headers: Iterable[Header], origin: Origin, identity: Identity | None
+) -> list[Header]:
+    """The headers to send upstream for a client request (see the module docstring)."""
+    incoming = headers if isinstance(headers, list) else list(headers)
+    named = connection_tokens(incoming)
+    out: list[Header] = []
+    forwarded_for: list[str] = []
+    proto = origin.proto
+    host = origin.host
+    for name, value in incoming:
+        key = name.lower()
+        if "_" in key:
+            key = key.replace("_", "-")
+        if key in _REQUEST_DROP or key in named or key.startswith(IDENTITY_PREFIX):
+            continue
+        if key in _FORWARDING:
+            # Only a trusted proxy's own spelling is believed; `x_forwarded_for` never is.
+            if origin.trusted_peer and "_" not in name:
+                if key == "x-forwarded-for":
+                    forwarded_for.append(value)
+                elif key == "x-forwarded-proto":
+                    proto = value
+                elif key == "x-forwarded-host":
+                    host = value
+                else:
+                    out.append((name, value))
+            continue
+        out.append((name, value))
+    if origin.client_ip is not None:
+        forwarded_for.append(origin.client_ip)
+    if forwarded_for:
+        out.append(("X-Forwarded-For", ", ".join(forwarded_for)))
+    out.append(("X-Forwarded-Proto", proto))
+    if host:
+        out.append(("X-Forwarded-Host", host))
+    if identity is not None:
+        out.extend(identity.headers)
+    return out
+
+
+def response_headers(headers: Iterable[Header]) -> list[Header]:
+    """The upstream's response headers the client may see."""
+    incoming = headers if isinstance(headers, list) else list(headers)
+    named = connection_tokens(incoming)
+    if named:
+        drop = HOP_BY_HOP | named
+        return [(name, value) for name, value in incoming if normalise(name) not in drop]
+    return [(name, value) for name, value in incoming if name.lower() not in HOP_BY_HOP]

@@ -1,0 +1,634 @@
+"""Forwarding through the gateway to a real upstream: what the upstream sees, what the client gets.
+
+The gateway runs as the real application on a real port (pytest-aiohttp), the upstreams are real
+servers on free ports (tests/integration/upstream.py). Raw sockets are used wherever an HTTP
+client library would normalise what we want to send (dot segments, pipelining).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import json
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from gateway.app import create_app
+from gateway.services import Services
+from gateway.state import SERVICES
+from tests.conftest import make_settings
+from tests.integration.upstream import EchoUpstream, RawUpstream, free_port
+
+POLICY = """
+permissions:
+  - {{name: t.read, title: Read}}
+  - {{name: t.admin, title: Administer}}
+upstreams:
+  main: {{url: "{main}", connect_timeout: 2, read_timeout: 2}}
+  raw: {{url: "{raw}", connect_timeout: 2, read_timeout: 1}}
+  dead: {{url: "http://127.0.0.1:{dead}", connect_timeout: 1, read_timeout: 1}}
+  tiny: {{url: "{raw}", connect_timeout: 0.5, read_timeout: 3, pool_size: 1}}
+  unaccepting: {{url: "http://127.0.0.1:{unaccepting}", connect_timeout: 0.5, read_timeout: 1}}
+routes:
+  - {{path: /public/**, upstream: main, auth: none}}
+  - {{path: /api/**, upstream: main, permission: t.read}}
+  - {{path: /admin/**, upstream: main, permission: t.admin}}
+  - {{path: /ws/**, methods: [GET], upstream: main, permission: t.read, websocket: true}}
+  - {{path: /nows/**, methods: [GET], upstream: main, permission: t.read}}
+  - {{path: /raw/**, upstream: raw, permission: t.read}}
+  - {{path: /dead/**, upstream: dead, permission: t.read}}
+  - {{path: /tiny/**, upstream: tiny, permission: t.read}}
+  - {{path: /unaccepting/**, upstream: unaccepting, permission: t.read}}
+"""
+
+
+@dataclass
+class Gateway:
+    """The running gateway, its upstream, and a user holding a `t.read` key."""
+
+    client: TestClient[Any, Any]
+    services: Services
+    upstream: EchoUpstream
+    key: str
+    key_id: str
+    user_id: str
+
+    @property
+    def port(self) -> int:
+        port = self.client.server.port
+        assert port is not None
+        return port
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"X-API-KEY": self.key}
+
+    async def raw(self, data: bytes, *, seconds: float = 10) -> bytes:
+        """Send raw bytes on one connection; read until the gateway closes it."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        try:
+            writer.write(data)
+            await writer.drain()
+            async with asyncio.timeout(seconds):
+                return await reader.read()
+        finally:
+            writer.close()
+
+
+MakeGateway = Callable[..., Awaitable[Gateway]]
+
+
+@pytest.fixture(name="make_gateway")
+async def make_gateway_fixture(
+    aiohttp_client: Callable[[web.Application], Awaitable[TestClient[Any, Any]]],
+    sqlite_url: str,
+    tmp_path: Path,
+) -> AsyncIterator[MakeGateway]:
+    """Start the gateway in front of `upstream` (an EchoUpstream), optionally `raw` (a
+    RawUpstream, also behind the one-connection `tiny` upstream) and `unaccepting` (a port)."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def make(
+            upstream: EchoUpstream | None = None,
+            raw: RawUpstream | None = None,
+            unaccepting: int | None = None,
+            **settings: Any,
+        ) -> Gateway:
+            upstream = await stack.enter_async_context(upstream or EchoUpstream())
+            raw_url = raw.url if raw is not None else f"http://127.0.0.1:{free_port()}"
+            policy = tmp_path / "policy.yaml"
+            policy.write_text(
+                POLICY.format(
+                    main=upstream.url,
+                    raw=raw_url,
+                    dead=free_port(),
+                    unaccepting=unaccepting or free_port(),
+                )
+            )
+            app = create_app(make_settings(sqlite_url, policy=(policy,), **settings))
+            client = await aiohttp_client(app)
+            services = client.app[SERVICES]
+            user = await services.users.create(
+                email="reader@example.com",
+                password=None,
+                actor="test",
+                is_service=True,
+                grants=["t.read"],
+            )
+            new = await services.keys.create(
+                owner=user, creator=None, label="reader", permissions=["t.read"]
+            )
+            return Gateway(client, services, upstream, new.text, new.record.id, user.id)
+
+        yield make
+
+
+def split_responses(data: bytes) -> list[tuple[int, dict[str, str], bytes]]:
+    """Consecutive HTTP/1.1 responses (Content-Length framed) from raw bytes."""
+    out = []
+    while data:
+        head, _, data = data.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        length = int(headers.get("content-length", "0"))
+        out.append((int(lines[0].split()[1]), headers, data[:length]))
+        data = data[length:]
+    return out
+
+
+def request(target: str, *headers: str, close: bool = False) -> bytes:
+    lines = [f"GET {target} HTTP/1.1", "Host: gateway.test", *headers]
+    if close:
+        lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+# -- what reaches the upstream ------------------------------------------------------------------
+
+
+async def test_canonical_path_and_verbatim_query_reach_the_upstream(
+    make_gateway: MakeGateway,
+) -> None:
+    """The upstream receives the canonical path and the query byte for byte."""
+    gw = await make_gateway()
+    raw = await gw.raw(
+        request(
+            "/api/./a/%41b/../c?q=%2F%2e&x=1+2&x=%E2%82%AC&empty=",
+            f"X-API-KEY: {gw.key}",
+            close=True,
+        )
+    )
+    [(status, _, _)] = split_responses(raw)
+    assert status == 200
+    assert gw.upstream.received[-1].target == "/api/a/c?q=%2F%2e&x=1+2&x=%E2%82%AC&empty="
+
+
+async def test_identity_headers_name_the_user_key_and_permissions(
+    make_gateway: MakeGateway,
+) -> None:
+    """X-Gateway-User, X-Gateway-Key-Id and X-Gateway-Permissions carry the verified identity."""
+    gw = await make_gateway()
+    async with gw.client.get("/api/x", headers=gw.auth) as response:
+        assert response.status == 200
+    seen = gw.upstream.received[-1]
+    assert seen.header("X-Gateway-User") == [gw.user_id]
+    assert seen.header("X-Gateway-Key-Id") == [gw.key_id]
+    assert seen.header("X-Gateway-Permissions") == ["t.read"]
+    assert seen.header("X-Forwarded-For") == ["127.0.0.1"]
+    assert seen.header("X-Forwarded-Proto") == ["http"]
+    assert seen.header("X-Forwarded-Host") == [f"127.0.0.1:{gw.port}"]
+    assert seen.header("Host") == [f"127.0.0.1:{gw.upstream.port}"]
+
+
+async def test_connection_header_cannot_drop_the_gateways_headers(
+    make_gateway: MakeGateway,
+) -> None:
+    """`Connection: X-Gateway-User, X-Forwarded-For` leaves the gateway's own values in place."""
+    gw = await make_gateway()
+    raw = await gw.raw(
+        request(
+            "/api/x",
+            f"X-API-KEY: {gw.key}",
+            "X-Gateway-User: admin",
+            "X-Private: 1",
+            "Connection: X-Gateway-User, X-Gateway-Permissions, X-Forwarded-For, X-Private",
+        )
+        + request("/api/y", f"X-API-KEY: {gw.key}", close=True)
+    )
+    assert [s for s, _, _ in split_responses(raw)] == [200, 200]
+    seen = gw.upstream.received[0]
+    assert seen.header("X-Gateway-User") == [gw.user_id]
+    assert seen.header("X-Gateway-Permissions") == ["t.read"]
+    assert seen.header("X-Forwarded-For") == ["127.0.0.1"]
+    assert seen.header("X-Private") == []
+
+
+async def test_spoofed_identity_and_forwarding_headers_never_reach_the_upstream(
+    make_gateway: MakeGateway,
+) -> None:
+    """Client-made X-Gateway-*, `_` spellings, X-Forwarded-*, Forwarded, X-Real-IP are replaced."""
+    gw = await make_gateway()
+    raw = await gw.raw(
+        request(
+            "/api/x",
+            f"X-API-KEY: {gw.key}",
+            "X-Gateway-User: admin",
+            "x_gateway_user: admin",
+            "X_Gateway-Key-Id: apk_someone",
+            "X-Gateway-Permissions: unrestricted",
+            "X-Forwarded-For: 10.9.9.9",
+            "X_Forwarded_For: 10.9.9.9",
+            "X-Forwarded-Host: evil.example",
+            "Forwarded: for=10.9.9.9",
+            "X-Real-IP: 10.9.9.9",
+            close=True,
+        )
+    )
+    assert split_responses(raw)[0][0] == 200
+    seen = gw.upstream.received[-1]
+    identity = [(n, v) for n, v in seen.headers if n.lower().replace("_", "-").startswith("x-gat")]
+    assert identity == [
+        ("X-Gateway-User", gw.user_id),
+        ("X-Gateway-Key-Id", gw.key_id),
+        ("X-Gateway-Permissions", "t.read"),
+    ]
+    assert seen.header("X-Forwarded-For") == ["127.0.0.1"]
+    assert seen.header("X-Forwarded-Host") == ["gateway.test"]
+    assert not {"forwarded", "x-real-ip", "x_forwarded_for"} & {n.lower() for n in seen.names()}
+
+
+async def test_trusted_proxy_forwarded_for_is_appended(make_gateway: MakeGateway) -> None:
+    """Behind a configured trusted proxy, its X-Forwarded-For is kept and the peer appended."""
+    import ipaddress
+
+    gw = await make_gateway(trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),))
+    async with gw.client.get(
+        "/api/x", headers={**gw.auth, "X-Forwarded-For": "198.51.100.4"}
+    ) as response:
+        assert response.status == 200
+    assert gw.upstream.received[-1].header("X-Forwarded-For") == ["198.51.100.4, 127.0.0.1"]
+
+
+@pytest.mark.parametrize(
+    "credential",
+    [
+        {"X-API-KEY": "{key}"},
+        {"Authorization": "Bearer {key}"},
+        {"Authorization": "token {key}"},
+    ],
+)
+async def test_credential_never_reaches_the_upstream_on_protected_routes(
+    make_gateway: MakeGateway, credential: dict[str, str]
+) -> None:
+    """The key a request was authorised with is removed before forwarding."""
+    gw = await make_gateway()
+    headers = {k: v.format(key=gw.key) for k, v in credential.items()}
+    async with gw.client.get("/api/x", headers=headers) as response:
+        assert response.status == 200
+    seen = gw.upstream.received[-1]
+    assert not any(gw.key in value for _, value in seen.headers)
+    assert seen.header("Authorization") == []
+    assert seen.header("X-API-KEY") == []
+
+
+async def test_credential_never_reaches_the_upstream_on_public_routes(
+    make_gateway: MakeGateway,
+) -> None:
+    """A public (`auth: none`) route does not leak a key or password the client happened to send."""
+    gw = await make_gateway()
+    raw = await gw.raw(
+        request(
+            "/public/page",
+            f"X-API-KEY: {gw.key}",
+            f"x_api_key: {gw.key}",
+            "Authorization: Basic cmVhZGVyQGV4YW1wbGUuY29tOnNlY3JldA==",
+            "X-Gateway-User: admin",
+            close=True,
+        )
+    )
+    assert split_responses(raw)[0][0] == 200
+    seen = gw.upstream.received[-1]
+    assert not any(gw.key in v or "cmVhZGVy" in v for _, v in seen.headers)
+    assert not [n for n in seen.names() if n.lower().replace("_", "-").startswith("x-gateway")]
+
+
+# -- attacks on one connection ------------------------------------------------------------------
+
+
+async def test_pipelined_attack_requests_are_refused_independently(
+    make_gateway: MakeGateway,
+) -> None:
+    """On one keep-alive connection, an allowed request does not open the door for the next ones."""
+    gw = await make_gateway()
+    key = f"X-API-KEY: {gw.key}"
+    raw = await gw.raw(
+        request("/api/ok", key)
+        + request("/api/%2e%2e/admin/users", key)  # traversal into a route the key lacks
+        + request("/api/..%2fadmin/users", key)  # encoded slash: refused outright
+        + request("/admin/users", key)  # plainly unauthorised
+        + request("/api/fine", "X-Gateway-User: admin")  # no key at all
+        + request("/api/last", key, close=True)
+    )
+    statuses = [status for status, _, _ in split_responses(raw)]
+    assert statuses == [200, 403, 400, 403, 401, 200]
+    assert [r.target for r in gw.upstream.received] == ["/api/ok", "/api/last"]
+
+
+async def test_each_request_on_a_connection_is_authenticated_afresh(
+    make_gateway: MakeGateway,
+) -> None:
+    """A key sent on the first request of a connection is not remembered for the second."""
+    gw = await make_gateway()
+    raw = await gw.raw(
+        request("/api/one", f"X-API-KEY: {gw.key}") + request("/api/two", close=True)
+    )
+    assert [s for s, _, _ in split_responses(raw)] == [200, 401]
+    assert [r.target for r in gw.upstream.received] == ["/api/one"]
+
+
+# -- what comes back --------------------------------------------------------------------------
+
+
+async def test_upstream_redirect_is_passed_back_not_followed(make_gateway: MakeGateway) -> None:
+    """A 302 to another host reaches the client as is; the gateway never follows it."""
+    upstream = EchoUpstream()
+
+    async def redirect(request: web.Request) -> web.Response:
+        return web.Response(status=302, headers={"Location": "http://elsewhere.invalid/steal"})
+
+    upstream.route("GET", "/api/redirect", redirect)
+    gw = await make_gateway(upstream)
+    async with gw.client.get("/api/redirect", headers=gw.auth, allow_redirects=False) as response:
+        assert response.status == 302
+        assert response.headers["Location"] == "http://elsewhere.invalid/steal"
+    assert [r.target for r in upstream.received] == ["/api/redirect"]
+
+
+async def test_upstream_cookies_reach_the_client_but_are_never_replayed(
+    make_gateway: MakeGateway,
+) -> None:
+    """Set-Cookie is passed to the client; the gateway keeps no jar, so others never send it."""
+    upstream = EchoUpstream()
+
+    async def set_cookie(request: web.Request) -> web.Response:
+        response = web.Response(text="ok")
+        response.headers.add("Set-Cookie", "session=first-client; Path=/")
+        response.headers.add("Set-Cookie", "theme=dark; Path=/")
+        return response
+
+    upstream.route("GET", "/api/login", set_cookie)
+    gw = await make_gateway(upstream)
+    async with gw.client.get("/api/login", headers=gw.auth) as response:
+        assert response.status == 200
+        assert response.headers.getall("Set-Cookie") == [
+            "session=first-client; Path=/",
+            "theme=dark; Path=/",
+        ]
+    # Another client, without a cookie jar of its own.
+    async with (
+        aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as other,
+        other.get(f"http://127.0.0.1:{gw.port}/api/next", headers=gw.auth) as response,
+    ):
+        assert response.status == 200
+    assert upstream.received[-1].header("Cookie") == []
+
+
+async def test_head_and_no_content_responses_have_no_body(make_gateway: MakeGateway) -> None:
+    """HEAD keeps the upstream's Content-Length without a body; 204 and 304 have none either."""
+    upstream = EchoUpstream()
+
+    async def no_content(request: web.Request) -> web.Response:
+        return web.Response(status=204)
+
+    async def not_modified(request: web.Request) -> web.Response:
+        return web.Response(status=304, headers={"ETag": '"v1"'})
+
+    upstream.route("GET", "/api/empty", no_content)
+    upstream.route("GET", "/api/cached", not_modified)
+    gw = await make_gateway(upstream)
+    raw = await gw.raw(
+        b"HEAD /api/x HTTP/1.1\r\nHost: g\r\nX-API-KEY: "
+        + gw.key.encode()
+        + b"\r\n\r\n"
+        + request("/api/empty", f"X-API-KEY: {gw.key}")
+        + request("/api/cached", f"X-API-KEY: {gw.key}")
+        + request("/api/after", f"X-API-KEY: {gw.key}", close=True)
+    )
+    head, rest = raw.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 200")
+    assert (
+        int(dict(line.split(": ", 1) for line in head.decode().split("\r\n")[1:])["Content-Length"])
+        > 0
+    )
+    statuses = [s for s, _, _ in split_responses(rest)]
+    assert statuses == [204, 304, 200]
+    assert [r.method for r in upstream.received[:1]] == ["HEAD"]
+
+
+async def test_chunked_upstream_response_is_relayed(make_gateway: MakeGateway) -> None:
+    """A chunked upstream body arrives complete and in order."""
+    upstream = EchoUpstream()
+
+    async def chunked(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for i in range(50):
+            await response.write(f"part {i};".encode())
+        await response.write_eof()
+        return response
+
+    upstream.route("GET", "/api/chunked", chunked)
+    gw = await make_gateway(upstream)
+    async with gw.client.get("/api/chunked", headers=gw.auth) as response:
+        assert response.status == 200
+        assert await response.text() == "".join(f"part {i};" for i in range(50))
+
+
+async def test_compressed_bodies_pass_through_untouched(make_gateway: MakeGateway) -> None:
+    """A gzip body keeps its bytes and Content-Encoding: the gateway never decompresses."""
+    payload = gzip.compress(b'{"hello": "world"}' * 100)
+    upstream = EchoUpstream()
+
+    async def compressed(request: web.Request) -> web.Response:
+        return web.Response(
+            body=payload,
+            headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+        )
+
+    upstream.route("GET", "/api/gz", compressed)
+    gw = await make_gateway(upstream)
+    raw = await gw.raw(request("/api/gz", f"X-API-KEY: {gw.key}", close=True))
+    [(status, headers, body)] = split_responses(raw)
+    assert status == 200
+    assert headers["content-encoding"] == "gzip"
+    assert body == payload
+
+
+async def test_expect_continue_upload_is_forwarded_without_expect(
+    make_gateway: MakeGateway,
+) -> None:
+    """`Expect: 100-continue` is answered by the gateway; the upstream gets the body, no Expect."""
+    gw = await make_gateway()
+    async with gw.client.post(
+        "/api/upload", headers=gw.auth, data=b"x" * 5000, expect100=True
+    ) as response:
+        assert response.status == 200
+        assert (await response.json())["body_size"] == 5000
+    assert gw.upstream.received[-1].header("Expect") == []
+
+
+async def test_non_websocket_route_forwards_upgrade_as_plain_http(
+    make_gateway: MakeGateway,
+) -> None:
+    """Without `websocket: true` the Upgrade header is dropped and the request is plain HTTP."""
+    gw = await make_gateway()
+    raw = await gw.raw(
+        request(
+            "/nows/feed",
+            f"X-API-KEY: {gw.key}",
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+            "Sec-WebSocket-Version: 13",
+            close=True,
+        )
+    )
+    assert split_responses(raw)[0][0] == 200
+    seen = gw.upstream.received[-1]
+    assert seen.header("Upgrade") == []
+    assert seen.header("Connection") in ([], ["keep-alive"])
+
+
+# -- upstream failures ------------------------------------------------------------------------
+
+
+async def test_upstream_refusing_connections_is_a_502_problem(make_gateway: MakeGateway) -> None:
+    """A refused upstream connection answers 502 problem+json, never a 500."""
+    gw = await make_gateway()
+    async with gw.client.get("/dead/x", headers=gw.auth) as response:
+        assert response.status == 502
+        assert response.content_type == "application/problem+json"
+        body = json.loads(await response.text())
+    assert body["status"] == 502
+    assert body["code"] == "bad-gateway"
+
+
+async def test_upstream_not_answering_in_time_is_a_504_problem(make_gateway: MakeGateway) -> None:
+    """An upstream that accepts the request but never answers yields 504 problem+json."""
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await asyncio.sleep(30)
+
+    async with RawUpstream(silent) as raw:
+        gw = await make_gateway(raw=raw)
+        async with gw.client.get("/raw/x", headers=gw.auth) as response:
+            assert response.status == 504
+            assert response.content_type == "application/problem+json"
+            assert json.loads(await response.text())["code"] == "gateway-timeout"
+        async with gw.client.get("/api/still-fine", headers=gw.auth) as response:
+            assert response.status == 200
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\nhello",
+        b"HTTP/1.1 099 Odd\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX-Ctl: a\x01b\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0x5\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nX-Folded: a\r\n b\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nBad Name: x\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX-Split: a\rb\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/2 200 OK\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+    ],
+    ids=[
+        "length-and-chunked",
+        "conflicting-lengths",
+        "repeated-length",
+        "listed-length",
+        "status-below-100",
+        "control-char",
+        "negative-length",
+        "hex-length",
+        "unknown-coding",
+        "obs-fold",
+        "space-in-name",
+        "bare-lf",
+        "bare-cr",
+        "not-http1",
+        "bad-chunk-size",
+    ],
+)
+async def test_ambiguous_upstream_framing_is_a_502(
+    make_gateway: MakeGateway, answer: bytes
+) -> None:
+    """A response the gateway could frame differently than the upstream meant is refused (502)."""
+
+    async def bad(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        await writer.drain()
+        await asyncio.sleep(5)
+
+    async with RawUpstream(bad) as raw:
+        gw = await make_gateway(raw=raw)
+        async with gw.client.get("/raw/x", headers=gw.auth) as response:
+            if response.status == 200:  # a bad chunk is only seen after the head went out
+                with pytest.raises(aiohttp.ClientPayloadError):
+                    await response.read()
+            else:
+                assert response.status == 502
+                assert response.content_type == "application/problem+json"
+
+
+async def test_upstream_not_accepting_connections_is_a_504(make_gateway: MakeGateway) -> None:
+    """A connect that does not complete within connect_timeout answers 504 problem+json."""
+    # A listening socket whose accept queue is full: the kernel drops further SYNs, so a
+    # connect neither succeeds nor is refused.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        fillers = []
+        try:
+            for _ in range(4):
+                filler = socket.socket()
+                filler.setblocking(False)
+                with contextlib.suppress(BlockingIOError):
+                    filler.connect(("127.0.0.1", port))
+                fillers.append(filler)
+            gw = await make_gateway(unaccepting=port)
+            async with gw.client.get("/unaccepting/x", headers=gw.auth) as response:
+                assert response.status == 504
+                assert response.content_type == "application/problem+json"
+                assert "accept a connection" in json.loads(await response.text())["detail"]
+        finally:
+            for filler in fillers:
+                filler.close()
+
+
+async def test_full_connection_pool_answers_504_after_waiting(make_gateway: MakeGateway) -> None:
+    """With every pooled connection busy past connect_timeout, a request gets 504, not a hang."""
+    arrived, answer = asyncio.Event(), asyncio.Event()
+
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        arrived.set()
+        await answer.wait()
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+
+    async with RawUpstream(slow) as raw:
+        gw = await make_gateway(raw=raw)
+        first = asyncio.ensure_future(gw.client.get("/tiny/first", headers=gw.auth))
+        async with asyncio.timeout(10):
+            await arrived.wait()  # the one connection of `tiny` is now taken
+        async with gw.client.get("/tiny/second", headers=gw.auth) as response:
+            assert response.status == 504
+            assert "no upstream connection became free" in (await response.json())["detail"]
+        answer.set()
+        async with await first as response:
+            assert response.status == 200
+        assert raw.connections == 1
