@@ -291,18 +291,24 @@ def cmd_serve(args: argparse.Namespace) -> None:
     settings = _prepared(
         _settings(
             args, listen=args.listen, workers=args.workers, mode=args.mode, policy=args.policy
-        )
+        ),
+        announce=_say,
     )
     from gateway.server import serve
 
     serve(settings, announce=_say)
 
 
-def _prepared(settings: Settings) -> Settings:
+def _note(text: str) -> None:
+    """Side remarks go to stderr, so `KEY=$(gateway keys create ...)` captures only the key."""
+    print(text, file=sys.stderr, flush=True)
+
+
+def _prepared(settings: Settings, *, announce: Callable[[str], None] = _note) -> Settings:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    return with_secret(settings, announce=_say)
+    return with_secret(settings, announce=announce)
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {

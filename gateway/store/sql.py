@@ -111,17 +111,22 @@ class SqlStore:
     # -- migrations ---------------------------------------------------------------------
 
     async def migrate(self) -> list[int]:
-        """Apply every migration not yet applied, in order; returns the versions applied."""
-        await self._db.run_script(
-            "CREATE TABLE IF NOT EXISTS schema_migrations "
-            "(version INTEGER PRIMARY KEY, name TEXT NOT NULL)"
-        )
+        """Apply every migration not yet applied, in order; returns the versions applied.
+
+        One transaction per migration. On PostgreSQL every step (the bookkeeping table
+        included) first takes an advisory lock, so instances starting together on a fresh
+        database queue up instead of racing on CREATE TABLE.
+        """
+        async with self._db.transaction() as tx:
+            await self._lock(tx)
+            await tx.run_script(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL)"
+            )
         applied: list[int] = []
         for version, name, script in _migrations(self.backend):
             async with self._db.transaction() as tx:
-                if self.backend == "postgres":
-                    # Several instances may start at once: one migrates, the others wait.
-                    await tx.execute("SELECT pg_advisory_xact_lock(7263041)")
+                await self._lock(tx)
                 done = await tx.fetchrow(
                     "SELECT version FROM schema_migrations WHERE version = $1", version
                 )
@@ -133,6 +138,10 @@ class SqlStore:
                 )
                 applied.append(version)
         return applied
+
+    async def _lock(self, tx: Database) -> None:
+        if self.backend == "postgres":
+            await tx.execute("SELECT pg_advisory_xact_lock(7263041)")
 
     # -- audit --------------------------------------------------------------------------
 

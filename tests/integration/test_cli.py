@@ -80,10 +80,17 @@ def ok(result: subprocess.CompletedProcess[str]) -> str:
 
 
 def fails(result: subprocess.CompletedProcess[str], *fragments: str) -> str:
-    """The one stderr line of a failed command, after checking its shape."""
+    """The one stderr line of a failed command, after checking its shape.
+
+    The development-mode note about a newly created secret (a fresh data dir) may precede it.
+    """
     assert result.returncode != 0, result.stdout
     assert "Traceback" not in result.stderr
-    lines = result.stderr.splitlines()
+    lines = [
+        line
+        for line in result.stderr.splitlines()
+        if not line.startswith("development mode: created a hashing secret")
+    ]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("gateway: ")
     for fragment in fragments:
@@ -105,13 +112,30 @@ def closed_port() -> int:
 
 
 def test_migrate_creates_the_secret_then_is_up_to_date(gateway: Gateway, tmp_path: Path) -> None:
-    """The first migrate makes the development secret and migrates; the second does nothing."""
-    first = ok(gateway("migrate"))
-    assert f"created a hashing secret in {tmp_path / 'var' / 'secret'}" in first
+    """The first migrate makes the development secret (noted on stderr) and migrates; the
+    second does nothing."""
+    made = gateway("migrate")
+    first = ok(made)
+    assert f"created a hashing secret in {tmp_path / 'var' / 'secret'}" in made.stderr
     assert "applied migrations [1" in first
     assert (tmp_path / "var" / "secret").is_file()
     second = ok(gateway("migrate"))
     assert second.strip() == "database is up to date"
+
+
+def test_key_printed_alone_on_stdout_when_the_secret_is_created(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    """Even when `keys create` creates the development secret, stdout holds only the key,
+    so `KEY=$(gateway keys create ...)` works."""
+    create_user(gateway, "first@example.com", "--grant", "demo.reports.read")
+    (tmp_path / "var" / "secret").unlink()
+    made = gateway(
+        "keys", "create", "--user", "first@example.com", "--permission", "demo.reports.read"
+    )
+    out = ok(made)
+    assert "created a hashing secret" in made.stderr
+    keyformat.parse(out.strip(), "apk")
 
 
 def test_users_create_list_grant_disable(gateway: Gateway) -> None:

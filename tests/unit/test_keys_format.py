@@ -119,3 +119,15 @@ def test_hmac_depends_on_secret_and_key() -> None:
     assert len(a.digest(key)) == 32
     with pytest.raises(ValueError, match="32 bytes"):
         KeyHasher(b"short")
+
+
+@pytest.mark.parametrize("pepper_len", [32, 63, 64, 65, 200])
+def test_precomputed_hmac_equals_stdlib_hmac(pepper_len: int) -> None:
+    """The precomputed-state HMAC gives exactly hmac.digest's result for any secret length."""
+    import hashlib
+    import hmac
+    import os
+
+    pepper = os.urandom(pepper_len)
+    key = kf.generate().text
+    assert KeyHasher(pepper).digest(key) == hmac.digest(pepper, key.encode(), hashlib.sha256)
