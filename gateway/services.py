@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from gateway.cache.redis import SharedCache
+from gateway.errors import TooManyRequests
 from gateway.keys.hashing import KeyHasher
 from gateway.keys.manage import KeyService
 from gateway.keys.vault import KeyVault
@@ -17,7 +18,7 @@ from gateway.policy.loader import load_policy
 from gateway.policy.model import Policy
 from gateway.settings import Settings
 from gateway.store import open_store
-from gateway.store.base import Store
+from gateway.store.base import Store, User
 from gateway.throttle import Throttle
 from gateway.users import UserService
 
@@ -48,6 +49,31 @@ class Services:
     # and against one account from many.
     ip_throttle: Throttle = field(default_factory=_default_throttle)
     account_throttle: Throttle = field(default_factory=_default_throttle)
+
+    async def check_password(self, email: str, password: str, address: str) -> User | None:
+        """Every password check (login page, Basic email:password, re-authentication) goes
+        through here, so one budget per address and per account covers all of them.
+
+        Raises TooManyRequests while either is blocked; None for wrong credentials.
+        """
+        account = email.strip().lower()
+        wait = max(
+            self.ip_throttle.retry_after(address), self.account_throttle.retry_after(account)
+        )
+        if wait:
+            raise TooManyRequests(
+                f"too many failed password attempts; try again in {wait} seconds",
+                retry_after=wait,
+            )
+        user = await self.users.authenticate(email, password)
+        if user is None:
+            self.ip_throttle.failed(address)
+            self.account_throttle.failed(account)
+            return None
+        # Only the account's count is cleared: one good password must not buy an address
+        # more guesses at other accounts.
+        self.account_throttle.succeeded(account)
+        return user
 
     async def invalidate_user(self, user_id: str) -> None:
         """Drop every cached key of a user (disabled, re-granted...) on every instance."""

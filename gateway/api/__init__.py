@@ -17,12 +17,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.api import admin, apikeys, auth, greenfield, openapi
+from gateway.api import admin, apikeys, greenfield, openapi
 
 
 def setup(app: web.Application) -> None:
     """Register the API routes (before the data plane's catch-all)."""
-    auth.install(app)
     greenfield.setup(app)
     apikeys.setup(app)
     admin.setup(app)

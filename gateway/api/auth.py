@@ -20,17 +20,12 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from gateway.credentials import KeyCredential, PasswordCredential, extract
-from gateway.errors import Forbidden, TooManyRequests, Unauthenticated
+from gateway.errors import Forbidden, Unauthenticated
 from gateway.policy.evaluate import Principal, owner_grants
 from gateway.policy.model import UNRESTRICTED, Catalog, Perm
 from gateway.policy.paths import TargetRejected, canonicalize
 from gateway.services import Services
 from gateway.state import SERVICES, SETTINGS
-from gateway.throttle import Throttle
-
-# Lives here rather than in state.py because state.py belongs to the wiring; the lead may
-# move it. One throttle per application: failed Basic passwords on any API endpoint.
-PASSWORD_THROTTLE = web.AppKey("api_password_throttle", Throttle)
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_HEADER = "X-CSRF-Token"
@@ -45,13 +40,6 @@ class Caller:
 
     principal: Principal
     key_text: str | None = field(default=None, repr=False)
-
-
-def install(app: web.Application) -> None:
-    settings = app[SETTINGS]
-    app[PASSWORD_THROTTLE] = Throttle(
-        limit=settings.login_max_failures, window_seconds=settings.login_window
-    )
 
 
 async def authenticate(
@@ -105,13 +93,8 @@ def check_path_rule(request: web.Request, principal: Principal) -> None:
 async def _password_principal(
     request: web.Request, services: Services, credential: PasswordCredential
 ) -> Principal:
-    throttle = request.app[PASSWORD_THROTTLE]
-    where = _throttled(request, "sign-ins")
-    user = await services.users.authenticate(credential.email, credential.password)
+    user = await services.check_password(credential.email, credential.password, _address(request))
     if user is None:
-        # No reset on success: one known account must not let a client reset its budget
-        # between guesses at other accounts.
-        throttle.failed(where)
         raise Unauthenticated("the email or password is wrong", code="bad-credentials")
     return Principal(
         user_id=user.id,
@@ -203,28 +186,18 @@ async def reauthenticate(request: web.Request, principal: Principal, password: o
             "service users have no password, so their keys cannot be read back",
             code="reauthentication-impossible",
         )
-    throttle = request.app[PASSWORD_THROTTLE]
-    where = _throttled(request, "password checks")
     checked = (
-        await services.users.authenticate(user.email, password)
+        await services.check_password(user.email, password, _address(request))
         if isinstance(password, str)
         else None
     )
     if checked is None or checked.id != user.id:
-        throttle.failed(where)
         raise Forbidden("the password is wrong", code="reauthentication-failed")
 
 
-def _throttled(request: web.Request, what: str) -> str:
-    """The client's address for the password throttle; TooManyRequests while it is blocked."""
+def _address(request: web.Request) -> str:
+    """The client's address for the password throttles."""
     settings = request.app[SETTINGS]
-    where = client_ip(
+    return client_ip(
         request.remote, request.headers.getall("X-Forwarded-For", ()), settings.trusted_proxies
     )
-    wait = request.app[PASSWORD_THROTTLE].retry_after(where)
-    if wait:
-        raise TooManyRequests(
-            f"too many failed {what} from this address; try again in {wait} seconds",
-            retry_after=wait,
-        )
-    return where

@@ -14,9 +14,7 @@ import jinja2
 from aiohttp import web
 
 from gateway.pages import account, authorize, codes, login
-from gateway.pages.context import PAGES, PagesState
 from gateway.pages.render import STATIC_PREFIX, page
-from gateway.state import SETTINGS
 
 PACKAGE = Path(__file__).resolve().parent.parent
 
@@ -32,7 +30,6 @@ def setup(app: web.Application) -> None:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    app[PAGES] = PagesState.from_settings(app[SETTINGS])
     r = app.router
     r.add_get(login.LOGIN_PATH, page(login.login_form))
     r.add_post(login.LOGIN_PATH, page(login.login_submit))

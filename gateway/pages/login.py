@@ -15,7 +15,6 @@ from aiohttp import web
 
 from gateway import sessions
 from gateway.errors import TooManyRequests
-from gateway.pages.context import PAGES
 from gateway.pages.render import first, read_form, render, see_other
 from gateway.state import SERVICES
 
@@ -65,25 +64,18 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     if not email or not password:
         return await again("Enter your email and password.")
 
-    state = request.app[PAGES]
-    ip_key = "ip:" + sessions.client_ip(request)
-    account_key = "account:" + email.lower()
-    wait = max(
-        state.login_by_ip.retry_after(ip_key), state.login_by_account.retry_after(account_key)
-    )
-    if wait:
+    try:
+        user = await request.app[SERVICES].check_password(
+            email, password, sessions.client_ip(request)
+        )
+    except TooManyRequests as exc:
+        wait = exc.headers.get("Retry-After", "a few")
         raise TooManyRequests(
             f"Too many failed logins. Please wait {wait} seconds and try again.",
-            retry_after=wait,
-        )
-    user = await request.app[SERVICES].users.authenticate(email, password)
+            retry_after=int(wait) if wait.isdigit() else 60,
+        ) from None
     if user is None:
-        state.login_by_ip.failed(ip_key)
-        state.login_by_account.failed(account_key)
         return await again(BAD_CREDENTIALS)
-    # Only the account's counter is reset: one good password must not wipe the failures an
-    # address has run up against other accounts.
-    state.login_by_account.succeeded(account_key)
     await sessions.start_session(request, user)
     return see_other(next_path)
 

@@ -337,7 +337,7 @@ async def test_no_credential_is_401_unauthenticated(gw: Gateway) -> None:
 async def test_disabled_user_and_wrong_password_are_401_then_throttled(
     aiohttp_client: Any, sqlite_url: str
 ) -> None:
-    """Basic with a wrong password or a disabled user is 401; after N failures from one address
+    """Basic with a wrong password or a disabled user is 401; after N failures on one account
     the next try is 429 with Retry-After, even with the right password."""
     gw = await start_gateway(aiohttp_client, make_settings(sqlite_url, login_max_failures=3))
     ann = await gw.user("ann@example.com", password=PASSWORD)
@@ -348,8 +348,11 @@ async def test_disabled_user_and_wrong_password_are_401_then_throttled(
     assert wrong.json() == {"code": "unauthenticated", "message": "the email or password is wrong"}
     disabled = await gw.api.post("/api/v1/api-keys", basic=("ann@example.com", PASSWORD))
     assert disabled.status == 401
-    third = await gw.api.post("/api/v1/api-keys", basic=("nobody@example.com", PASSWORD))
-    assert third.status == 401
+    unknown = await gw.api.post("/api/v1/api-keys", basic=("nobody@example.com", PASSWORD))
+    assert unknown.status == 401
+    for _ in range(2):
+        again = await gw.api.post("/api/v1/api-keys", basic=("bob@example.com", "wrong again"))
+        assert again.status == 401
     throttled = await gw.api.post("/api/v1/api-keys", basic=("bob@example.com", PASSWORD))
     assert throttled.status == 429
     assert throttled.json()["code"] == "too-many-requests"
@@ -358,3 +361,16 @@ async def test_disabled_user_and_wrong_password_are_401_then_throttled(
     admin = await gw.user("root@example.com", admin=True)
     key = await gw.key(admin, ["unrestricted"])
     assert (await gw.api.post("/api/v1/api-keys", key=key.text)).status == 200
+
+
+async def test_password_budget_is_shared_with_the_login_page(
+    aiohttp_client: Any, sqlite_url: str
+) -> None:
+    """Failures spent elsewhere (the login page uses the same check) block Basic auth here:
+    one budget per account, not one per surface."""
+    gw = await start_gateway(aiohttp_client, make_settings(sqlite_url, login_max_failures=3))
+    await gw.user("bob@example.com", password=PASSWORD)
+    for _ in range(3):
+        assert await gw.services.check_password("bob@example.com", "wrong", "203.0.113.9") is None
+    throttled = await gw.api.post("/api/v1/api-keys", basic=("bob@example.com", PASSWORD))
+    assert throttled.status == 429
