@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from gateway import api, ops, pages
+from gateway import api, logs, ops, pages
 from gateway.proxy import handler as proxy
 from gateway.proxy.forward import Forwarder
 from gateway.services import Services, open_services, run_background
@@ -20,6 +20,7 @@ CLIENT_MAX_SIZE = 1024 * 1024
 
 def create_app(settings: Settings, services: Services | None = None) -> web.Application:
     """The gateway application. Pass `services` to share already-open ones (tests, CLI)."""
+    logs.install()
     app = web.Application(client_max_size=CLIENT_MAX_SIZE, handler_args={"max_field_size": 16384})
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_services_ctx(services))
