@@ -37,11 +37,12 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from gateway.policy.evaluate import Principal, owner_grants
 from gateway.policy.model import Catalog
+from gateway.proxy.headers import SESSION_COOKIE
 from gateway.settings import Settings
 from gateway.state import SERVICES, SETTINGS
 from gateway.store.base import Audit, Session, User
 
-COOKIE = "keygate_session"
+COOKIE = SESSION_COOKIE
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32)
 
 

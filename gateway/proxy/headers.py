@@ -32,6 +32,9 @@ IDENTITY_PREFIX = "x-gateway-"
 USER_HEADER = "X-Gateway-User"
 KEY_ID_HEADER = "X-Gateway-Key-Id"
 PERMISSIONS_HEADER = "X-Gateway-Permissions"
+# The gateway's own login cookie (gateway/sessions.py). Upstreams behind the same host never
+# see it, and cannot set or overwrite it.
+SESSION_COOKIE = "keygate_session"
 
 # RFC 9110 §7.6.1 plus the historical `Proxy-Connection`, which some clients still send.
 HOP_BY_HOP = frozenset(
@@ -134,7 +137,11 @@ def request_headers(
             key = key.replace("_", "-")
         if key in _REQUEST_DROP or key in named or key.startswith(IDENTITY_PREFIX):
             continue
-        if key in _FORWARDING:
+        if key == "cookie":
+            value = _without_session_cookie(value)
+            if not value:
+                continue
+        elif key in _FORWARDING:
             # Only a trusted proxy's own spelling is believed; `x_forwarded_for` never is.
             if origin.trusted_peer and "_" not in name:
                 if key == "x-forwarded-for":
@@ -163,7 +170,28 @@ def response_headers(headers: Iterable[Header]) -> list[Header]:
     """The upstream's response headers the client may see."""
     incoming = headers if isinstance(headers, list) else list(headers)
     named = connection_tokens(incoming)
-    if named:
-        drop = HOP_BY_HOP | named
-        return [(name, value) for name, value in incoming if normalise(name) not in drop]
-    return [(name, value) for name, value in incoming if name.lower() not in HOP_BY_HOP]
+    drop = HOP_BY_HOP | named if named else HOP_BY_HOP
+    return [
+        (name, value)
+        for name, value in incoming
+        if normalise(name) not in drop and not _sets_session_cookie(name, value)
+    ]
+
+
+def _without_session_cookie(value: str) -> str:
+    if SESSION_COOKIE not in value:
+        return value
+    kept = [
+        pair
+        for pair in value.split(";")
+        if pair.strip().partition("=")[0].strip() != SESSION_COOKIE
+    ]
+    return ";".join(kept).strip()
+
+
+def _sets_session_cookie(name: str, value: str) -> bool:
+    return (
+        len(name) == 10
+        and name.lower() == "set-cookie"
+        and value.partition("=")[0].strip() == SESSION_COOKIE
+    )

@@ -211,3 +211,24 @@ def test_connection_tokens_ignore_the_common_ones() -> None:
     """keep-alive and close name nothing extra; other tokens are normalised."""
     assert connection_tokens([("Connection", "keep-alive, close")]) == frozenset()
     assert connection_tokens([("connection", " X_Foo ,, Bar")]) == {"x-foo", "bar"}
+
+
+def test_gateway_session_cookie_is_never_forwarded() -> None:
+    """The gateway's login cookie is cut out of Cookie; the upstream's own cookies pass."""
+    out = request_headers([("Cookie", "a=1; keygate_session=secret-token; b=2")], ORIGIN, None)
+    cookies = [v for n, v in out if n == "Cookie"]
+    assert cookies == ["a=1; b=2"]
+    alone = request_headers([("Cookie", "keygate_session=secret-token")], ORIGIN, None)
+    assert not [v for n, v in alone if n.lower() == "cookie"]
+    assert "secret-token" not in repr(alone)
+
+
+def test_upstream_cannot_set_the_gateway_session_cookie() -> None:
+    """A Set-Cookie for the gateway's login cookie from an upstream is dropped; others pass."""
+    out = response_headers(
+        [
+            ("Set-Cookie", "keygate_session=attacker; Path=/"),
+            ("Set-Cookie", "app=1; Path=/"),
+        ]
+    )
+    assert out == [("Set-Cookie", "app=1; Path=/")]
