@@ -8,6 +8,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway import metrics
+from gateway.api.render import add_routes
 from gateway.state import SERVICES
 from gateway.store.base import StoreError
 
@@ -47,6 +48,7 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics_endpoint)
+    # Other methods get a 405 problem, not the data plane's catch-all.
+    add_routes(app, "problem", "/healthz", {"GET": healthz})
+    add_routes(app, "problem", "/readyz", {"GET": readyz})
+    add_routes(app, "problem", "/metrics", {"GET": metrics_endpoint})

@@ -127,3 +127,12 @@ def test_iso_and_paging_helpers() -> None:
     assert page_params({}).size == 20
     with pytest.raises(Invalid):
         page_params({"page": "-1"})
+
+
+async def test_operations_endpoints_refuse_other_methods_with_405(gw: Gateway) -> None:
+    """POST to /healthz, /readyz or /metrics is a 405 problem naming GET, not a data-plane 404."""
+    for path in ("/healthz", "/readyz", "/metrics"):
+        reply = await gw.api.request("POST", path)
+        assert reply.status == 405, path
+        assert "GET" in reply.headers["Allow"]
+        assert reply.headers["Content-Type"].startswith("application/problem+json")
