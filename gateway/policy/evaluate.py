@@ -7,11 +7,13 @@ machine-readable reason, a human sentence and the status the surface should answ
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from gateway.policy.model import UNRESTRICTED, Catalog, Perm, Policy, Route, RouteMatch
 from gateway.policy.pathrule import PathRule
+
+MAY_MEMO_SIZE = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,11 +33,19 @@ class Principal:
     path_rule: PathRule | None = None
     is_admin: bool = False
     via: str = "key"  # "key", "password", "session"
+    # Answers of `may`, per requirement. A principal is built from one catalog and cached
+    # with its key, so repeated requests skip the implication walk.
+    _memo: dict[Perm, bool] = field(default_factory=dict, compare=False, repr=False)
 
     def may(self, catalog: Catalog, need: Perm) -> bool:
-        if not catalog.satisfies(self.grants, need):
-            return False
-        return self.key_permissions is None or catalog.satisfies(self.key_permissions, need)
+        answer = self._memo.get(need)
+        if answer is None:
+            answer = catalog.satisfies(self.grants, need) and (
+                self.key_permissions is None or catalog.satisfies(self.key_permissions, need)
+            )
+            if len(self._memo) < MAY_MEMO_SIZE:
+                self._memo[need] = answer
+        return answer
 
     def missing(self, catalog: Catalog, wanted: Iterable[Perm]) -> tuple[Perm, ...]:
         """The permissions of `wanted` this principal could not hand on to a new key."""
@@ -66,7 +76,7 @@ def owner_grants(catalog: Catalog, raw: Iterable[str], *, is_admin: bool) -> tup
 @dataclass(frozen=True, slots=True)
 class Allowed:
     route: Route
-    params: dict[str, str] = field(default_factory=dict)
+    params: Mapping[str, str] = field(default_factory=dict)
     allowed: bool = True
 
 
@@ -99,7 +109,7 @@ def authorize(
     """
     route = match.route
     if route.auth_none:
-        return Allowed(route, dict(match.params))
+        return Allowed(route, match.params)
     if principal is None:
         return Denied("unauthenticated", "this route needs a credential", status=401)
     if principal.path_rule is not None and not principal.path_rule.allows(path):
@@ -110,4 +120,4 @@ def authorize(
     need = requirement.bind(match.params)
     if not principal.may(catalog, need):
         return Denied("missing-permission", f"requires {need}", missing=need)
-    return Allowed(route, dict(match.params))
+    return Allowed(route, match.params)

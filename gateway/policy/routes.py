@@ -35,6 +35,7 @@ literal and a parameter both continue.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -167,13 +168,19 @@ def _split(path: str) -> list[str] | None:
     return body.split("/") if body else []
 
 
+MATCH_CACHE_SIZE = 4096
+
+
 class CompiledRoutes:
     """A `RouteTable` over a fixed list of routes, indexed as a segment trie."""
 
-    __slots__ = ("_root", "_routes")
+    __slots__ = ("_match_cached", "_root", "_routes")
 
     def __init__(self, routes: Sequence[Route]) -> None:
         self._routes = tuple(routes)
+        # Most traffic repeats a small set of (method, path) pairs; the table is immutable,
+        # so answers can be memoised. Bounded, so paths full of ids cannot grow it.
+        self._match_cached = functools.lru_cache(maxsize=MATCH_CACHE_SIZE)(self._match)
         self._root = _Node()
         shapes: dict[tuple[str, ...], list[_Entry]] = {}
         for route in self._routes:
@@ -207,7 +214,13 @@ class CompiledRoutes:
         node.exact.append(entry)
 
     def match(self, method: str, path: str) -> RouteMatch | None:
-        """The most specific route allowing `method` for the canonical `path`, or None."""
+        """The most specific route allowing `method` for the canonical `path`, or None.
+
+        The result may be shared between calls: treat it (and its params) as read-only.
+        """
+        return self._match_cached(method, path)
+
+    def _match(self, method: str, path: str) -> RouteMatch | None:
         segments = _split(path)
         if segments is None:
             return None
