@@ -237,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (load generator)")
     parser.add_argument("--no-install", action="store_true", help="never run apt-get")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--fast", action="store_true", help="Keygate with GATEWAY_FAST_DATA_PLANE=true"
+    )
     args = parser.parse_args(argv)
     if not (
         0 < args.seconds <= 30
@@ -259,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 procs.append(servers.python_upstream(up))
             env = gateway_env(work, up)
+            if args.fast:
+                env["GATEWAY_FAST_DATA_PLANE"] = "true"
             key = make_key(env)
             procs.append(servers.keygate(env, kg1, 1))
             procs.append(servers.keygate(env, kg2, 2))

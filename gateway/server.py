@@ -58,11 +58,17 @@ def _run_worker(settings: Settings, sock: socket.socket | None) -> None:
     _event_loop_policy()
     if sock is None:
         sock = _bind(settings)
+    access_log = logging.getLogger("aiohttp.access") if settings.access_log else None
+    if settings.fast_data_plane:
+        from gateway.proxy.front_server import serve_front  # only loaded when asked for
+
+        asyncio.run(serve_front(settings, sock, access_log, SHUTDOWN_TIMEOUT))
+        return
     web.run_app(
         create_app(settings),
         sock=sock,
         print=None,
-        access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
+        access_log=access_log,
         shutdown_timeout=SHUTDOWN_TIMEOUT,
         handle_signals=True,
     )

@@ -59,6 +59,8 @@ class Settings:
     max_body_bytes: int = 64 * 1024
     log_level: str = "INFO"
     access_log: bool = False
+    # The data plane on its own lean HTTP/1.1 front (gateway/proxy/front.py) instead of aiohttp's.
+    fast_data_plane: bool = False
     # Hosted pages: how long a login lasts, the login throttle, the authorize code lifetime.
     session_ttl: float = 12 * 3600.0
     login_max_failures: int = 5
@@ -265,6 +267,7 @@ _PLAIN: dict[str, Callable[[str, Any], Any]] = {
     "max_body_bytes": _count(1024),
     "log_level": _log_level,
     "access_log": _bool,
+    "fast_data_plane": _bool,
     "session_ttl": _seconds(60),
     "login_max_failures": _count(1),
     "login_window": _seconds(1),

@@ -9,14 +9,17 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 from aiohttp import web
 
 from gateway import metrics
 from gateway.credentials import KeyCredential, PasswordCredential, extract
-from gateway.errors import BadRequest, GatewayError, TooManyRequests, Unauthenticated, problem
+from gateway.errors import BadRequest, GatewayError, Unauthenticated, problem
 from gateway.policy.evaluate import Denied, Principal, authorize, owner_grants, route_for
-from gateway.policy.paths import TargetRejected, canonicalize
+from gateway.policy.model import Route, Upstream
+from gateway.policy.paths import CanonicalTarget, TargetRejected, canonicalize
 from gateway.proxy.forward import Forwarder
 from gateway.services import Services
 from gateway.state import FORWARDER, SERVICES
@@ -26,17 +29,47 @@ log = logging.getLogger("gateway.proxy")
 PROBLEM_JSON = "application/problem+json"
 
 
-def problem_response(error: GatewayError, instance: str | None = None) -> web.Response:
+def problem_parts(
+    error: GatewayError, instance: str | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and body of a problem+json answer: one rendering for both servers."""
     headers = {"Content-Type": PROBLEM_JSON, "Cache-Control": "no-store", **error.headers}
-    return web.Response(
-        status=error.status, body=json.dumps(problem(error, instance)).encode(), headers=headers
-    )
+    return error.status, headers, json.dumps(problem(error, instance)).encode()
 
 
-async def authenticate(request: web.Request, services: Services, *, passwords: bool) -> Principal:
-    """The request's principal from its one credential; raises Unauthenticated/BadRequest."""
-    headers = request.headers
-    credential = extract(headers.getall("Authorization", ()), headers.getall("X-API-KEY", ()))
+def problem_response(error: GatewayError, instance: str | None = None) -> web.Response:
+    status, headers, body = problem_parts(error, instance)
+    return web.Response(status=status, body=body, headers=headers)
+
+
+class Decision(NamedTuple):
+    """An allowed request: where it goes and as whom."""
+
+    target: CanonicalTarget
+    route: Route
+    upstream: Upstream
+    principal: Principal | None
+
+
+class Refusal(NamedTuple):
+    """A refused request: the problem to answer with and its `instance`."""
+
+    error: GatewayError
+    instance: str | None
+
+
+HeaderValues = Callable[[str], Sequence[str]]
+
+
+async def authenticate(
+    values: HeaderValues, peer: str | None, services: Services, *, passwords: bool
+) -> Principal:
+    """The request's principal from its one credential; raises Unauthenticated/BadRequest.
+
+    `values(name)` is every value of a request header (case-insensitive); `peer` the socket
+    peer's address, for throttling password failures.
+    """
+    credential = extract(values("Authorization"), values("X-API-KEY"))
     if credential is None:
         raise Unauthenticated("an API key is required", code="credential-missing")
     if isinstance(credential, KeyCredential):
@@ -44,28 +77,16 @@ async def authenticate(request: web.Request, services: Services, *, passwords: b
     if not passwords:
         # Refused before any password check, so such routes are no password oracle.
         raise Unauthenticated("this route accepts API keys only", code="password-not-allowed")
-    return await password_principal(services, credential, client_address(request, services))
+    return await password_principal(services, credential, client_address(values, peer, services))
 
 
 async def password_principal(
     services: Services, credential: PasswordCredential, address: str
 ) -> Principal:
-    """The user for Basic email:password, throttling failures per address and per account."""
-    account = credential.email.strip().lower()
-    wait = max(
-        services.ip_throttle.retry_after(address), services.account_throttle.retry_after(account)
-    )
-    if wait:
-        raise TooManyRequests(
-            "too many failed password attempts; try again later", retry_after=wait
-        )
-    user = await services.users.authenticate(credential.email, credential.password)
+    """The user for Basic email:password (throttled with every other password check)."""
+    user = await services.check_password(credential.email, credential.password, address)
     if user is None:
-        services.ip_throttle.failed(address)
-        services.account_throttle.failed(account)
         raise Unauthenticated("the email or password is wrong", code="bad-credentials")
-    # Only the account's count is cleared: one good login must not buy an address more guesses.
-    services.account_throttle.succeeded(account)
     return Principal(
         user_id=user.id,
         email=user.email,
@@ -75,14 +96,14 @@ async def password_principal(
     )
 
 
-def client_address(request: web.Request, services: Services) -> str:
+def client_address(values: HeaderValues, remote: str | None, services: Services) -> str:
     """The client's address for throttling: the peer, or behind a trusted proxy the last
     X-Forwarded-For hop that is not itself a trusted proxy (earlier hops are client-made)."""
-    peer = request.remote or ""
+    peer = remote or ""
     trusted = services.settings.trusted_proxies
     if not trusted or not _within(peer, trusted):
         return peer
-    hops = [h.strip() for v in request.headers.getall("X-Forwarded-For", ()) for h in v.split(",")]
+    hops = [h.strip() for v in values("X-Forwarded-For") for h in v.split(",")]
     for hop in reversed(hops):
         if not _within(hop, trusted):
             return hop[:64]
@@ -99,39 +120,60 @@ def _within(
     return any(ip in net for net in networks)
 
 
-async def handle(request: web.Request) -> web.StreamResponse:
-    services = request.app[SERVICES]
+async def decide(
+    services: Services, method: str, raw_target: str, values: HeaderValues, peer: str | None
+) -> Decision | Refusal:
+    """The data plane's decision for one request, shared by the aiohttp handler and the fast
+    front (`front.py`): canonicalise → route → authenticate → authorize."""
     try:
-        target = canonicalize(request.raw_path)
+        target = canonicalize(raw_target)
     except TargetRejected as exc:
         metrics.PROXY_REQUESTS.labels("bad-target").inc()
-        return problem_response(BadRequest(str(exc), code=f"bad-target-{exc.reason}"))
-    match = route_for(request.method, target.path, services.policy)
+        return Refusal(BadRequest(str(exc), code=f"bad-target-{exc.reason}"), None)
+    match = route_for(method, target.path, services.policy)
     if isinstance(match, Denied):
         metrics.PROXY_REQUESTS.labels(match.reason).inc()
-        return problem_response(_denial_error(match, None), target.path)
+        return Refusal(_denial_error(match, None), target.path)
     principal = None
     if not match.route.auth_none:
         try:
-            principal = await authenticate(request, services, passwords=match.route.allow_passwords)
+            principal = await authenticate(
+                values, peer, services, passwords=match.route.allow_passwords
+            )
         except GatewayError as exc:
             metrics.PROXY_REQUESTS.labels(exc.code).inc()  # codes are a small fixed set
-            return problem_response(exc, target.path)
+            return Refusal(exc, target.path)
     decision = authorize(principal, match, target.path, services.policy.catalog)
     if isinstance(decision, Denied):
         metrics.PROXY_REQUESTS.labels(decision.reason).inc()
         log.info(
             "denied %s %s key=%s: %s",
-            request.method,
+            method,
             target.path,
             principal.key_id if principal else None,
             decision.detail,
         )
-        return problem_response(_denial_error(decision, principal), target.path)
+        return Refusal(_denial_error(decision, principal), target.path)
     metrics.PROXY_REQUESTS.labels("allowed").inc()
-    forwarder: Forwarder = request.app[FORWARDER]
     upstream = services.policy.upstreams[match.route.upstream]
-    return await forwarder.forward(request, target, upstream, match.route, principal)
+    return Decision(target, match.route, upstream, principal)
+
+
+async def handle(request: web.Request) -> web.StreamResponse:
+    headers = request.headers
+
+    def values(name: str) -> Sequence[str]:
+        return headers.getall(name, ())
+
+    result = await decide(
+        request.app[SERVICES], request.method, request.raw_path, values, request.remote
+    )
+    if isinstance(result, Refusal):
+        return problem_response(result.error, result.instance)
+    forwarder: Forwarder = request.app[FORWARDER]
+    return await forwarder.forward(
+        request, result.target, result.upstream, result.route, result.principal
+    )
 
 
 def _denial_error(denied: Denied, principal: Principal | None) -> GatewayError:

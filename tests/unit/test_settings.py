@@ -149,6 +149,7 @@ BAD_VALUES: dict[str, str] = {
     "max_body_bytes": "10",
     "log_level": "LOUD",
     "access_log": "2",
+    "fast_data_plane": "fast",
     "session_ttl": "30",
     "login_max_failures": "0",
     "login_window": "inf",

@@ -1,0 +1,90 @@
+"""Running one worker with the fast front (`fast_data_plane`): the front owns the public
+socket; the full aiohttp application listens on 127.0.0.1 for the connections the front hands
+over. Both share one `Services` (and the application's Forwarder with its upstream pools)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from gateway.app import create_app
+from gateway.proxy import handler
+from gateway.proxy.front import FrontContext, FrontProtocol
+from gateway.services import open_services
+from gateway.settings import Settings
+from gateway.state import FORWARDER
+
+log = logging.getLogger("gateway")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def gateway_surfaces(app: web.Application) -> tuple[frozenset[str], tuple[str, ...]]:
+    """The paths (exact) and path prefixes the application serves itself, from its router,
+    so the list cannot drift from the routes; the data-plane catch-all is left out.
+
+    A dynamic route counts by its static prefix (`/api/v1/users/{id}/api-keys` →
+    `/api/v1/users/`): handing over a little too much is only slower, never different.
+    """
+    exact: set[str] = set()
+    prefixes: set[str] = set()
+    for resource in app.router.resources():
+        if any(route.handler is handler.handle for route in resource):
+            continue
+        info = resource.get_info()
+        if "path" in info:
+            exact.add(str(info["path"]))
+        elif "formatter" in info:
+            prefixes.add(str(info["formatter"]).split("{", 1)[0])
+        elif "prefix" in info:
+            prefixes.add(str(info["prefix"]))
+    return frozenset(exact), tuple(sorted(prefixes))
+
+
+def peer_middleware(peers: dict[int, str]) -> Middleware:
+    """Give a handed-over request its real client address (aiohttp sees the front as peer)."""
+
+    @web.middleware
+    async def real_peer(request: web.Request, handler: Handler) -> web.StreamResponse:
+        transport = request.transport
+        peername = transport.get_extra_info("peername") if transport is not None else None
+        if isinstance(peername, tuple) and peername[0] == "127.0.0.1":
+            real = peers.get(peername[1])
+            if real is not None:
+                request = request.clone(remote=real)
+        return await handler(request)
+
+    return real_peer
+
+
+async def serve_front(
+    settings: Settings, sock: socket.socket, access_log: logging.Logger | None, shutdown: float
+) -> None:
+    """Serve until SIGINT/SIGTERM."""
+    async with open_services(settings) as services:
+        app = create_app(settings, services=services)
+        peers: dict[int, str] = {}
+        app.middlewares.insert(0, peer_middleware(peers))
+        runner = web.AppRunner(app, access_log=access_log, shutdown_timeout=shutdown)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            internal = site._server.sockets[0].getsockname()[:2]  # type: ignore[union-attr]
+            exact, prefixes = gateway_surfaces(app)
+            ctx = FrontContext(services, app[FORWARDER], internal, exact, prefixes, peers)
+            loop = asyncio.get_running_loop()
+            server = await loop.create_server(lambda: FrontProtocol(ctx), sock=sock)
+            stop = asyncio.Event()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, stop.set)
+            await stop.wait()
+            server.close()
+        finally:
+            await runner.cleanup()
