@@ -29,7 +29,7 @@ def create_app(settings: Settings, services: Services | None = None) -> web.Appl
     api.setup(app)
     pages.setup(app)
     # The catch-all goes last: the gateway's own routes above always win.
-    app.router.add_route("*", "/{tail:.*}", proxy.handle)
+    app.router.add_route("*", "/{tail:.*}", proxy.handle, expect_handler=proxy.defer_continue)
     return app
 
 

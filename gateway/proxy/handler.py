@@ -159,6 +159,18 @@ async def decide(
     return Decision(target, match.route, upstream, principal)
 
 
+async def defer_continue(request: web.Request) -> None:
+    """The catch-all's expect handler: send nothing yet.
+
+    aiohttp's default answers `100 Continue` before the handler runs, which would invite an
+    upload the gateway may refuse. `handle` sends it only once the request is allowed; a
+    refused client gets its 401/403 without having sent the body.
+    """
+    expect = request.headers.get("Expect", "")
+    if expect.lower() != "100-continue":
+        raise web.HTTPExpectationFailed(text=f"unsupported Expect: {expect[:40]}")
+
+
 async def handle(request: web.Request) -> web.StreamResponse:
     headers = request.headers
 
@@ -170,6 +182,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
     )
     if isinstance(result, Refusal):
         return problem_response(result.error, result.instance)
+    if request.version >= (1, 1) and "Expect" in headers:
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     forwarder: Forwarder = request.app[FORWARDER]
     return await forwarder.forward(
         request, result.target, result.upstream, result.route, result.principal

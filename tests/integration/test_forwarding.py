@@ -632,3 +632,40 @@ async def test_full_connection_pool_answers_504_after_waiting(make_gateway: Make
         async with await first as response:
             assert response.status == 200
         assert raw.connections == 1
+
+
+async def test_expect_continue_is_not_sent_to_a_refused_client(
+    make_gateway: MakeGateway,
+) -> None:
+    """A client waiting for `100 Continue` with a wrong key gets the 401 first, never an
+    invitation to upload; with a good key it gets 100 Continue, then the upstream's answer."""
+    gw = await make_gateway()
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    try:
+        writer.write(
+            b"POST /api/upload HTTP/1.1\r\nHost: t\r\nX-API-KEY: apk_wrong\r\n"
+            b"Content-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+        )
+        await writer.drain()
+        first = await asyncio.wait_for(reader.readline(), 5)
+        assert first.startswith(b"HTTP/1.1 401"), first
+    finally:
+        writer.close()
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    try:
+        writer.write(
+            b"POST /api/upload HTTP/1.1\r\nHost: t\r\nX-API-KEY: "
+            + gw.key.encode()
+            + b"\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+        )
+        await writer.drain()
+        first = await asyncio.wait_for(reader.readline(), 5)
+        assert first.startswith(b"HTTP/1.1 100"), first
+        writer.write(b"hello")
+        await writer.drain()
+        assert await asyncio.wait_for(reader.readline(), 5) == b"\r\n"  # end of the 100
+        final = await asyncio.wait_for(reader.readline(), 5)
+        assert final.startswith(b"HTTP/1.1 200"), final
+    finally:
+        writer.close()
+    assert gw.upstream.received[-1].header("Expect") == []
