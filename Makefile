@@ -34,7 +34,16 @@ run: $(STAMP) ## serve on 127.0.0.1:8080 (SQLite + in-process cache, example pol
 	echo ""; \
 	GATEWAY_MODE=$${GATEWAY_MODE:-development} GATEWAY_LISTEN=$${GATEWAY_LISTEN:-$(LISTEN)} $(BIN)/gateway serve
 
-test: $(STAMP) ## run the whole test suite (real PostgreSQL and Redis; see README)
+# The browser tests drive Debian's Chromium. Installed here when missing and we are root on a
+# Debian-like machine; otherwise the browser tests fail with the reason (they never skip).
+/usr/bin/chromium:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing chromium for the browser tests (apt-get)"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null || true; \
+	fi
+
+test: $(STAMP) /usr/bin/chromium ## run the whole test suite (real PostgreSQL and Redis; see README)
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy --strict on gateway/
