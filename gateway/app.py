@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from gateway import api, logs, ops, pages
+from gateway.assertion import AssertionSigner
 from gateway.proxy import handler as proxy
 from gateway.proxy.forward import Forwarder
 from gateway.services import Services, open_services, run_background
@@ -33,6 +34,13 @@ def create_app(settings: Settings, services: Services | None = None) -> web.Appl
     return app
 
 
+def assertion_signer(settings: Settings) -> AssertionSigner | None:
+    """The identity-assertion signer, when the deployment turned assertions on."""
+    if not settings.identity_assertion:
+        return None
+    return AssertionSigner(settings.secret, ttl=settings.identity_assertion_ttl)
+
+
 def _services_ctx(given: Services | None):  # type: ignore[no-untyped-def]
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         if given is not None:
@@ -50,7 +58,10 @@ def _services_ctx(given: Services | None):  # type: ignore[no-untyped-def]
 
 async def _forwarder_ctx(app: web.Application) -> AsyncIterator[None]:
     # Runs after _services_ctx (cleanup contexts start in order), so the policy is loaded.
-    forwarder = Forwarder(app[SERVICES].policy.catalog, app[SETTINGS].trusted_proxies)
+    settings = app[SETTINGS]
+    forwarder = Forwarder(
+        app[SERVICES].policy.catalog, settings.trusted_proxies, assertion_signer(settings)
+    )
     await forwarder.start()
     app[FORWARDER] = forwarder
     yield

@@ -9,7 +9,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway import metrics
 from gateway.api.render import add_routes
-from gateway.state import SERVICES
+from gateway.errors import NotFound
+from gateway.state import SERVICES, SETTINGS
 from gateway.store.base import StoreError
 
 READY_TIMEOUT = 2.0
@@ -47,8 +48,19 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+async def jwks(request: web.Request) -> web.Response:
+    """The public key of the identity assertions (404 while assertions are off)."""
+    from gateway.app import assertion_signer
+
+    signer = assertion_signer(request.app[SETTINGS])
+    if signer is None:
+        raise NotFound("identity assertions are not enabled", code="assertions-off")
+    return web.json_response(signer.jwks(), headers={"Cache-Control": "public, max-age=300"})
+
+
 def setup(app: web.Application) -> None:
     # Other methods get a 405 problem, not the data plane's catch-all.
     add_routes(app, "problem", "/healthz", {"GET": healthz})
     add_routes(app, "problem", "/readyz", {"GET": readyz})
     add_routes(app, "problem", "/metrics", {"GET": metrics_endpoint})
+    add_routes(app, "problem", "/.well-known/jwks.json", {"GET": jwks})

@@ -61,6 +61,8 @@ class Settings:
     access_log: bool = False
     # The data plane on its own lean HTTP/1.1 front (gateway/proxy/front.py) instead of aiohttp's.
     fast_data_plane: bool = False
+    identity_assertion: bool = False
+    identity_assertion_ttl: float = 60.0
     # Hosted pages: how long a login lasts, the login throttle, the authorize code lifetime.
     session_ttl: float = 12 * 3600.0
     login_max_failures: int = 5
@@ -268,6 +270,8 @@ _PLAIN: dict[str, Callable[[str, Any], Any]] = {
     "log_level": _log_level,
     "access_log": _bool,
     "fast_data_plane": _bool,
+    "identity_assertion": _bool,
+    "identity_assertion_ttl": _seconds(5),
     "session_ttl": _seconds(60),
     "login_max_failures": _count(1),
     "login_window": _seconds(1),

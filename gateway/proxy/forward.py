@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import time
 from collections.abc import Sequence
 
 import aiohttp
 from aiohttp import web
 
+from gateway.assertion import AssertionSigner
 from gateway.errors import BadGateway, BadRequest, GatewayError, GatewayTimeout
 from gateway.policy.evaluate import Principal
 from gateway.policy.model import Catalog, Route, Upstream
@@ -41,13 +43,18 @@ class Forwarder:
     """Forwards allowed requests; one per application, holding the upstream pools."""
 
     def __init__(
-        self, catalog: Catalog | None = None, trusted_proxies: Sequence[Network] = _EMPTY
+        self,
+        catalog: Catalog | None = None,
+        trusted_proxies: Sequence[Network] = _EMPTY,
+        signer: AssertionSigner | None = None,
     ) -> None:
         self._catalog = catalog
         self._trusted = tuple(trusted_proxies)
+        self._signer = signer
         self._client = UpstreamClient()
         self._ws_session: aiohttp.ClientSession | None = None
-        self._identities: dict[tuple[str, str | None], tuple[Principal, Identity]] = {}
+        # slot -> (principal, identity, time after which the identity is rebuilt)
+        self._identities: dict[tuple[str, str | None], tuple[Principal, Identity, float]] = {}
 
     async def start(self) -> None:
         # WebSocket upgrades are rare and long-lived: aiohttp's client does them well.
@@ -110,16 +117,26 @@ class Forwarder:
         # `is` check makes a re-verified (possibly changed) principal compute afresh.
         slot = (principal.user_id, principal.key_id)
         cached = self._identities.get(slot)
-        if cached is not None and cached[0] is principal:
+        if (
+            cached is not None
+            and cached[0] is principal
+            and (self._signer is None or time.time() < cached[2])
+        ):
             return cached[1]
         if self._catalog is None:  # no catalog, no way to compute effective permissions
             permissions: tuple[str, ...] = ()
         else:
             permissions = tuple(str(p) for p in principal.effective(self._catalog))
-        identity = Identity(principal.user_id, principal.key_id, permissions)
+        refresh = float("inf")
+        assertion = None
+        if self._signer is not None:
+            # Signing costs tens of microseconds: sign once, reuse for half the lifetime.
+            assertion, expires = self._signer.sign(principal.user_id, principal.key_id, permissions)
+            refresh = expires - self._signer.ttl / 2
+        identity = Identity(principal.user_id, principal.key_id, permissions, assertion)
         if len(self._identities) >= IDENTITY_CACHE_SIZE:
             self._identities.clear()
-        self._identities[slot] = (principal, identity)
+        self._identities[slot] = (principal, identity, refresh)
         return identity
 
 

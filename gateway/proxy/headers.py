@@ -32,6 +32,7 @@ IDENTITY_PREFIX = "x-gateway-"
 USER_HEADER = "X-Gateway-User"
 KEY_ID_HEADER = "X-Gateway-Key-Id"
 PERMISSIONS_HEADER = "X-Gateway-Permissions"
+ASSERTION_HEADER = "X-Gateway-Assertion"
 # The gateway's own login cookie (gateway/sessions.py). Upstreams behind the same host never
 # see it, and cannot set or overwrite it.
 SESSION_COOKIE = "keygate_session"
@@ -88,6 +89,7 @@ class Identity:
     user_id: str
     key_id: str | None
     permissions: tuple[str, ...]
+    assertion: str | None = None  # a signed JWT of the same facts (gateway/assertion.py)
 
     @property
     def headers(self) -> list[Header]:
@@ -95,6 +97,8 @@ class Identity:
         if self.key_id is not None:
             out.append((KEY_ID_HEADER, self.key_id))
         out.append((PERMISSIONS_HEADER, " ".join(self.permissions)))
+        if self.assertion is not None:
+            out.append((ASSERTION_HEADER, self.assertion))
         return out
 
 

@@ -41,6 +41,7 @@ def _api_paths(gw: Gateway) -> set[str]:
             "/metrics",
             "/openapi.json",
             "/docs",
+            "/.well-known/jwks.json",
         }:
             paths.add(canonical)
     return paths

@@ -150,6 +150,8 @@ BAD_VALUES: dict[str, str] = {
     "log_level": "LOUD",
     "access_log": "2",
     "fast_data_plane": "fast",
+    "identity_assertion": "sometimes",
+    "identity_assertion_ttl": "1",
     "session_ttl": "30",
     "login_max_failures": "0",
     "login_window": "inf",
