@@ -14,13 +14,18 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from tests.integration.test_forwarding import (
     MakeGateway,
     make_gateway_fixture,  # noqa: F401 - a fixture
 )
-from tests.integration.upstream import EchoUpstream, RawUpstream, read_request_head
+from tests.integration.upstream import (
+    EchoUpstream,
+    RawUpstream,
+    download_upstream,
+    generated,
+    read_request_head,
+)
 
 TOTAL = 256 * 1024 * 1024  # bytes streamed each way
 CHUNK = b"\xa5" * (1024 * 1024)
@@ -41,31 +46,12 @@ def _reset_peak_rss() -> int:
     return int(match.group(1))
 
 
-async def _generated(total: int) -> AsyncIterator[bytes]:
-    sent = 0
-    while sent < total:
-        piece = CHUNK if total - sent >= len(CHUNK) else CHUNK[: total - sent]
-        sent += len(piece)
-        yield piece
+def _generated(total: int) -> AsyncIterator[bytes]:
+    return generated(total, CHUNK)
 
 
 def _download_upstream() -> EchoUpstream:
-    upstream = EchoUpstream()
-
-    async def download(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
-        if request.query.get("framing") == "chunked":
-            response.enable_chunked_encoding()
-        else:
-            response.content_length = TOTAL
-        await response.prepare(request)
-        async for piece in _generated(TOTAL):
-            await response.write(piece)
-        await response.write_eof()
-        return response
-
-    upstream.route("GET", "/api/download", download)
-    return upstream
+    return download_upstream(TOTAL, CHUNK)
 
 
 @pytest.mark.parametrize("framing", ["length", "chunked"])

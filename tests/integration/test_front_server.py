@@ -12,12 +12,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from tests.integration.test_forwarding import request, split_responses
 from tests.integration.test_front_forwarding import FrontGateway, MakeFront
 from tests.integration.test_front_forwarding import make_front_gateway as make_front_gateway
-from tests.integration.upstream import EchoUpstream
+from tests.integration.upstream import EchoUpstream, download_upstream, generated
 
 TOTAL = 100 * 1024 * 1024  # bytes streamed each way
 CHUNK = b"\x5a" * (1024 * 1024)
@@ -195,31 +194,12 @@ def _peak_rss_kb(pid: int) -> int:
     return int(match.group(1))
 
 
-async def _generated(total: int) -> AsyncIterator[bytes]:
-    sent = 0
-    while sent < total:
-        piece = CHUNK if total - sent >= len(CHUNK) else CHUNK[: total - sent]
-        sent += len(piece)
-        yield piece
+def _generated(total: int) -> AsyncIterator[bytes]:
+    return generated(total, CHUNK)
 
 
 def _download_upstream() -> EchoUpstream:
-    upstream = EchoUpstream()
-
-    async def download(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
-        if request.query.get("framing") == "chunked":
-            response.enable_chunked_encoding()
-        else:
-            response.content_length = TOTAL
-        await response.prepare(request)
-        async for piece in _generated(TOTAL):
-            await response.write(piece)
-        await response.write_eof()
-        return response
-
-    upstream.route("GET", "/api/download", download)
-    return upstream
+    return download_upstream(TOTAL, CHUNK)
 
 
 @pytest.mark.parametrize("framing", ["length", "chunked"])
