@@ -27,10 +27,11 @@ run: $(STAMP) ## serve on 127.0.0.1:8080 (SQLite + in-process cache, example pol
 	trap 'kill $$demo 2>/dev/null' EXIT INT TERM; \
 	echo "demo upstream on http://$(DEMO_LISTEN) (answers with what it receives)"; \
 	echo ""; \
-	echo "First steps (in another terminal):"; \
+	echo "First steps (in another terminal, in this folder):"; \
+	echo "  export GATEWAY_MODE=development"; \
 	echo "  $(BIN)/gateway users create admin@example.com --admin"; \
-	echo "  $(BIN)/gateway keys create --user admin@example.com --label first --permission demo.reports.read"; \
-	echo "  curl -H \"X-API-KEY: <the key>\" http://$(LISTEN)/api/reports/daily"; \
+	echo "  KEY=\$$($(BIN)/gateway keys create --user admin@example.com --label first --permission demo.reports.read)"; \
+	echo "  curl -H \"X-API-KEY: \$$KEY\" http://$(LISTEN)/api/reports/daily"; \
 	echo ""; \
 	GATEWAY_MODE=$${GATEWAY_MODE:-development} GATEWAY_LISTEN=$${GATEWAY_LISTEN:-$(LISTEN)} $(BIN)/gateway serve
 
