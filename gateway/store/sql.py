@@ -216,16 +216,28 @@ class SqlStore:
     async def update_user(
         self, user_id: str, changes: Mapping[str, Any], audit: Audit
     ) -> User | None:
-        sets, args = _assignments(changes, USER_FIELDS)
+        row = await self._update("users", _USER_COLUMNS, USER_FIELDS, user_id, changes, audit)
+        return _user(row) if row else None
+
+    async def _update(
+        self,
+        table: str,
+        columns: str,
+        allowed: frozenset[str],
+        row_id: str,
+        changes: Mapping[str, Any],
+        audit: Audit,
+    ) -> Row | None:
+        """Update one row by id and audit it in one transaction; the row after, or None."""
+        sets, args = _assignments(changes, allowed)
         async with self._db.transaction() as tx:
             count = await tx.execute(
-                f"UPDATE users SET {sets} WHERE id = ${len(args) + 1}", *args, user_id
+                f"UPDATE {table} SET {sets} WHERE id = ${len(args) + 1}", *args, row_id
             )
             if count == 0:
                 return None
             await self._audit(tx, audit)
-            row = await tx.fetchrow(f"SELECT {_USER_COLUMNS} FROM users WHERE id = $1", user_id)
-        return _user(row) if row else None
+            return await tx.fetchrow(f"SELECT {columns} FROM {table} WHERE id = $1", row_id)
 
     # -- resources ----------------------------------------------------------------------
 
@@ -307,15 +319,7 @@ class SqlStore:
     async def update_key(
         self, key_id: str, changes: Mapping[str, Any], audit: Audit
     ) -> ApiKey | None:
-        sets, args = _assignments(changes, KEY_FIELDS)
-        async with self._db.transaction() as tx:
-            count = await tx.execute(
-                f"UPDATE api_keys SET {sets} WHERE id = ${len(args) + 1}", *args, key_id
-            )
-            if count == 0:
-                return None
-            await self._audit(tx, audit)
-            row = await tx.fetchrow(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = $1", key_id)
+        row = await self._update("api_keys", _KEY_COLUMNS, KEY_FIELDS, key_id, changes, audit)
         return _key(row) if row else None
 
     async def delete_key(self, key_id: str, audit: Audit) -> ApiKey | None:

@@ -87,6 +87,22 @@ class Gateway:
 MakeGateway = Callable[..., Awaitable[Gateway]]
 
 
+def write_policy(
+    folder: Path, upstream: EchoUpstream, raw: RawUpstream | None, unaccepting: int | None
+) -> Path:
+    """The test policy in front of these upstreams (free ports stand in for absent ones)."""
+    policy = folder / "policy.yaml"
+    policy.write_text(
+        POLICY.format(
+            main=upstream.url,
+            raw=raw.url if raw is not None else f"http://127.0.0.1:{free_port()}",
+            dead=free_port(),
+            unaccepting=unaccepting or free_port(),
+        )
+    )
+    return policy
+
+
 @pytest.fixture(name="make_gateway")
 async def make_gateway_fixture(
     aiohttp_client: Callable[[web.Application], Awaitable[TestClient[Any, Any]]],
@@ -104,16 +120,7 @@ async def make_gateway_fixture(
             **settings: Any,
         ) -> Gateway:
             upstream = await stack.enter_async_context(upstream or EchoUpstream())
-            raw_url = raw.url if raw is not None else f"http://127.0.0.1:{free_port()}"
-            policy = tmp_path / "policy.yaml"
-            policy.write_text(
-                POLICY.format(
-                    main=upstream.url,
-                    raw=raw_url,
-                    dead=free_port(),
-                    unaccepting=unaccepting or free_port(),
-                )
-            )
+            policy = write_policy(tmp_path, upstream, raw, unaccepting)
             app = create_app(make_settings(sqlite_url, policy=(policy,), **settings))
             client = await aiohttp_client(app)
             services = client.app[SERVICES]

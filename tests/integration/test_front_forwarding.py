@@ -44,7 +44,6 @@ from tests.integration.test_forward_websocket import (
     test_websocket_without_key_is_refused_before_the_upstream,
 )
 from tests.integration.test_forwarding import (
-    POLICY,
     test_ambiguous_upstream_framing_is_a_502,
     test_canonical_path_and_verbatim_query_reach_the_upstream,
     test_chunked_upstream_response_is_relayed,
@@ -66,6 +65,7 @@ from tests.integration.test_forwarding import (
     test_upstream_not_answering_in_time_is_a_504_problem,
     test_upstream_redirect_is_passed_back_not_followed,
     test_upstream_refusing_connections_is_a_502_problem,
+    write_policy,
 )
 from tests.integration.upstream import EchoUpstream, RawUpstream, free_port
 
@@ -224,16 +224,7 @@ async def make_front_gateway(tmp_path: Path) -> AsyncIterator[MakeFront]:
             **settings: Any,
         ) -> FrontGateway:
             upstream = await stack.enter_async_context(upstream or EchoUpstream())
-            raw_url = raw.url if raw is not None else f"http://127.0.0.1:{free_port()}"
-            policy = tmp_path / "policy.yaml"
-            policy.write_text(
-                POLICY.format(
-                    main=upstream.url,
-                    raw=raw_url,
-                    dead=free_port(),
-                    unaccepting=unaccepting or free_port(),
-                )
-            )
+            policy = write_policy(tmp_path, upstream, raw, unaccepting)
             env = _env(tmp_path, policy, settings)
             key, key_id, user_id = await _create_key(env)
             port = free_port()
