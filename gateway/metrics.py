@@ -2,22 +2,50 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
-PROXY_REQUESTS = Counter(
-    "keygate_proxy_requests_total",
+
+class OutcomeCounter(Collector):
+    """A counter by one label, counted in a plain dict and rendered at scrape time.
+
+    The data plane counts every request. prometheus_client's labelled `Counter` takes a lock
+    and looks the child up on each `labels(...).inc()` (about 3 µs here, a noticeable share
+    of a proxied request); an event loop needs neither. Increments from other threads would
+    need the lock, so this is for code running on the event loop only.
+    """
+
+    def __init__(self, name: str, documentation: str, label: str) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._label = label
+        self.counts: dict[str, int] = {}
+
+    def inc(self, value: str) -> None:
+        counts = self.counts
+        counts[value] = counts.get(value, 0) + 1
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(self._name, self._documentation, labels=[self._label])
+        for value, count in sorted(self.counts.items()):
+            family.add_metric([value], count)
+        yield family
+
+    def describe(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(self._name, self._documentation, labels=[self._label])
+
+
+PROXY_REQUESTS = OutcomeCounter(
+    "keygate_proxy_requests",
     "Requests on the data plane by outcome (allowed, or the denial reason).",
-    ["outcome"],
-    registry=REGISTRY,
+    "outcome",
 )
-UPSTREAM_SECONDS = Histogram(
-    "keygate_upstream_seconds",
-    "Time to the upstream's response headers.",
-    ["upstream"],
-    registry=REGISTRY,
-)
+REGISTRY.register(PROXY_REQUESTS)
 KEY_CACHE_ENTRIES = Gauge(
     "keygate_key_cache_entries", "Entries in the in-process key cache.", registry=REGISTRY
 )

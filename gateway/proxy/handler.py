@@ -128,11 +128,11 @@ async def decide(
     try:
         target = canonicalize(raw_target)
     except TargetRejected as exc:
-        metrics.PROXY_REQUESTS.labels("bad-target").inc()
+        metrics.PROXY_REQUESTS.inc("bad-target")
         return Refusal(BadRequest(str(exc), code=f"bad-target-{exc.reason}"), None)
     match = route_for(method, target.path, services.policy)
     if isinstance(match, Denied):
-        metrics.PROXY_REQUESTS.labels(match.reason).inc()
+        metrics.PROXY_REQUESTS.inc(match.reason)
         return Refusal(_denial_error(match, None), target.path)
     principal = None
     if not match.route.auth_none:
@@ -141,11 +141,11 @@ async def decide(
                 values, peer, services, passwords=match.route.allow_passwords
             )
         except GatewayError as exc:
-            metrics.PROXY_REQUESTS.labels(exc.code).inc()  # codes are a small fixed set
+            metrics.PROXY_REQUESTS.inc(exc.code)  # codes are a small fixed set
             return Refusal(exc, target.path)
     decision = authorize(principal, match, target.path, services.policy.catalog)
     if isinstance(decision, Denied):
-        metrics.PROXY_REQUESTS.labels(decision.reason).inc()
+        metrics.PROXY_REQUESTS.inc(decision.reason)
         log.info(
             "denied %s %s key=%s: %s",
             method,
@@ -154,7 +154,7 @@ async def decide(
             decision.detail,
         )
         return Refusal(_denial_error(decision, principal), target.path)
-    metrics.PROXY_REQUESTS.labels("allowed").inc()
+    metrics.PROXY_REQUESTS.inc("allowed")
     upstream = services.policy.upstreams[match.route.upstream]
     return Decision(target, match.route, upstream, principal)
 
