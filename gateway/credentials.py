@@ -13,6 +13,7 @@ import base64
 import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from gateway.errors import BadRequest, Unauthenticated
 
@@ -20,8 +21,9 @@ MAX_HEADER_VALUE = 4096
 HAPLO_USER = "haplo"
 
 
-@dataclass(frozen=True, slots=True)
-class KeyCredential:
+class KeyCredential(NamedTuple):
+    """A presented API key (a named tuple: built per request; the repr never shows the key)."""
+
     key: str
     carrier: str  # "x-api-key", "token", "bearer", "basic-haplo"
 

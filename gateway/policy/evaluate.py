@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import NamedTuple
 
 from gateway.policy.model import UNRESTRICTED, Catalog, Perm, Policy, Route, RouteMatch
 from gateway.policy.pathrule import PathRule
 
 MAY_MEMO_SIZE = 256
+_NO_PARAMS: Mapping[str, str] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,10 +76,11 @@ def owner_grants(catalog: Catalog, raw: Iterable[str], *, is_admin: bool) -> tup
     return tuple(out)
 
 
-@dataclass(frozen=True, slots=True)
-class Allowed:
+class Allowed(NamedTuple):
+    """An allowed request (a named tuple: built per request)."""
+
     route: Route
-    params: Mapping[str, str] = field(default_factory=dict)
+    params: Mapping[str, str] = _NO_PARAMS
     allowed: bool = True
 
 

@@ -43,6 +43,7 @@ import httptools
 from gateway.policy.model import Upstream
 
 Header = tuple[str, str]
+Field = tuple[bytes, bytes]  # a header field as received: name and value, raw
 Framing = Literal["none", "length", "chunked", "close"]
 
 MAX_HEAD_BYTES = 64 * 1024  # a response head larger than this is refused
@@ -98,8 +99,8 @@ class Head(NamedTuple):
     """A parsed response head (a named tuple: built once per response, on the hot path)."""
 
     status: int
-    reason: str
-    headers: list[Header]
+    reason: bytes  # raw: decoded only by those who need text
+    fields: list[Field]  # raw, in order: the fast front relays them without decoding
     framing: Framing
     length: int  # for "length" framing
     keep_alive: bool
@@ -132,6 +133,18 @@ def _text(raw: bytes) -> str:
         return raw.decode("latin-1")  # rare non-UTF-8 bytes: readable, never fatal
 
 
+def decode_fields(fields: list[Field]) -> list[Header]:
+    """Raw header fields as text (names are tokens, so ASCII; values usually are)."""
+    return [
+        (name.decode("ascii"), value.decode("latin-1") if value.isascii() else _text(value))
+        for name, value in fields
+    ]
+
+
+# Lengths of the framing headers' names: content-length, transfer-encoding, connection.
+_FRAMING_SIZES = frozenset({14, 17, 10})
+
+
 def parse_head(block: bytes, method: str) -> Head:
     """Parse a response head, through its final CRLFCRLF; raises UpstreamProtocolError.
 
@@ -150,36 +163,31 @@ def parse_head(block: bytes, method: str) -> Head:
     if not fields.complete or status < 100:
         raise UpstreamProtocolError("the upstream sent a malformed response head")
     http11 = parser.get_http_version() == "1.1"
-    headers: list[Header] = []
     length = -1
-    codings: list[str] = []
-    connection: list[str] = []
-    for raw_name, raw_value in fields.fields:
-        name = raw_name.decode("ascii")  # llhttp admits only token characters in names
-        value = raw_value.decode("latin-1") if raw_value.isascii() else _text(raw_value)
-        headers.append((name, value))
-        size = len(name)
-        if size == 14 or size == 17 or size == 10:  # only framing headers need a closer look
+    codings: list[bytes] = []
+    connection: list[bytes] = []
+    for name, value in fields.fields:
+        if len(name) in _FRAMING_SIZES:  # only framing headers need a closer look
             lower = name.lower()
-            if lower == "content-length":
+            if lower == b"content-length":
                 length = int(value)  # llhttp accepted it: digits only, exactly once
-            elif lower == "transfer-encoding":
-                codings.extend(c.strip(" \t") for c in value.lower().split(","))
-            elif lower == "connection":
-                connection.extend(t.strip(" \t") for t in value.lower().split(","))
-    keep_alive = ("close" not in connection) if http11 else ("keep-alive" in connection)
+            elif lower == b"transfer-encoding":
+                codings.extend(c.strip(b" \t") for c in value.lower().split(b","))
+            elif lower == b"connection":
+                connection.extend(t.strip(b" \t") for t in value.lower().split(b","))
+    keep_alive = (b"close" not in connection) if http11 else (b"keep-alive" in connection)
     framing: Framing
     if method == "HEAD" or status < 200 or status == 204 or status == 304:
         framing = "none"
     elif codings:
-        if [c for c in codings if c] != ["chunked"] or not http11:
+        if [c for c in codings if c] != [b"chunked"] or not http11:
             raise UpstreamProtocolError("the upstream used a transfer coding other than chunked")
         framing = "chunked"
     elif length >= 0:
         framing = "length"
     else:
         framing, keep_alive = "close", False
-    return Head(status, _text(fields.reason), headers, framing, max(length, 0), keep_alive)
+    return Head(status, fields.reason, fields.fields, framing, max(length, 0), keep_alive)
 
 
 def request_head(method: str, target: str, host: str, headers: Sequence[Header]) -> bytes:
@@ -211,8 +219,8 @@ class Connection(asyncio.Protocol):
         self._loop = pool.loop
         self.transport: asyncio.Transport | None = None
         self.status = 0
-        self.reason = ""
-        self.headers: list[Header] = []
+        self.raw_reason = b""
+        self.fields: list[Field] = []
         self.idle_since = 0.0
         self._phase = _IDLE
         self._method = "GET"
@@ -236,6 +244,20 @@ class Connection(asyncio.Protocol):
         self.counted = True  # holds one of the pool's slots until forgotten
         self._deadline = 0.0
         self._waiting_for = ""
+
+    @property
+    def reason(self) -> str:
+        return _text(self.raw_reason)
+
+    @property
+    def headers(self) -> list[Header]:
+        """The response's header fields, decoded (the fast front relays `fields` raw)."""
+        return decode_fields(self.fields)
+
+    @property
+    def framing(self) -> Framing:
+        """How the response body is framed, for the request's method (valid after the head)."""
+        return self._framing
 
     # asyncio.Protocol ---------------------------------------------------------------------------
 
@@ -313,7 +335,7 @@ class Connection(asyncio.Protocol):
             elif rest:
                 self._feed_head(rest)
             return
-        self.status, self.reason, self.headers = head.status, head.reason, head.headers
+        self.status, self.raw_reason, self.fields = head.status, head.reason, head.fields
         self._framing, self._remaining = head.framing, head.length
         self._reusable = self._reusable and head.keep_alive
         if head.framing == "none" or (head.framing == "length" and head.length == 0):
@@ -462,7 +484,7 @@ class Connection(asyncio.Protocol):
         assert self.transport is not None
         assert self._phase in (_IDLE, _DONE)
         self._phase, self._method = _HEAD, method
-        self.status, self.reason, self.headers = 0, "", []
+        self.status, self.raw_reason, self.fields = 0, b"", []
         self._received = False
         self._chunk_state, self._pending, self._trailer_bytes = _SIZE, b"", 0
         if self._lost:  # closed by the upstream since it was handed out

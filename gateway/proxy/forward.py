@@ -29,8 +29,9 @@ from gateway.proxy.client import (
     UpstreamClient,
     UpstreamError,
     UpstreamTimeout,
+    decode_fields,
 )
-from gateway.proxy.headers import Identity, Origin, request_headers, response_headers
+from gateway.proxy.headers import Identity, Origin, request_headers, response_fields
 
 log = logging.getLogger("gateway.proxy")
 
@@ -92,7 +93,7 @@ class Forwarder:
             )
         except UpstreamError as exc:
             return _failure(exc, upstream, target)
-        out_headers = response_headers(response.headers)
+        out_headers = decode_fields(response_fields(response.fields))
         reason = response.reason or None
         if response.complete:
             # The whole body came with the head (the common small answer): one write to the

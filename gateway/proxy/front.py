@@ -30,14 +30,16 @@ from gateway.proxy.front_body import HIGH_WATER, LOW_WATER, RequestBody
 from gateway.proxy.front_http import (
     MAX_HEAD_BYTES,
     BadRequestHead,
+    Field,
     Header,
     RequestHead,
     parse_request_head,
+    relayed_head,
     render_head,
 )
 from gateway.proxy.front_splice import Splice
 from gateway.proxy.handler import Refusal, decide, problem_parts
-from gateway.proxy.headers import Origin, request_headers, response_headers
+from gateway.proxy.headers import Origin, request_headers, response_fields
 from gateway.services import Services
 
 log = logging.getLogger("gateway.proxy")
@@ -249,6 +251,10 @@ class FrontProtocol(asyncio.Protocol):
 
         def values(name: str) -> Sequence[str]:
             lower = name.lower()
+            if lower == "authorization":
+                return head.authorization
+            if lower == "x-api-key":
+                return head.api_keys
             return [v for k, v in headers if len(k) == len(lower) and k.lower() == lower]
 
         result = await decide(ctx.services, head.method, head.target, values, self._peer)
@@ -256,7 +262,7 @@ class FrontProtocol(asyncio.Protocol):
             status, out, data = problem_parts(result.error, result.instance)
             return self._write_answer(status, out, data, keep_alive=True)
         forwarder = ctx.forwarder
-        host = next((v for k, v in headers if k.lower() == "host"), None)
+        host = head.host
         # The Forwarder's pool, identity cache and trusted-proxy list are shared on purpose:
         # one set of upstream connections per worker, whichever server took the request.
         trusted = (
@@ -287,15 +293,16 @@ class FrontProtocol(asyncio.Protocol):
         """Write the upstream's answer, keeping its framing; whether to keep the connection."""
         transport = self._transport
         assert transport is not None
-        headers = response_headers(response.headers)
-        status = response.status
-        framing = _framing(head.method, status, response.headers)
+        framing = response.framing
         keep_alive = framing != "close"
+        extra: list[Field] = []
         if framing == "chunked":
-            headers.append(("Transfer-Encoding", "chunked"))
+            extra.append((b"Transfer-Encoding", b"chunked"))
         if not keep_alive or not head.keep_alive:
-            headers.append(("Connection", "close"))
-        out = render_head(status, response.reason or None, headers)
+            extra.append((b"Connection", b"close"))
+        out = relayed_head(
+            response.status, response.raw_reason, response_fields(response.fields), extra
+        )
         if response.complete:
             data = response.take_body()
             response.release()
@@ -345,19 +352,6 @@ class FrontProtocol(asyncio.Protocol):
             if not self._busy:
                 self._transport.close()
         return keep_alive
-
-
-def _framing(method: str, status: int, headers: list[Header]) -> str:
-    """How the upstream framed its body (the client checked it: at most one of the two)."""
-    if method == "HEAD" or status < 200 or status == 204 or status == 304:
-        return "none"
-    for name, _ in headers:
-        lower = name.lower()
-        if lower == "transfer-encoding":
-            return "chunked"
-        if lower == "content-length":
-            return "length"
-    return "close"
 
 
 def _upstream_error(exc: UpstreamError) -> GatewayError:

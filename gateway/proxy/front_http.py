@@ -18,11 +18,15 @@ from typing import NamedTuple
 import httptools
 
 Header = tuple[str, str]
+Field = tuple[bytes, bytes]
 
 MAX_HEAD_BYTES = 64 * 1024
 MAX_CHUNK_LINE = 4096
 MAX_TRAILER_BYTES = 16 * 1024
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,15}\Z")
+# Lengths of the header names the parser notes (a length test first keeps the pass cheap):
+# host, expect, x-api-key, authorization, content-length, transfer-encoding.
+_NOTED_SIZES = frozenset({4, 6, 9, 13, 14, 17})
 
 
 class BadRequestHead(Exception):
@@ -38,6 +42,10 @@ class RequestHead(NamedTuple):
     length: int  # -1: no Content-Length
     chunked: bool
     expect: bool  # an Expect header (100-continue): handed over
+    # Noted while parsing, so the hot path does not scan the headers again for them:
+    host: str | None  # the first Host value
+    authorization: list[str]  # every Authorization value
+    api_keys: list[str]  # every X-API-KEY value
 
 
 class _Fields:
@@ -89,20 +97,29 @@ def parse_request_head(block: bytes) -> RequestHead:
     headers: list[Header] = []
     length = -1
     chunked = expect = False
+    host: str | None = None
+    authorization: list[str] = []
+    api_keys: list[str] = []
     for raw_name, raw_value in fields.fields:
         name, value = _text(raw_name), _text(raw_value)
         headers.append((name, value))
-        size = len(name)
-        if size == 14 or size == 17 or size == 6:
-            lower = name.lower()
-            if lower == "content-length":
-                length = int(value)  # llhttp accepted it: digits only, exactly once
-            elif lower == "transfer-encoding":
-                chunked = True  # llhttp accepts only codings that end in chunked
-                if value.strip(" \t").lower() != "chunked":
-                    raise BadRequestHead("only the chunked transfer coding is supported")
-            elif lower == "expect":
-                expect = True
+        if len(name) not in _NOTED_SIZES:
+            continue
+        lower = name.lower()
+        if lower == "content-length":
+            length = int(value)  # llhttp accepted it: digits only, exactly once
+        elif lower == "transfer-encoding":
+            chunked = True  # llhttp accepts only codings that end in chunked
+            if value.strip(" \t").lower() != "chunked":
+                raise BadRequestHead("only the chunked transfer coding is supported")
+        elif lower == "expect":
+            expect = True
+        elif lower == "authorization":
+            authorization.append(value)
+        elif lower == "x-api-key":
+            api_keys.append(value)
+        elif lower == "host" and host is None:
+            host = value
     method = parser.get_method().decode("ascii")
     if method == "CONNECT":
         upgrade = True
@@ -115,6 +132,9 @@ def parse_request_head(block: bytes) -> RequestHead:
         length,
         chunked,
         expect,
+        host,
+        authorization,
+        api_keys,
     )
 
 
@@ -180,6 +200,8 @@ class ChunkedDecoder:
 
 
 _reasons = {s.value: s.phrase for s in HTTPStatus}
+_status_lines: dict[tuple[int, bytes], bytes] = {}  # (status, reason) -> line; a few dozen
+_STATUS_LINES_MAX = 256
 
 
 def status_line(status: int, reason: str | None = None) -> str:
@@ -193,6 +215,30 @@ def render_head(status: int, reason: str | None, headers: list[Header]) -> bytes
         parts += (name, ": ", value, "\r\n")
     parts.append("\r\n")
     return "".join(parts).encode("utf-8", "surrogateescape")
+
+
+def relayed_head(status: int, reason: bytes, fields: list[Field], extra: list[Field]) -> bytes:
+    """The head of a relayed response: the upstream's status and kept fields as received
+    (llhttp-checked, so no decoding is needed), then `extra`. A Date is added only when the
+    upstream sent none: a message carries at most one (RFC 9110 §6.6.1)."""
+    line = _status_lines.get((status, reason))
+    if line is None:
+        phrase = reason or _reasons.get(status, "Unknown").encode()
+        line = b"HTTP/1.1 %d %s\r\n" % (status, phrase)
+        if len(_status_lines) < _STATUS_LINES_MAX:
+            _status_lines[status, reason] = line
+    parts = [line]
+    dated = False
+    for name, value in fields:
+        if len(name) == 4 and name.lower() == b"date":
+            dated = True
+        parts += (name, b": ", value, b"\r\n")
+    if not dated:
+        parts += (b"Date: ", http_date().encode(), b"\r\n")
+    for name, value in extra:
+        parts += (name, b": ", value, b"\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
 
 
 _date_cache: tuple[int, str] = (0, "")

@@ -16,8 +16,10 @@ Names are compared case-insensitively *and* with `_` read as `-`: aiohttp keeps 
 `X-Gateway-User`. Because steps 2 and 3 only remove client headers and step 4 runs last, a client
 can never make the gateway drop (`Connection: X-Gateway-User`) or pre-empt a header it adds.
 
-Response direction: hop-by-hop headers and those named in the upstream's `Connection` go;
-`Content-Length` stays (it frames the body the gateway relays unchanged).
+Response direction: hop-by-hop headers and those named in the upstream's `Connection` go, and
+so does a `Set-Cookie` for the gateway's own login cookie; `Content-Length` stays (it frames
+the body the gateway relays unchanged). This side works on the raw fields as received: the fast
+front relays the kept ones without decoding them.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 Header = tuple[str, str]
+Field = tuple[bytes, bytes]  # a raw header field, as an upstream sent it
 
 IDENTITY_PREFIX = "x-gateway-"
 USER_HEADER = "X-Gateway-User"
@@ -112,17 +115,18 @@ def connection_tokens(headers: Iterable[Header]) -> frozenset[str]:
 
     `keep-alive` and `close`, by far the most common tokens, name nothing extra to remove.
     """
-    tokens: set[str] | None = None
+    tokens: frozenset[str] = _NO_TOKENS
     for name, value in headers:
         # The length test keeps this pass cheap: it runs over every header of every request.
         if len(name) in (10, 16) and normalise(name) in ("connection", "proxy-connection"):
-            for token in value.split(","):
-                key = normalise(token.strip())
-                if key and key != "close" and key not in HOP_BY_HOP:
-                    if tokens is None:
-                        tokens = set()
-                    tokens.add(key)
-    return frozenset(tokens) if tokens else _NO_TOKENS
+            tokens = tokens | _listed(value)
+    return tokens
+
+
+def _listed(value: str) -> frozenset[str]:
+    """The names one `Connection` value lists, less `close` and those always dropped."""
+    named = (normalise(token.strip()) for token in value.split(","))
+    return frozenset(key for key in named if key and key != "close" and key not in HOP_BY_HOP)
 
 
 def request_headers(
@@ -170,16 +174,29 @@ def request_headers(
     return out
 
 
-def response_headers(headers: Iterable[Header]) -> list[Header]:
-    """The upstream's response headers the client may see."""
-    incoming = headers if isinstance(headers, list) else list(headers)
-    named = connection_tokens(incoming)
-    drop = HOP_BY_HOP | named if named else HOP_BY_HOP
-    return [
-        (name, value)
-        for name, value in incoming
-        if normalise(name) not in drop and not _sets_session_cookie(name, value)
-    ]
+_HOP_BY_HOP_RAW = frozenset(name.encode() for name in HOP_BY_HOP)
+_CONNECTION_RAW = (b"connection", b"proxy-connection")
+_SESSION_COOKIE_RAW = SESSION_COOKIE.encode()
+# `normalise` for raw names in one C call: A-Z to lower case, `_` to `-`. (A `b"_" in name`
+# test would cost more than the whole translation: bytes containment tries int first.)
+_FOLD_RAW = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ_", b"abcdefghijklmnopqrstuvwxyz-")
+
+
+def response_fields(fields: list[Field]) -> list[Field]:
+    """The upstream's response header fields the client may see, raw and in order."""
+    named = _NO_TOKENS
+    for name, value in fields:
+        if len(name) in (10, 16) and name.lower() in _CONNECTION_RAW:
+            named = named | _listed(value.decode("latin-1"))
+    out: list[Field] = []
+    for name, value in fields:
+        key = name.translate(_FOLD_RAW)
+        if key in _HOP_BY_HOP_RAW or (named and key.decode("ascii") in named):
+            continue
+        if key == b"set-cookie" and value.partition(b"=")[0].strip() == _SESSION_COOKIE_RAW:
+            continue  # an upstream may not set (or clear) the gateway's login cookie
+        out.append((name, value))
+    return out
 
 
 def _without_session_cookie(value: str) -> str:
@@ -191,11 +208,3 @@ def _without_session_cookie(value: str) -> str:
         if pair.strip().partition("=")[0].strip() != SESSION_COOKIE
     ]
     return ";".join(kept).strip()
-
-
-def _sets_session_cookie(name: str, value: str) -> bool:
-    return (
-        len(name) == 10
-        and name.lower() == "set-cookie"
-        and value.partition("=")[0].strip() == SESSION_COOKIE
-    )

@@ -590,6 +590,32 @@ async def test_ambiguous_upstream_framing_is_a_502(
                 assert response.content_type == "application/problem+json"
 
 
+@pytest.mark.parametrize("upstream_date", [b"Tue, 01 Jan 2030 00:00:00 GMT", None])
+async def test_response_carries_exactly_one_date(
+    make_gateway: MakeGateway, upstream_date: bytes | None
+) -> None:
+    """The upstream's Date is relayed as is; without one the gateway adds its own. Never two."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await reader.readuntil(b"\r\n\r\n")
+            date = b"Date: " + upstream_date + b"\r\n" if upstream_date else b""
+            writer.write(b"HTTP/1.1 200 OK\r\n" + date + b"Content-Length: 2\r\n\r\nok")
+            await writer.drain()
+
+    async with RawUpstream(answer) as raw:
+        gw = await make_gateway(raw=raw)
+        async with gw.client.get("/raw/x", headers=gw.auth) as response:
+            assert response.status == 200
+            assert await response.read() == b"ok"
+            dates = response.headers.getall("Date")
+    assert len(dates) == 1
+    if upstream_date:
+        assert dates[0] == upstream_date.decode()
+    else:
+        assert dates[0].endswith(" GMT")
+
+
 async def test_upstream_not_accepting_connections_is_a_504(make_gateway: MakeGateway) -> None:
     """A connect that does not complete within connect_timeout answers 504 problem+json."""
     # A listening socket whose accept queue is full: the kernel drops further SYNs, so a
