@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import gzip
 import json
+import re
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -197,6 +198,28 @@ async def test_identity_headers_name_the_user_key_and_permissions(
     assert seen.header("X-Forwarded-Proto") == ["http"]
     assert seen.header("X-Forwarded-Host") == [f"127.0.0.1:{gw.port}"]
     assert seen.header("Host") == [f"127.0.0.1:{gw.upstream.port}"]
+
+
+async def test_outcomes_are_counted_in_metrics(make_gateway: MakeGateway) -> None:
+    """/metrics counts data-plane requests by outcome: allowed, and each refusal's code."""
+
+    async def counts() -> dict[str, float]:
+        async with gw.client.get("/metrics") as response:
+            assert response.status == 200
+            text = await response.text()
+        found = re.findall(r'^keygate_proxy_requests_total\{outcome="([^"]+)"\} (\S+)$', text, re.M)
+        return {outcome: float(value) for outcome, value in found}
+
+    gw = await make_gateway()
+    before = await counts()
+    for _ in range(3):
+        async with gw.client.get("/api/x", headers=gw.auth) as response:
+            assert response.status == 200
+    async with gw.client.get("/api/x") as response:
+        assert response.status == 401
+    after = await counts()
+    assert after["allowed"] - before.get("allowed", 0) == 3
+    assert after["credential-missing"] - before.get("credential-missing", 0) == 1
 
 
 async def test_connection_header_cannot_drop_the_gateways_headers(
