@@ -41,6 +41,7 @@ from urllib.parse import urlsplit
 import httptools
 
 from gateway.policy.model import Upstream
+from gateway.proxy.outbox import outbox
 
 Header = tuple[str, str]
 Field = tuple[bytes, bytes]  # a header field as received: name and value, raw
@@ -244,6 +245,8 @@ class Connection(asyncio.Protocol):
         self.counted = True  # holds one of the pool's slots until forgotten
         self._deadline = 0.0
         self._waiting_for = ""
+        self._outbox = outbox(self._loop)
+        self._held: bytes | None = None  # a request head held until the loop's pass ends
 
     @property
     def reason(self) -> str:
@@ -479,8 +482,11 @@ class Connection(asyncio.Protocol):
     def usable(self) -> bool:
         return self._reusable and not self._lost and self._error is None
 
-    def start(self, method: str, head: bytes) -> None:
-        """Begin an exchange: reset the response state and write the request head."""
+    def start(self, method: str, head: bytes, *, hold: bool = False) -> None:
+        """Begin an exchange: reset the response state and write the request head.
+
+        With `hold` (a request without a body: nothing follows the head) the head is written
+        when the loop's pass ends, together with the others (outbox.py)."""
         assert self.transport is not None
         assert self._phase in (_IDLE, _DONE)
         self._phase, self._method = _HEAD, method
@@ -492,7 +498,17 @@ class Connection(asyncio.Protocol):
                 "the upstream closed the connection before answering", before_response=True
             )
             return
-        self.transport.write(head)
+        if hold:
+            self._held = head
+            self._outbox.hold(self)
+        else:
+            self.transport.write(head)
+
+    def flush(self) -> None:
+        head, self._held = self._held, None
+        transport = self.transport
+        if head is not None and transport is not None and not transport.is_closing():
+            transport.write(head)
 
     def send_body(self, body: BodySource, *, chunked: bool) -> None:
         self._sender = self._loop.create_task(self._send_body(body, chunked))
@@ -597,6 +613,7 @@ class Connection(asyncio.Protocol):
 
     def shutdown(self) -> None:
         self._reusable = False
+        self._held = None  # the exchange is abandoned: its request need not go out
         if self._sender is not None and not self._sender.done():
             self._sender.cancel()
         if self.transport is not None:
@@ -817,7 +834,7 @@ class UpstreamClient:
             conn, reused = await pool.acquire()
         while True:
             try:
-                conn.start(method, head)
+                conn.start(method, head, hold=body is None)
                 if body is not None:
                     conn.send_body(body, chunked=length is None)
                 await conn.wait_head()

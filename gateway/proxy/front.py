@@ -40,6 +40,7 @@ from gateway.proxy.front_http import (
 from gateway.proxy.front_splice import Splice
 from gateway.proxy.handler import Refusal, decide, problem_parts
 from gateway.proxy.headers import Origin, request_headers, response_fields
+from gateway.proxy.outbox import outbox
 from gateway.services import Services
 
 log = logging.getLogger("gateway.proxy")
@@ -79,6 +80,8 @@ class FrontProtocol(asyncio.Protocol):
         self._lost = False
         self._head_only = False  # the request in flight is a HEAD: answers carry no body
         self._task: asyncio.Task[None] | None = None
+        self._outbox = outbox(self._loop)
+        self._held: list[bytes] = []  # answers held until the loop's pass ends (outbox.py)
 
     # asyncio.Protocol ---------------------------------------------------------------------------
 
@@ -89,6 +92,7 @@ class FrontProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
+        self._held.clear()
         if self._splice is not None:
             self._splice.client_lost()
         if self._body is not None and not self._body.done:
@@ -97,6 +101,7 @@ class FrontProtocol(asyncio.Protocol):
             self._drain.set_result(None)
 
     def eof_received(self) -> bool:
+        self.flush()  # returning False below closes the transport: nothing held may be lost
         if self._splice is not None:
             self._splice.client_eof()
             return True
@@ -137,6 +142,35 @@ class FrontProtocol(asyncio.Protocol):
             self._next()
         elif len(self._buf) > HIGH_WATER:
             self.pause()
+
+    # writing ------------------------------------------------------------------------------------
+
+    def _send(self, data: bytes) -> None:
+        """Write now, after anything held (the order on the connection never changes)."""
+        assert self._transport is not None
+        if self._held:
+            self.flush()
+        self._transport.write(data)
+
+    def _hold(self, data: bytes) -> None:
+        """Write at the end of the loop's pass: for an answer with nothing behind it."""
+        if not self._held:
+            self._outbox.hold(self)
+        self._held.append(data)
+
+    def flush(self) -> None:
+        held = self._held
+        if not held:
+            return
+        self._held = []
+        transport = self._transport
+        if transport is not None and not self._lost and not transport.is_closing():
+            transport.write(held[0] if len(held) == 1 else b"".join(held))
+
+    def _close(self) -> None:
+        assert self._transport is not None
+        self.flush()
+        self._transport.close()
 
     # flow control -------------------------------------------------------------------------------
 
@@ -196,6 +230,7 @@ class FrontProtocol(asyncio.Protocol):
 
     def _hand_over(self, data: bytes) -> None:
         assert self._transport is not None
+        self.flush()  # the splice writes to the client directly from now on
         self._buf = b""
         self._splice = Splice(self._transport, self._peer, self._ctx.internal, self._ctx.peers)
         if self._paused:
@@ -238,7 +273,7 @@ class FrontProtocol(asyncio.Protocol):
             return
         if not keep_alive or self._closing:
             self._closing = True
-            self._transport.close()
+            self._close()
             return
         self.resume()
         if self._buf:
@@ -308,11 +343,11 @@ class FrontProtocol(asyncio.Protocol):
             response.release()
             if framing == "chunked":
                 end = b"%x\r\n%b\r\n0\r\n\r\n" % (len(data), data) if data else b"0\r\n\r\n"
-                transport.write(out + end)
+                self._hold(out + end)
             else:
-                transport.write(out + data if data else out)
+                self._hold(out + data if data else out)
             return keep_alive
-        transport.write(out)
+        self._send(out)
         try:
             while chunk := await response.read():
                 if self._lost:
@@ -321,7 +356,7 @@ class FrontProtocol(asyncio.Protocol):
                 if framing == "chunked":
                     transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
                 else:
-                    transport.write(chunk)
+                    transport.write(chunk)  # after `_send(out)`: nothing is held here
                 if self._write_paused:
                     await self._drained()
         except UpstreamError as exc:
@@ -346,12 +381,15 @@ class FrontProtocol(asyncio.Protocol):
         if not keep_alive:
             pairs.append(("Connection", "close"))
         out = render_head(status, None, pairs)
-        self._transport.write(out if self._head_only else out + body)
-        if not keep_alive:
-            self._closing = True
-            if not self._busy:
-                self._transport.close()
-        return keep_alive
+        data = out if self._head_only else out + body
+        if keep_alive:
+            self._hold(data)
+            return True
+        self._send(data)
+        self._closing = True
+        if not self._busy:
+            self._close()
+        return False
 
 
 def _upstream_error(exc: UpstreamError) -> GatewayError:

@@ -44,6 +44,8 @@ from tests.integration.test_forward_websocket import (
     test_websocket_without_key_is_refused_before_the_upstream,
 )
 from tests.integration.test_forwarding import (
+    request,
+    split_responses,
     test_ambiguous_upstream_framing_is_a_502,
     test_canonical_path_and_verbatim_query_reach_the_upstream,
     test_chunked_upstream_response_is_relayed,
@@ -255,3 +257,28 @@ async def make_front_gateway(tmp_path: Path) -> AsyncIterator[MakeFront]:
             )
 
         yield make
+
+
+async def test_a_client_that_half_closes_still_gets_its_answers(
+    make_gateway: MakeFront,
+) -> None:
+    """A request sent, then the sending side shut (FIN): the answer still arrives whole.
+
+    The front holds small answers until the end of the loop's pass (outbox.py); the EOF must
+    not close the connection under a held answer. Fast front only: aiohttp closes the
+    connection on EOF and drops the answer in flight. Pipelined requests after the one in
+    flight are not answered once the client has shut its side."""
+    gw = await make_gateway()
+    for headers in ([f"X-API-KEY: {gw.key}"], []):
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        try:
+            writer.write(request("/api/one", *headers))
+            writer.write_eof()
+            async with asyncio.timeout(10):
+                raw = await reader.read()
+        finally:
+            writer.close()
+        [(status, _, body)] = split_responses(raw)
+        assert status == (200 if headers else 401)
+        assert body
+    assert [r.target for r in gw.upstream.received] == ["/api/one"]
