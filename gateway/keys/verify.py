@@ -186,23 +186,37 @@ class KeyVerifier:
 
     async def verify(self, text: str) -> VerifiedKey:
         """The verified key for `text`; Unauthenticated (401) or Unavailable (503) otherwise."""
+        return self.lookup(text) or await self._verify_loaded(text)
+
+    def lookup(self, text: str) -> VerifiedKey | None:
+        """`verify` from the in-process caches alone: the verified key, or None when only a
+        lookup (Redis, database) can tell. Raises as `verify` does for a key known to fail.
+
+        The data plane's hot path: a hit needs no coroutine at all."""
         if len(text) > keyformat.MAX_KEY_LEN or not text.isascii():
             self._parse(text)  # raises: no key of ours is that long or non-ASCII
         digest = self._hasher.digest(text)
         now = time.monotonic()
         # Entries only ever exist for keys that passed `parse`, so a fresh hit skips it.
         entry = self._known.get(digest)
-        if entry is not None and entry.expires > now:
-            found = entry.value
-        else:
-            negative = self._unknown.get(digest)
-            if negative is not None and negative.expires > now:
-                found = None
-            else:
-                self._parse(text)
-                found = await self._load(digest, entry or negative)
+        if entry is not None and entry.expires > now and entry.value is not None:
+            return self._usable(entry.value)  # (only negative entries hold None)
+        negative = self._unknown.get(digest)
+        if negative is not None and negative.expires > now:
+            raise Unauthenticated("the API key is not known", code="key-unknown")
+        return None
+
+    async def _verify_loaded(self, text: str) -> VerifiedKey:
+        self._parse(text)
+        digest = self._hasher.digest(text)
+        stale = self._known.get(digest) or self._unknown.get(digest)
+        found = await self._load(digest, stale)
         if found is None:
             raise Unauthenticated("the API key is not known", code="key-unknown")
+        return self._usable(found)
+
+    def _usable(self, found: VerifiedKey) -> VerifiedKey:
+        """`found` if its key may be used now (raises otherwise); notes its use."""
         state = found.state
         wall = time.time()
         if state.owner_disabled or state.status != "active" or state.expires_at is not None:

@@ -18,7 +18,7 @@ from gateway import metrics
 from gateway.credentials import KeyCredential, PasswordCredential, extract
 from gateway.errors import BadRequest, GatewayError, Unauthenticated, problem
 from gateway.policy.evaluate import Denied, Principal, authorize, owner_grants, route_for
-from gateway.policy.model import Route, Upstream
+from gateway.policy.model import Route, RouteMatch, Upstream
 from gateway.policy.paths import CanonicalTarget, TargetRejected, canonicalize
 from gateway.proxy.forward import Forwarder
 from gateway.services import Services
@@ -59,6 +59,18 @@ class Refusal(NamedTuple):
 
 
 HeaderValues = Callable[[str], Sequence[str]]
+
+
+def authenticate_now(values: HeaderValues, services: Services) -> Principal | None:
+    """`authenticate` when no I/O is needed: a key found in the in-process cache. None when
+    the answer needs a lookup or a password check; raises as `authenticate` does otherwise."""
+    credential = extract(values("Authorization"), values("X-API-KEY"))
+    if credential is None:
+        raise Unauthenticated("an API key is required", code="credential-missing")
+    if isinstance(credential, KeyCredential):
+        found = services.verifier.lookup(credential.key)
+        return None if found is None else found.principal
+    return None
 
 
 async def authenticate(
@@ -125,15 +137,10 @@ async def decide(
 ) -> Decision | Refusal:
     """The data plane's decision for one request, shared by the aiohttp handler and the fast
     front (`front.py`): canonicalise → route → authenticate → authorize."""
-    try:
-        target = canonicalize(raw_target)
-    except TargetRejected as exc:
-        metrics.PROXY_REQUESTS.inc("bad-target")
-        return Refusal(BadRequest(str(exc), code=f"bad-target-{exc.reason}"), None)
-    match = route_for(method, target.path, services.policy)
-    if isinstance(match, Denied):
-        metrics.PROXY_REQUESTS.inc(match.reason)
-        return Refusal(_denial_error(match, None), target.path)
+    routed = _route(services, method, raw_target)
+    if isinstance(routed, Refusal):
+        return routed
+    target, match = routed
     principal = None
     if not match.route.auth_none:
         try:
@@ -143,6 +150,52 @@ async def decide(
         except GatewayError as exc:
             metrics.PROXY_REQUESTS.inc(exc.code)  # codes are a small fixed set
             return Refusal(exc, target.path)
+    return _authorize(services, method, target, match, principal)
+
+
+def decide_now(
+    services: Services, method: str, raw_target: str, values: HeaderValues
+) -> Decision | Refusal | None:
+    """`decide` when it needs no I/O — the common case: a key in the in-process cache, or no
+    credential needed. None when it does (a lookup, a password): then await `decide`."""
+    routed = _route(services, method, raw_target)
+    if isinstance(routed, Refusal):
+        return routed
+    target, match = routed
+    principal = None
+    if not match.route.auth_none:
+        try:
+            principal = authenticate_now(values, services)
+        except GatewayError as exc:
+            metrics.PROXY_REQUESTS.inc(exc.code)
+            return Refusal(exc, target.path)
+        if principal is None:
+            return None  # nothing counted yet: `decide` counts the outcome
+    return _authorize(services, method, target, match, principal)
+
+
+def _route(
+    services: Services, method: str, raw_target: str
+) -> tuple[CanonicalTarget, RouteMatch] | Refusal:
+    try:
+        target = canonicalize(raw_target)
+    except TargetRejected as exc:
+        metrics.PROXY_REQUESTS.inc("bad-target")
+        return Refusal(BadRequest(str(exc), code=f"bad-target-{exc.reason}"), None)
+    match = route_for(method, target.path, services.policy)
+    if isinstance(match, Denied):
+        metrics.PROXY_REQUESTS.inc(match.reason)
+        return Refusal(_denial_error(match, None), target.path)
+    return target, match
+
+
+def _authorize(
+    services: Services,
+    method: str,
+    target: CanonicalTarget,
+    match: RouteMatch,
+    principal: Principal | None,
+) -> Decision | Refusal:
     decision = authorize(principal, match, target.path, services.policy.catalog)
     if isinstance(decision, Denied):
         metrics.PROXY_REQUESTS.inc(decision.reason)
