@@ -193,13 +193,16 @@ def parse_head(block: bytes, method: str) -> Head:
 
 def request_head(method: str, target: str, host: str, headers: Sequence[Header]) -> bytes:
     """The request line and headers; refuses any CR, LF or NUL inside a name or value."""
-    lines = [f"{method} {target} HTTP/1.1", f"Host: {host}"]
-    lines.extend(f"{name}: {value}" for name, value in headers)
-    text = "\r\n".join(lines)
+    parts = [method, " ", target, " HTTP/1.1\r\nHost: ", host]
+    for name, value in headers:
+        parts += ("\r\n", name, ": ", value)
+    parts.append("\r\n\r\n")
+    text = "".join(parts)
     # One count instead of a check per header: only the separators may contain CR/LF.
-    if text.count("\n") != len(lines) - 1 or text.count("\r") != len(lines) - 1 or "\0" in text:
+    breaks = len(headers) + 3
+    if text.count("\n") != breaks or text.count("\r") != breaks or "\0" in text:
         raise ValueError("header value with a line break")
-    return (text + "\r\n\r\n").encode("utf-8", "surrogateescape")
+    return text.encode("utf-8", "surrogateescape")
 
 
 # -- one connection ----------------------------------------------------------------------------
