@@ -3,8 +3,9 @@
 Measures, one worker each, with interleaved repetitions and medians:
   (a) the fixed upstream directly (nginx `return 200`),
   (b) nginx `proxy_pass` to it with upstream keep-alive,
-  (c) Keygate in front of it, with a valid API key (verified-key cache hit),
-  (d) Keygate with 2 workers, to show 1 -> 2 scaling.
+  (c) Keygate in front of it, with a valid API key (verified-key cache hit): the default
+      aiohttp server and the fast front (GATEWAY_FAST_DATA_PLANE=true),
+  (d) both with 2 workers, to show 1 -> 2 scaling.
 Writes a Markdown table to bench/results/latest.md and prints it. Needs nginx and wrk (Debian
 packages); as root it installs them with apt-get, otherwise it says what is missing and falls
 back to a Python upstream and load generator (numbers then are only roughly comparable).
@@ -51,6 +52,12 @@ routes:
     upstream: bench
     permission: {perm}
 """
+
+
+FAST_ONE = "Keygate fast front, 1 worker"
+FAST_TWO = "Keygate fast front, 2 workers"
+KG_ONE = "Keygate aiohttp server, 1 worker"
+KG_TWO = "Keygate aiohttp server, 2 workers"
 
 
 @dataclass
@@ -193,14 +200,20 @@ def table(targets: list[Target], tools: Tools, args: argparse.Namespace) -> str:
             f"| {t.name}{note} | {t.median('rps'):,.0f} | {t.median('p50_ms'):.2f} ms "
             f"| {t.median('p99_ms'):.2f} ms | {ratio} |"
         )
-    one, two = by_name["Keygate, 1 worker"], by_name["Keygate, 2 workers"]
     summary = []
-    if nginx_proxy:
+    for mode, one_name, two_name in (
+        ("fast front", FAST_ONE, FAST_TWO),
+        ("aiohttp server", KG_ONE, KG_TWO),
+    ):
+        one, two = by_name[one_name], by_name[two_name]
+        if nginx_proxy:
+            summary.append(
+                f"**Keygate ({mode}) / nginx proxy_pass, 1 worker each: "
+                f"{one.median('rps') / nginx_proxy.median('rps'):.2f}x**"
+            )
         summary.append(
-            f"**Keygate / nginx proxy_pass (1 worker each): "
-            f"{one.median('rps') / nginx_proxy.median('rps'):.2f}x**"
+            f"Keygate ({mode}) 1 -> 2 workers: {two.median('rps') / one.median('rps'):.2f}x"
         )
-    summary.append(f"Keygate 1 -> 2 workers: {two.median('rps') / one.median('rps'):.2f}x")
     generator = (
         f"wrk -t{args.threads} -c{args.connections} -d{args.seconds:g}s"
         if tools.wrk
@@ -237,9 +250,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (load generator)")
     parser.add_argument("--no-install", action="store_true", help="never run apt-get")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument(
-        "--fast", action="store_true", help="Keygate with GATEWAY_FAST_DATA_PLANE=true"
-    )
     args = parser.parse_args(argv)
     if not (
         0 < args.seconds <= 30
@@ -255,25 +265,28 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="keygate-bench-") as tmp:
         work = Path(tmp)
         try:
-            up, proxy, kg1, kg2 = (servers.free_port() for _ in range(4))
+            up, proxy, kg1, kg2, fast1, fast2 = (servers.free_port() for _ in range(6))
             if tools.nginx:
                 procs.append(servers.nginx_upstream(tools.nginx, work, up))
                 procs.append(servers.nginx_proxy(tools.nginx, work, proxy, up))
             else:
                 procs.append(servers.python_upstream(up))
             env = gateway_env(work, up)
-            if args.fast:
-                env["GATEWAY_FAST_DATA_PLANE"] = "true"
             key = make_key(env)
+            fast = {**env, "GATEWAY_FAST_DATA_PLANE": "true"}
             procs.append(servers.keygate(env, kg1, 1))
             procs.append(servers.keygate(env, kg2, 2))
+            procs.append(servers.keygate(fast, fast1, 1))
+            procs.append(servers.keygate(fast, fast2, 2))
             auth = {"X-API-KEY": key}
             targets = [Target("upstream direct", f"http://127.0.0.1:{up}{PATH}", auth)]
             if tools.nginx:
                 targets.append(Target("nginx proxy_pass", f"http://127.0.0.1:{proxy}{PATH}", auth))
             targets += [
-                Target("Keygate, 1 worker", f"http://127.0.0.1:{kg1}{PATH}", auth),
-                Target("Keygate, 2 workers", f"http://127.0.0.1:{kg2}{PATH}", auth),
+                Target(FAST_ONE, f"http://127.0.0.1:{fast1}{PATH}", auth),
+                Target(KG_ONE, f"http://127.0.0.1:{kg1}{PATH}", auth),
+                Target(FAST_TWO, f"http://127.0.0.1:{fast2}{PATH}", auth),
+                Target(KG_TWO, f"http://127.0.0.1:{kg2}{PATH}", auth),
             ]
             for t in targets:
                 check(t)
