@@ -64,9 +64,14 @@ def peer_middleware(peers: dict[int, str]) -> Middleware:
 
 
 async def serve_front(
-    settings: Settings, sock: socket.socket, access_log: logging.Logger | None, shutdown: float
+    settings: Settings,
+    sock: socket.socket,
+    access_log: logging.Logger | None,
+    shutdown: float,
+    *,
+    ready: Callable[[], None] | None = None,
 ) -> None:
-    """Serve until SIGINT/SIGTERM."""
+    """Serve until SIGINT/SIGTERM; `ready()` is called once everything is set up."""
     async with open_services(settings) as services:
         app = create_app(settings, services=services)
         peers: dict[int, str] = {}
@@ -81,6 +86,8 @@ async def serve_front(
             ctx = FrontContext(services, app[FORWARDER], internal, exact, prefixes, peers)
             loop = asyncio.get_running_loop()
             server = await loop.create_server(lambda: FrontProtocol(ctx), sock=sock)
+            if ready is not None:
+                ready()
             stop = asyncio.Event()
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(signum, stop.set)
