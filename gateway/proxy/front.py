@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import cast
@@ -56,6 +57,7 @@ class FrontContext:
     exact: frozenset[str]  # the gateway's own paths ...
     prefixes: tuple[str, ...]  # ... and path prefixes (from the aiohttp router)
     peers: dict[int, str] = field(default_factory=dict)  # internal local port -> client address
+    access_log: logging.Logger | None = None  # setting `access_log`: one line per request
 
     def is_gateway_path(self, path: str) -> bool:
         return path in self.exact or (bool(self.prefixes) and path.startswith(self.prefixes))
@@ -82,6 +84,7 @@ class FrontProtocol(asyncio.Protocol):
         self._task: asyncio.Task[None] | None = None
         self._outbox = outbox(self._loop)
         self._held: list[bytes] = []  # answers held until the loop's pass ends (outbox.py)
+        self._answered = (0, 0)  # status and body bytes of the last answer, for the access log
 
     # asyncio.Protocol ---------------------------------------------------------------------------
 
@@ -255,7 +258,33 @@ class FrontProtocol(asyncio.Protocol):
                 )
                 self._write_answer(status, headers, body, keep_alive=False)
             keep_alive = False
+        if self._ctx.access_log is not None:
+            self._log_access(self._ctx.access_log, head)
         self._finish(keep_alive)
+
+    def _log_access(self, logger: logging.Logger, head: RequestHead) -> None:
+        """aiohttp's default access-log line (`%a %t "%r" %s %b "%{Referer}i" "%{User-Agent}i"`),
+        so both servers log alike. Like aiohttp's, it shows the request target as sent."""
+        status, size = self._answered
+        referer = agent = "-"
+        for name, value in head.headers:
+            if len(name) in (7, 10):
+                lower = name.lower()
+                if lower == "referer":
+                    referer = value
+                elif lower == "user-agent":
+                    agent = value
+        logger.info(
+            '%s [%s] "%s %s HTTP/1.1" %d %d "%s" "%s"',
+            self._peer or "-",
+            time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime()),
+            head.method,
+            head.target,
+            status,
+            size,
+            referer,
+            agent,
+        )
 
     def _finish(self, keep_alive: bool) -> None:
         body = self._body
@@ -343,6 +372,7 @@ class FrontProtocol(asyncio.Protocol):
         if response.complete:
             data = response.take_body()
             response.release()
+            self._answered = (response.status, len(data))
             if framing == "chunked":
                 end = b"%x\r\n%b\r\n0\r\n\r\n" % (len(data), data) if data else b"0\r\n\r\n"
                 self._hold(out + end)
@@ -350,8 +380,12 @@ class FrontProtocol(asyncio.Protocol):
                 self._hold(out + data if data else out)
             return keep_alive
         self._send(out)
+        sent = 0
+        self._answered = (response.status, 0)
         try:
             while chunk := await response.read():
+                sent += len(chunk)
+                self._answered = (response.status, sent)
                 if self._lost:
                     response.close()
                     return False
@@ -384,6 +418,7 @@ class FrontProtocol(asyncio.Protocol):
             pairs.append(("Connection", "close"))
         out = render_head(status, None, pairs)
         data = out if self._head_only else out + body
+        self._answered = (status, 0 if self._head_only else len(body))
         if keep_alive:
             self._hold(data)
             return True

@@ -83,7 +83,9 @@ async def serve_front(
             await site.start()
             internal = site._server.sockets[0].getsockname()[:2]  # type: ignore[union-attr]
             exact, prefixes = gateway_surfaces(app)
-            ctx = FrontContext(services, app[FORWARDER], internal, exact, prefixes, peers)
+            ctx = FrontContext(
+                services, app[FORWARDER], internal, exact, prefixes, peers, access_log
+            )
             loop = asyncio.get_running_loop()
             server = await loop.create_server(lambda: FrontProtocol(ctx), sock=sock)
             if ready is not None:

@@ -227,6 +227,7 @@ async def make_front_gateway(tmp_path: Path) -> AsyncIterator[MakeFront]:
             upstream: EchoUpstream | None = None,
             raw: RawUpstream | None = None,
             unaccepting: int | None = None,
+            log_to: Path | None = None,  # the process's stderr (its log), else inherited
             **settings: Any,
         ) -> FrontGateway:
             upstream = await stack.enter_async_context(upstream or EchoUpstream())
@@ -238,6 +239,7 @@ async def make_front_gateway(tmp_path: Path) -> AsyncIterator[MakeFront]:
                 *(sys.executable, "-m", "gateway", "serve", "--listen", f"127.0.0.1:{port}"),
                 env=env,
                 stdout=asyncio.subprocess.DEVNULL,
+                stderr=stack.enter_context(log_to.open("wb")) if log_to else None,
             )
 
             async def stop() -> None:

@@ -245,3 +245,32 @@ async def test_large_upload_streams_in_bounded_memory(
         assert seen.header("Content-Length") == [str(TOTAL)]
     else:
         assert seen.header("Transfer-Encoding") == ["chunked"]
+
+
+async def test_access_log_has_a_line_per_request_and_never_the_key(
+    make_gateway: MakeFront, tmp_path: Path
+) -> None:
+    """With `access_log` on, each data-plane request is one line in aiohttp's format."""
+    log_file = tmp_path / "gateway.log"
+    gw = await make_gateway(log_to=log_file, access_log=True, log_level="INFO")
+    headers = {**gw.auth, "User-Agent": "probe/1.0", "Referer": "http://app.example/"}
+    async with gw.client.get("/api/x?page=2", headers=headers) as response:
+        assert response.status == 200
+        body = await response.read()
+    async with gw.client.get("/api/x", headers={"X-API-KEY": gw.key + "x"}) as response:
+        assert response.status == 401
+    allowed = re.compile(
+        r'127\.0\.0\.1 \[[^]]+\] "GET /api/x\?page=2 HTTP/1\.1" 200 (\d+) '
+        r'"http://app\.example/" "probe/1\.0"'
+    )
+    refused = re.compile(r'"GET /api/x HTTP/1\.1" 401 \d+ "-" "[^"]*"')
+    for _ in range(200):  # the process writes its log lines as it goes: up to 10 s
+        text = log_file.read_text()
+        if allowed.search(text) and refused.search(text):
+            break
+        await asyncio.sleep(0.05)
+    match = allowed.search(text)
+    assert match is not None, text
+    assert int(match.group(1)) == len(body)
+    assert refused.search(text), text
+    assert gw.key not in text
