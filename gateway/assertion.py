@@ -2,8 +2,11 @@
 
 With `identity_assertion` on, every forwarded request carries `X-Gateway-Assertion`, a
 compact JWT whose claims repeat the identity headers (`sub` user id, `key_id`,
-`permissions`) with `iss`, `iat` and `exp`. An upstream that verifies it against
-`/.well-known/jwks.json` no longer has to trust the network between it and the gateway.
+`permissions`) with `iss`, `iat`, `exp` and `aud`, the name of the upstream (as the policy
+names it) the request was forwarded to. An upstream that verifies it against
+`/.well-known/jwks.json` — and checks `aud` is its own name — no longer has to trust the
+network between it and the gateway, nor the other upstreams: one cannot replay an assertion
+it received to another.
 
 The signing key is derived from the deployment's hashing secret with HKDF, so every instance
 signs with the same key and there is no second secret to distribute; changing the secret
@@ -51,13 +54,15 @@ class AssertionSigner:
         user_id: str,
         key_id: str | None,
         permissions: tuple[str, ...],
+        audience: str,
         now: float | None = None,
     ) -> tuple[str, float]:
-        """A compact JWT for this identity and the time it expires."""
+        """A compact JWT for this identity, meant for `audience`, and the time it expires."""
         issued = int(time.time() if now is None else now)
         expires = issued + int(self.ttl)
         claims: dict[str, Any] = {
             "iss": ISSUER,
+            "aud": audience,
             "sub": user_id,
             "iat": issued,
             "exp": expires,

@@ -55,7 +55,9 @@ class Forwarder:
         self._client = UpstreamClient()
         self._ws_session: aiohttp.ClientSession | None = None
         # slot -> (principal, identity, time after which the identity is rebuilt)
-        self._identities: dict[tuple[str, str | None], tuple[Principal, Identity, float]] = {}
+        self._identities: dict[
+            tuple[str, str | None, str | None], tuple[Principal, Identity, float]
+        ] = {}
 
     async def start(self) -> None:
         # WebSocket upgrades are rare and long-lived: aiohttp's client does them well.
@@ -77,7 +79,7 @@ class Forwarder:
         principal: Principal | None,
     ) -> web.StreamResponse:
         headers = request_headers(
-            request.headers.items(), self._origin(request), self._identity(principal)
+            request.headers.items(), self._origin(request), self._identity(principal, upstream)
         )
         path = target.path + "?" + target.query if target.query else target.path
         if route.websocket and websocket.is_upgrade(request):
@@ -110,13 +112,14 @@ class Forwarder:
         trusted = bool(self._trusted) and peer is not None and _within(peer, self._trusted)
         return Origin(peer, request.scheme, request.headers.get("Host"), trusted)
 
-    def _identity(self, principal: Principal | None) -> Identity | None:
+    def _identity(self, principal: Principal | None, upstream: Upstream) -> Identity | None:
         if principal is None:
             return None
         # The verifier hands out the same Principal object for as long as it caches a key, so
         # the effective permissions are computed once per cached key, not per request. The
-        # `is` check makes a re-verified (possibly changed) principal compute afresh.
-        slot = (principal.user_id, principal.key_id)
+        # `is` check makes a re-verified (possibly changed) principal compute afresh. With
+        # assertions, each upstream gets its own (its name is the audience).
+        slot = (principal.user_id, principal.key_id, upstream.name if self._signer else None)
         cached = self._identities.get(slot)
         if (
             cached is not None
@@ -132,7 +135,9 @@ class Forwarder:
         assertion = None
         if self._signer is not None:
             # Signing costs tens of microseconds: sign once, reuse for half the lifetime.
-            assertion, expires = self._signer.sign(principal.user_id, principal.key_id, permissions)
+            assertion, expires = self._signer.sign(
+                principal.user_id, principal.key_id, permissions, upstream.name
+            )
             refresh = expires - self._signer.ttl / 2
         identity = Identity(principal.user_id, principal.key_id, permissions, assertion)
         if len(self._identities) >= IDENTITY_CACHE_SIZE:

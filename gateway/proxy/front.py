@@ -339,7 +339,7 @@ class FrontProtocol(asyncio.Protocol):
         out_headers = request_headers(
             headers,
             Origin(self._peer, "http", host, trusted),
-            forwarder._identity(result.principal),
+            forwarder._identity(result.principal, result.upstream),
         )
         target = result.target
         path = target.path + "?" + target.query if target.query else target.path

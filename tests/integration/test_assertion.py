@@ -22,8 +22,10 @@ permissions:
   - {{name: t.read, title: Read}}
 upstreams:
   main: {{url: "{main}"}}
+  other: {{url: "{other}"}}
 routes:
   - {{path: /api/**, upstream: main, permission: t.read}}
+  - {{path: /other/**, upstream: other, permission: t.read}}
 """
 
 
@@ -44,10 +46,15 @@ def _verify(token: str, jwks: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _gateway(
-    aiohttp_client: Any, sqlite_url: str, tmp_path: Path, upstream: EchoUpstream, **kw: Any
+    aiohttp_client: Any,
+    sqlite_url: str,
+    tmp_path: Path,
+    upstream: EchoUpstream,
+    other: EchoUpstream | None = None,
+    **kw: Any,
 ) -> tuple[Any, str, str, str]:
     policy = tmp_path / "policy.yaml"
-    policy.write_text(POLICY.format(main=upstream.url))
+    policy.write_text(POLICY.format(main=upstream.url, other=(other or upstream).url))
     client = await aiohttp_client(create_app(make_settings(sqlite_url, policy=(policy,), **kw)))
     services = client.app[SERVICES]
     user = await services.users.create(
@@ -79,13 +86,33 @@ async def test_upstream_gets_a_verifiable_assertion(
         assert claims["key_id"] == key_id
         assert claims["permissions"] == ["t.read"]
         assert claims["iss"] == "keygate"
+        assert claims["aud"] == "main"  # the upstream's name in the policy
         assert claims["iat"] <= time.time() < claims["exp"]
+
+
+async def test_each_upstream_gets_an_assertion_of_its_own(
+    aiohttp_client: Any, sqlite_url: str, tmp_path: Path
+) -> None:
+    """The audience is the upstream the request went to, so an assertion one upstream
+    received cannot be replayed to another that checks `aud`."""
+    async with EchoUpstream() as main, EchoUpstream() as other:
+        client, key, _, _ = await _gateway(
+            aiohttp_client, sqlite_url, tmp_path, main, other, identity_assertion=True
+        )
+        jwks = await (await client.get("/.well-known/jwks.json")).json()
+        for path, upstream, audience in (("/api/x", main, "main"), ("/other/x", other, "other")):
+            for _ in range(2):  # the second request reuses the cached assertion
+                assert (await client.get(path, headers={"X-API-KEY": key})).status == 200
+                (token,) = upstream.received[-1].header("X-Gateway-Assertion")
+                assert _verify(token, jwks)["aud"] == audience
+        main_token = main.received[-1].header("X-Gateway-Assertion")
+        assert main_token != other.received[-1].header("X-Gateway-Assertion")
 
 
 async def test_tampered_assertion_fails_verification() -> None:
     """Changing a claim breaks the signature: an upstream can tell a forged assertion."""
     signer = AssertionSigner(b"s" * 32, ttl=60)
-    token, _ = signer.sign("u1", "apk_x", ("t.read",))
+    token, _ = signer.sign("u1", "apk_x", ("t.read",), "main")
     header, payload, signature = token.split(".")
     claims = json.loads(_unb64(payload))
     claims["permissions"] = ["unrestricted"]
