@@ -186,13 +186,12 @@ class KeyVerifier:
 
     async def verify(self, text: str) -> VerifiedKey:
         """The verified key for `text`; Unauthenticated (401) or Unavailable (503) otherwise."""
-        return self.lookup(text) or await self._verify_loaded(text)
+        return self._cached(text) or await self._verify_loaded(text)
 
-    def lookup(self, text: str) -> VerifiedKey | None:
-        """`verify` from the in-process caches alone: the verified key, or None when only a
-        lookup (Redis, database) can tell. Raises as `verify` does for a key known to fail.
-
-        The data plane's hot path: a hit needs no coroutine at all."""
+    def _cached(self, text: str) -> VerifiedKey | None:
+        """`verify` from the in-process caches alone (the hot path): the verified key, or None
+        when only a lookup (Redis, database) can tell. Raises as `verify` does for a key known
+        to fail."""
         if len(text) > keyformat.MAX_KEY_LEN or not text.isascii():
             self._parse(text)  # raises: no key of ours is that long or non-ASCII
         digest = self._hasher.digest(text)

@@ -39,7 +39,7 @@ from gateway.proxy.front_http import (
     render_head,
 )
 from gateway.proxy.front_splice import Splice
-from gateway.proxy.handler import Refusal, decide, decide_now, problem_parts
+from gateway.proxy.handler import Refusal, decide, problem_parts
 from gateway.proxy.headers import Origin, request_headers, response_fields
 from gateway.proxy.outbox import outbox
 from gateway.services import Services
@@ -321,9 +321,7 @@ class FrontProtocol(asyncio.Protocol):
                 return head.api_keys
             return [v for k, v in headers if len(k) == len(lower) and k.lower() == lower]
 
-        result = decide_now(ctx.services, head.method, head.target, values)
-        if result is None:  # a key not in the in-process cache, or a password
-            result = await decide(ctx.services, head.method, head.target, values, self._peer)
+        result = await decide(ctx.services, head.method, head.target, values, self._peer)
         if isinstance(result, Refusal):
             status, out, data = problem_parts(result.error, result.instance)
             return self._write_answer(status, out, data, keep_alive=True)

@@ -61,18 +61,6 @@ class Refusal(NamedTuple):
 HeaderValues = Callable[[str], Sequence[str]]
 
 
-def authenticate_now(values: HeaderValues, services: Services) -> Principal | None:
-    """`authenticate` when no I/O is needed: a key found in the in-process cache. None when
-    the answer needs a lookup or a password check; raises as `authenticate` does otherwise."""
-    credential = extract(values("Authorization"), values("X-API-KEY"))
-    if credential is None:
-        raise Unauthenticated("an API key is required", code="credential-missing")
-    if isinstance(credential, KeyCredential):
-        found = services.verifier.lookup(credential.key)
-        return None if found is None else found.principal
-    return None
-
-
 async def authenticate(
     values: HeaderValues, peer: str | None, services: Services, *, passwords: bool
 ) -> Principal:
@@ -150,27 +138,6 @@ async def decide(
         except GatewayError as exc:
             metrics.PROXY_REQUESTS.inc(exc.code)  # codes are a small fixed set
             return Refusal(exc, target.path)
-    return _authorize(services, method, target, match, principal)
-
-
-def decide_now(
-    services: Services, method: str, raw_target: str, values: HeaderValues
-) -> Decision | Refusal | None:
-    """`decide` when it needs no I/O — the common case: a key in the in-process cache, or no
-    credential needed. None when it does (a lookup, a password): then await `decide`."""
-    routed = _route(services, method, raw_target)
-    if isinstance(routed, Refusal):
-        return routed
-    target, match = routed
-    principal = None
-    if not match.route.auth_none:
-        try:
-            principal = authenticate_now(values, services)
-        except GatewayError as exc:
-            metrics.PROXY_REQUESTS.inc(exc.code)
-            return Refusal(exc, target.path)
-        if principal is None:
-            return None  # nothing counted yet: `decide` counts the outcome
     return _authorize(services, method, target, match, principal)
 
 
