@@ -245,7 +245,7 @@ def table(targets: list[Target], tools: Tools, args: argparse.Namespace) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="length of one run")
-    parser.add_argument("--reps", type=int, default=3, help="interleaved runs per target")
+    parser.add_argument("--reps", type=int, default=5, help="interleaved runs per target")
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (load generator)")
     parser.add_argument("--no-install", action="store_true", help="never run apt-get")
