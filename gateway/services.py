@@ -111,6 +111,7 @@ async def open_services(settings: Settings, *, migrate: bool = True) -> AsyncIte
             local_size=settings.local_cache_size,
             negative_ttl=settings.negative_cache_ttl,
             stale_window=settings.stale_window,
+            store_backoff=settings.store_backoff,
         )
         vault = (
             KeyVault(settings.key_encryption_key)

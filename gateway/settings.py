@@ -53,6 +53,7 @@ class Settings:
     redis_cache_ttl: float = 300.0
     negative_cache_ttl: float = 5.0
     stale_window: float = 60.0
+    store_backoff: float = 1.0
     retrievable_keys: bool = False
     key_encryption_key: bytes | None = field(default=None, repr=False)
     allow_insecure_redirects: bool = False
@@ -264,6 +265,7 @@ _PLAIN: dict[str, Callable[[str, Any], Any]] = {
     "redis_cache_ttl": _seconds(1),
     "negative_cache_ttl": _seconds(0),
     "stale_window": _seconds(0),
+    "store_backoff": _seconds(0),
     "retrievable_keys": _bool,
     "allow_insecure_redirects": _bool,
     "max_body_bytes": _count(1024),

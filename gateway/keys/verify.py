@@ -164,6 +164,7 @@ class KeyVerifier:
         negative_ttl: float,
         stale_window: float,
         lookup_timeout: float = LOOKUP_TIMEOUT,
+        store_backoff: float = 0.0,
     ) -> None:
         self._store = store
         self._catalog = catalog
@@ -176,6 +177,10 @@ class KeyVerifier:
         self._negative_ttl = negative_ttl
         self._stale_window = stale_window
         self._lookup_timeout = lookup_timeout
+        # After the database failed a lookup, misses do not ask it again for this long: they
+        # are answered at once (stale window or 503) instead of each waiting for a timeout.
+        self._store_backoff = store_backoff
+        self._store_down_until = 0.0
         # The lookup in flight per digest. Invalidation removes the entry: a lookup that is no
         # longer registered here when it finishes must not cache what it read.
         self._inflight: dict[bytes, asyncio.Task[_Cached]] = {}
@@ -288,11 +293,18 @@ class KeyVerifier:
                 if verified is not None:
                     self._remember(digest, verified)
                     return verified
-        try:
-            self.lookups += 1
-            async with asyncio.timeout(self._lookup_timeout):
-                found = await self._store.find_key_by_hash(digest)
-        except (StoreError, TimeoutError) as exc:
+        failure: str | None = None
+        if time.monotonic() < self._store_down_until:
+            failure = "backing off after a failure"
+        else:
+            try:
+                self.lookups += 1
+                async with asyncio.timeout(self._lookup_timeout):
+                    found = await self._store.find_key_by_hash(digest)
+            except (StoreError, TimeoutError) as exc:
+                failure = type(exc).__name__
+                self._store_down_until = time.monotonic() + self._store_backoff
+        if failure is not None:
             # Serve the last known answer only within its stale window, and never one that
             # was invalidated meanwhile (then this lookup is no longer current).
             if (
@@ -302,11 +314,11 @@ class KeyVerifier:
             ):
                 log.warning(
                     "database unavailable (%s); serving a cached key record in its stale window",
-                    type(exc).__name__,
+                    failure,
                 )
                 return stale.value
-            log.error("database unavailable while verifying a key: %s", type(exc).__name__)
-            raise Unavailable("the key store is unavailable; try again shortly") from None
+            log.error("database unavailable while verifying a key: %s", failure)
+            raise Unavailable("the key store is unavailable; try again shortly")
         if found is None:
             if self._remember(digest, None) and self._shared is not None:
                 await self._shared.put(digest, None)

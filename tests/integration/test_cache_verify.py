@@ -266,6 +266,34 @@ async def test_no_stale_window_means_503_when_both_stores_are_down(
             await services.verifier.verify(key)
 
 
+async def test_after_a_database_failure_misses_back_off(pg_url: str, pg_proxy: TcpProxy) -> None:
+    """Once the database has failed a lookup, misses within `store_backoff` are answered 503
+    at once without asking it (no pile-up of requests each waiting for a timeout, no storm
+    on the database as it comes back); after the back-off it is asked again."""
+    settings = settings_for(pg_proxy.url(pg_url), None, store_backoff=0.5, stale_window=0.0)
+    async with open_services(settings) as services:
+        key = await seeded(services)
+        verifier = services.verifier
+        await pg_proxy.stop()
+        before = verifier.lookups
+        with pytest.raises(Unavailable):
+            await verifier.verify(key)
+        assert verifier.lookups == before + 1
+        for _ in range(5):
+            with pytest.raises(Unavailable):
+                await verifier.verify(unknown_key())
+        assert verifier.lookups == before + 1  # none of them reached the database
+        await pg_proxy.start()
+
+        async def verifies() -> bool:
+            with contextlib.suppress(Unavailable):
+                return (await verifier.verify(key)).state.key_id == key[:20]
+            return False
+
+        assert await wait_until(verifies)
+        assert verifier.lookups > before + 1
+
+
 async def test_without_redis_the_in_process_cache_alone_is_used(pg_url: str) -> None:
     """No Redis configured: one lookup, then in-process hits; revocation drops the entry."""
     settings = settings_for(pg_url, None)
