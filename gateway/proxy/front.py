@@ -248,6 +248,7 @@ class FrontProtocol(asyncio.Protocol):
 
     async def _serve(self, head: RequestHead) -> None:
         keep_alive = head.keep_alive
+        self._answered = (0, 0)  # a request that gets no answer logs status 0
         try:
             keep_alive = await self._exchange(head) and keep_alive
         except Exception:  # never a traceback to the client; logged without keys
