@@ -294,7 +294,8 @@ class KeyVerifier:
                     self._remember(digest, verified)
                     return verified
         failure: str | None = None
-        if time.monotonic() < self._store_down_until:
+        backing_off = time.monotonic() < self._store_down_until
+        if backing_off:
             failure = "backing off after a failure"
         else:
             try:
@@ -317,7 +318,9 @@ class KeyVerifier:
                     failure,
                 )
                 return stale.value
-            log.error("database unavailable while verifying a key: %s", failure)
+            # Logged once per failure, not once per request answered during the back-off.
+            if not backing_off:
+                log.error("database unavailable while verifying a key: %s", failure)
             raise Unavailable("the key store is unavailable; try again shortly")
         if found is None:
             if self._remember(digest, None) and self._shared is not None:

@@ -41,10 +41,9 @@ from urllib.parse import urlsplit
 import httptools
 
 from gateway.policy.model import Upstream
+from gateway.proxy.headers import Field, Header
 from gateway.proxy.outbox import outbox
 
-Header = tuple[str, str]
-Field = tuple[bytes, bytes]  # a header field as received: name and value, raw
 Framing = Literal["none", "length", "chunked", "close"]
 
 MAX_HEAD_BYTES = 64 * 1024  # a response head larger than this is refused

@@ -31,8 +31,6 @@ from gateway.proxy.front_body import HIGH_WATER, LOW_WATER, RequestBody
 from gateway.proxy.front_http import (
     MAX_HEAD_BYTES,
     BadRequestHead,
-    Field,
-    Header,
     RequestHead,
     parse_request_head,
     relayed_head,
@@ -40,7 +38,7 @@ from gateway.proxy.front_http import (
 )
 from gateway.proxy.front_splice import Splice
 from gateway.proxy.handler import Refusal, decide, problem_parts
-from gateway.proxy.headers import Origin, request_headers, response_fields
+from gateway.proxy.headers import Field, Header, Origin, request_headers, response_fields
 from gateway.proxy.outbox import outbox
 from gateway.services import Services
 

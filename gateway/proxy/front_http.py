@@ -17,8 +17,7 @@ from typing import NamedTuple
 
 import httptools
 
-Header = tuple[str, str]
-Field = tuple[bytes, bytes]
+from gateway.proxy.headers import Field, Header
 
 MAX_HEAD_BYTES = 64 * 1024
 MAX_CHUNK_LINE = 4096
