@@ -191,9 +191,9 @@ class KeyVerifier:
 
     async def verify(self, text: str) -> VerifiedKey:
         """The verified key for `text`; Unauthenticated (401) or Unavailable (503) otherwise."""
-        return self._cached(text) or await self._verify_loaded(text)
+        return self.cached(text) or await self._verify_loaded(text)
 
-    def _cached(self, text: str) -> VerifiedKey | None:
+    def cached(self, text: str) -> VerifiedKey | None:
         """`verify` from the in-process caches alone (the hot path): the verified key, or None
         when only a lookup (Redis, database) can tell. Raises as `verify` does for a key known
         to fail."""

@@ -34,7 +34,7 @@ import contextlib
 import re
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal, NamedTuple, Protocol, cast
 from urllib.parse import urlsplit
 
@@ -249,6 +249,7 @@ class Connection(asyncio.Protocol):
         self._waiting_for = ""
         self._outbox = outbox(self._loop)
         self._held: bytes | None = None  # a request head held until the loop's pass ends
+        self._listener: Callable[[Connection], None] | None = None  # see `listen`
 
     @property
     def reason(self) -> str:
@@ -288,6 +289,8 @@ class Connection(asyncio.Protocol):
             self._drain_waiter.set_result(None)
         if self._phase == _IDLE:
             self._pool.discard_idle(self)  # the upstream closed it while it waited in the pool
+        elif self._listener is not None:
+            self._heard()
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -306,6 +309,8 @@ class Connection(asyncio.Protocol):
             self._reusable = False
             if self._phase == _IDLE and self.transport is not None:
                 self.transport.close()
+        if self._listener is not None:  # last: the listener sees the whole read's effect
+            self._heard()
 
     # parsing ------------------------------------------------------------------------------------
 
@@ -455,12 +460,16 @@ class Connection(asyncio.Protocol):
 
     def check_deadline(self, now: float) -> None:
         """Called by the pool's sweep: fail the current wait if its deadline has passed."""
+        if now < self._deadline:
+            return
         waiter = self._waiter
-        if waiter is not None and not waiter.done() and now >= self._deadline:
+        late = f"the upstream did not send {self._waiting_for} in time"
+        if waiter is not None and not waiter.done():
             self._reusable = False
-            waiter.set_exception(
-                UpstreamTimeout(f"the upstream did not send {self._waiting_for} in time")
-            )
+            waiter.set_exception(UpstreamTimeout(late))
+        elif self._listener is not None:
+            self._abort(UpstreamTimeout(late))
+            self._heard()
 
     async def _wait(self, seconds: float | None, what: str) -> None:
         # A deadline checked by the pool's periodic sweep costs a set insertion per wait,
@@ -511,6 +520,27 @@ class Connection(asyncio.Protocol):
         transport = self.transport
         if head is not None and transport is not None and not transport.is_closing():
             transport.write(head)
+
+    def listen(self, listener: Callable[[Connection], None]) -> None:
+        """`wait_head` without a task, for a request without a body once `start`ed: call
+        `listener(self)` once, when the response head has arrived, the exchange has failed or
+        the read timeout has passed; `head_error()` then tells which."""
+        self._listener = listener
+        self._deadline = self._loop.time() + self._pool.read_timeout
+        self._waiting_for = "a response"
+        self._pool.watch(self)
+        self._heard()  # `start` may have found the connection closed already
+
+    def _heard(self) -> None:
+        listener = self._listener
+        if listener is not None and (self._phase != _HEAD or self._error is not None):
+            self._listener = None
+            self._pool.unwatch(self)
+            listener(self)
+
+    def head_error(self) -> UpstreamError | None:
+        """Why the exchange has no response head to relay (what `wait_head` would raise)."""
+        return self._error if self._error is not None and self._phase != _DONE else None
 
     def send_body(self, body: BodySource, *, chunked: bool) -> None:
         self._sender = self._loop.create_task(self._send_body(body, chunked))
@@ -574,8 +604,8 @@ class Connection(asyncio.Protocol):
             finally:
                 self._waiter = None
                 self._pool.unwatch(self)
-        if self._error is not None and self._phase != _DONE:
-            raise self._error
+        if (error := self.head_error()) is not None:
+            raise error
 
     @property
     def complete(self) -> bool:
@@ -616,6 +646,7 @@ class Connection(asyncio.Protocol):
     def shutdown(self) -> None:
         self._reusable = False
         self._held = None  # the exchange is abandoned: its request need not go out
+        self._listener = None
         if self._sender is not None and not self._sender.done():
             self._sender.cancel()
         if self.transport is not None:
@@ -810,6 +841,8 @@ class UpstreamClient:
         headers: Sequence[Header],
         body: BodySource | None = None,
         length: int | None = None,
+        *,
+        fresh: bool = False,
     ) -> Connection:
         """Send a request and wait for the response head.
 
@@ -823,17 +856,15 @@ class UpstreamClient:
             framing.append(("Content-Length", str(length)))
         elif body is not None:
             framing.append(("Transfer-Encoding", "chunked"))
-        try:
-            head = request_head(method, target, pool.host_header, [*headers, *framing])
-        except ValueError:
-            raise UpstreamProtocolError("a header value could not be forwarded") from None
+        head = _request_bytes(pool, method, target, [*headers, *framing])
         # A pooled connection the upstream closed while idle fails before any response byte;
         # such a request is retried once on a fresh connection when repeating it is harmless.
-        retry = body is None and method in IDEMPOTENT
-        conn = pool.take_idle()
+        # (`fresh`: this is that retry, for a request first sent by `send_now`.)
+        retry = body is None and method in IDEMPOTENT and not fresh
+        conn = None if fresh else pool.take_idle()
         reused = conn is not None
         if conn is None:
-            conn, reused = await pool.acquire()
+            conn, reused = await pool.acquire(fresh=fresh)
         while True:
             try:
                 conn.start(method, head, hold=body is None)
@@ -852,7 +883,28 @@ class UpstreamClient:
                 raise
             return conn
 
+    def send_now(
+        self, upstream: Upstream, method: str, target: str, headers: Sequence[Header]
+    ) -> Connection | None:
+        """Send a request without a body on an idle pooled connection, without waiting: the
+        caller `listen`s for the answer. None when no connection is idle (`request` waits for
+        one). If the connection turns out closed before any answer, an idempotent request may
+        be sent again with `request(..., fresh=True)`, as `request` itself would."""
+        pool = self._pool(upstream)
+        head = _request_bytes(pool, method, target, headers)
+        conn = pool.take_idle()
+        if conn is not None:
+            conn.start(method, head, hold=True)
+        return conn
+
     async def close(self) -> None:
         for pool in self._pools.values():
             pool.close()
         self._pools.clear()
+
+
+def _request_bytes(pool: Pool, method: str, target: str, headers: Sequence[Header]) -> bytes:
+    try:
+        return request_head(method, target, pool.host_header, headers)
+    except ValueError:
+        raise UpstreamProtocolError("a header value could not be forwarded") from None

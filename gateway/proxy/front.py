@@ -18,13 +18,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 from urllib.parse import unquote
 
 from gateway.errors import BadGateway, BadRequest, GatewayError, GatewayTimeout
-from gateway.proxy.client import ClientRequestError, Connection, UpstreamError, UpstreamTimeout
+from gateway.proxy.client import (
+    IDEMPOTENT,
+    ClientRequestError,
+    Connection,
+    UpstreamClosed,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from gateway.proxy.forward import Forwarder
 from gateway.proxy.forward import _within as within_networks
 from gateway.proxy.front_body import HIGH_WATER, LOW_WATER, RequestBody
@@ -37,7 +44,7 @@ from gateway.proxy.front_http import (
     render_head,
 )
 from gateway.proxy.front_splice import Splice
-from gateway.proxy.handler import Refusal, decide, problem_parts
+from gateway.proxy.handler import Decision, Refusal, decide, decide_now, problem_parts
 from gateway.proxy.headers import Field, Header, Origin, request_headers, response_fields
 from gateway.proxy.outbox import outbox
 from gateway.services import Services
@@ -80,6 +87,8 @@ class FrontProtocol(asyncio.Protocol):
         self._lost = False
         self._head_only = False  # the request in flight is a HEAD: answers carry no body
         self._task: asyncio.Task[None] | None = None
+        self._starting = False  # inside `_next`: a request answered at once must not recurse
+        self._waiting: tuple[RequestHead, Decision] | None = None  # sent by `_send_now`
         self._outbox = outbox(self._loop)
         self._held: list[bytes] = []  # answers held until the loop's pass ends (outbox.py)
         self._answered = (0, 0)  # status and body bytes of the last answer, for the access log
@@ -193,25 +202,39 @@ class FrontProtocol(asyncio.Protocol):
     # requests -----------------------------------------------------------------------------------
 
     def _next(self) -> None:
-        """Start the next buffered request, if its head is complete."""
+        """Start the buffered requests, one at a time, while their heads are complete."""
+        if self._starting:
+            return  # a request answered at once, from inside `_start`: the loop below goes on
+        self._starting = True
+        try:
+            # Goes on only while requests are answered at once (refusals, mostly).
+            while self._buf and not self._busy and self._start():
+                pass
+        finally:
+            self._starting = False
+
+    def _start(self) -> bool:
+        """Start the first buffered request; False if there is none yet (or no more)."""
         if self._closing or self._lost or self._transport is None:
-            return
+            return False
         buf = self._buf.lstrip(b"\r\n") if self._buf[:1] in (b"\r", b"\n") else self._buf
         end = buf.find(b"\r\n\r\n")
         if end < 0 or end > MAX_HEAD_BYTES:
             self._buf = buf
             if len(buf) > MAX_HEAD_BYTES:
                 self._fail_and_close(BadRequest("the request head is too large"))
-            return
+            else:
+                self.resume()  # paused while earlier requests were served: read the rest
+            return False
         block = buf[: end + 4]
         try:
             head = parse_request_head(block)
         except BadRequestHead as exc:
             self._fail_and_close(BadRequest(str(exc), code="bad-request"))
-            return
+            return False
         if head.upgrade or head.expect or self._is_gateway(head.target):
             self._hand_over(buf)
-            return
+            return False
         rest = buf[end + 4 :]
         if head.chunked or head.length > 0:
             self._body = RequestBody(self, head.length, head.chunked)
@@ -221,8 +244,21 @@ class FrontProtocol(asyncio.Protocol):
         self._buf = rest
         self._busy = True
         self._head_only = head.method == "HEAD"
-        # Kept referenced: the loop holds tasks only weakly.
-        self._task = self._loop.create_task(self._serve(head))
+        self._answered = (0, 0)  # a request that gets no answer logs status 0
+        decided = None
+        if self._body is None:
+            # The common request: no body, a key in the in-process cache, an idle upstream
+            # connection. It is decided and sent from here and answered from the upstream
+            # connection's callback (`_heard`), with no task, future or coroutine for it.
+            try:
+                decided = decide_now(self._ctx.services, head.method, head.target, head.values)
+                if decided is not None and self._answer_now(head, decided):
+                    return True
+            except Exception:  # noqa: BLE001 - as in `_serve`
+                self._crashed(head)
+                return True
+        self._spawn(head, self._exchange(head, decided))
+        return True
 
     def _is_gateway(self, target: str) -> bool:
         path = target.split("?", 1)[0]
@@ -244,22 +280,32 @@ class FrontProtocol(asyncio.Protocol):
         status, headers, body = problem_parts(error)
         self._write_answer(status, headers, body, keep_alive=False)
 
-    async def _serve(self, head: RequestHead) -> None:
-        keep_alive = head.keep_alive
-        self._answered = (0, 0)  # a request that gets no answer logs status 0
+    def _spawn(self, head: RequestHead, work: Coroutine[Any, Any, bool]) -> None:
+        # Kept referenced: the loop holds tasks only weakly.
+        self._task = self._loop.create_task(self._serve(head, work))
+
+    async def _serve(self, head: RequestHead, work: Coroutine[Any, Any, bool]) -> None:
         try:
-            keep_alive = await self._exchange(head) and keep_alive
-        except Exception:  # never a traceback to the client; logged without keys
-            log.exception("unexpected error serving %s", head.method)
-            if not self._lost:
-                status, headers, body = problem_parts(
-                    GatewayError("an unexpected error occurred", code="internal-error")
-                )
-                self._write_answer(status, headers, body, keep_alive=False)
-            keep_alive = False
+            keep_alive = await work
+        except Exception:  # noqa: BLE001 - never a traceback to the client; logged without keys
+            self._crashed(head)
+            return
+        self._done(head, keep_alive)
+
+    def _crashed(self, head: RequestHead) -> None:
+        log.exception("unexpected error serving %s", head.method)
+        if not self._lost:
+            status, headers, body = problem_parts(
+                GatewayError("an unexpected error occurred", code="internal-error")
+            )
+            self._write_answer(status, headers, body, keep_alive=False)
+        self._done(head, False)
+
+    def _done(self, head: RequestHead, keep_alive: bool) -> None:
+        """The request is answered (or abandoned): log it, then on to the next."""
         if self._ctx.access_log is not None:
             self._log_access(self._ctx.access_log, head)
-        self._finish(keep_alive)
+        self._finish(keep_alive and head.keep_alive)
 
     def _log_access(self, logger: logging.Logger, head: RequestHead) -> None:
         """aiohttp's default access-log line (`%a %t "%r" %s %b "%{Referer}i" "%{User-Agent}i"`),
@@ -307,25 +353,78 @@ class FrontProtocol(asyncio.Protocol):
         if self._buf:
             self._next()
 
-    async def _exchange(self, head: RequestHead) -> bool:
-        """Decide and forward one request; whether the connection may serve another."""
-        ctx = self._ctx
-        headers = head.headers
+    def _answer_now(self, head: RequestHead, decided: Decision | Refusal) -> bool:
+        """Answer a refusal, or send an allowed request on an idle upstream connection; False
+        when there is none (the request then takes a task, as one with a body does)."""
+        if isinstance(decided, Refusal):
+            self._done(head, self._refuse(decided))
+            return True
+        path, headers = self._upstream_request(head, decided)
+        try:
+            conn = self._ctx.forwarder._client.send_now(
+                decided.upstream, head.method, path, headers
+            )
+        except UpstreamError as exc:
+            self._done(head, self._upstream_failed(exc, decided))
+            return True
+        if conn is None:
+            return False
+        self._waiting = (head, decided)
+        conn.listen(self._heard)
+        return True
 
-        def values(name: str) -> Sequence[str]:
-            lower = name.lower()
-            if lower == "authorization":
-                return head.authorization
-            if lower == "x-api-key":
-                return head.api_keys
-            return [v for k, v in headers if len(k) == len(lower) and k.lower() == lower]
+    def _heard(self, response: Connection) -> None:
+        """The upstream connection's news for a request sent by `_answer_now`."""
+        assert self._waiting is not None
+        head, decided = self._waiting
+        self._waiting = None
+        try:
+            error = response.head_error()
+            if error is None:
+                if response.complete:
+                    self._done(head, self._relay_whole(head, response))
+                else:  # a body still to come: streamed by a task
+                    self._spawn(head, self._relay(head, response))
+                return
+            response.close()
+            if (
+                isinstance(error, UpstreamClosed)
+                and error.before_response
+                and head.method in IDEMPOTENT
+            ):
+                # An idle connection the upstream had closed: once more on a new one.
+                self._spawn(head, self._exchange(head, decided, fresh=True))
+                return
+            self._done(head, self._upstream_failed(error, decided))
+        except Exception:  # noqa: BLE001 - as in `_serve`
+            response.close()
+            self._crashed(head)
 
-        result = await decide(ctx.services, head.method, head.target, values, self._peer)
+    async def _exchange(
+        self, head: RequestHead, decided: Decision | Refusal | None, *, fresh: bool = False
+    ) -> bool:
+        """Decide (unless `decided` already) and forward one request; whether the connection
+        may serve another."""
+        result = decided
+        if result is None:
+            result = await decide(
+                self._ctx.services, head.method, head.target, head.values, self._peer
+            )
         if isinstance(result, Refusal):
-            status, out, data = problem_parts(result.error, result.instance)
-            return self._write_answer(status, out, data, keep_alive=True)
-        forwarder = ctx.forwarder
-        host = head.host
+            return self._refuse(result)
+        path, out_headers = self._upstream_request(head, result)
+        length = head.length if head.length >= 0 and not head.chunked else None
+        try:
+            response = await self._ctx.forwarder._client.request(
+                result.upstream, head.method, path, out_headers, self._body, length, fresh=fresh
+            )
+        except UpstreamError as exc:
+            return self._upstream_failed(exc, result)
+        return await self._relay(head, response)
+
+    def _upstream_request(self, head: RequestHead, allowed: Decision) -> tuple[str, list[Header]]:
+        """The upstream request target and headers for an allowed request."""
+        forwarder = self._ctx.forwarder
         # The Forwarder's pool, identity cache and trusted-proxy list are shared on purpose:
         # one set of upstream connections per worker, whichever server took the request.
         trusted = (
@@ -333,29 +432,25 @@ class FrontProtocol(asyncio.Protocol):
             and self._peer is not None
             and within_networks(self._peer, forwarder._trusted)
         )
-        out_headers = request_headers(
-            headers,
-            Origin(self._peer, "http", host, trusted),
-            forwarder._identity(result.principal, result.upstream),
+        headers = request_headers(
+            head.headers,
+            Origin(self._peer, "http", head.host, trusted),
+            forwarder._identity(allowed.principal, allowed.upstream),
         )
-        target = result.target
-        path = target.path + "?" + target.query if target.query else target.path
-        body = self._body
-        length = head.length if head.length >= 0 and not head.chunked else None
-        try:
-            response = await forwarder._client.request(
-                result.upstream, head.method, path, out_headers, body, length
-            )
-        except UpstreamError as exc:
-            log.warning("upstream %s: %s", result.upstream.name, exc)
-            status, out, data = problem_parts(_upstream_error(exc), target.path)
-            return self._write_answer(status, out, data, keep_alive=True)
-        return await self._relay(head, response)
+        target = allowed.target
+        return (target.path + "?" + target.query if target.query else target.path), headers
 
-    async def _relay(self, head: RequestHead, response: Connection) -> bool:
-        """Write the upstream's answer, keeping its framing; whether to keep the connection."""
-        transport = self._transport
-        assert transport is not None
+    def _refuse(self, refusal: Refusal) -> bool:
+        status, out, data = problem_parts(refusal.error, refusal.instance)
+        return self._write_answer(status, out, data, keep_alive=True)
+
+    def _upstream_failed(self, exc: UpstreamError, allowed: Decision) -> bool:
+        log.warning("upstream %s: %s", allowed.upstream.name, exc)
+        status, out, data = problem_parts(_upstream_error(exc), allowed.target.path)
+        return self._write_answer(status, out, data, keep_alive=True)
+
+    def _response_head(self, head: RequestHead, response: Connection) -> tuple[bytes, bool]:
+        """The head to relay, and whether the connection may serve another request after."""
         framing = response.framing
         keep_alive = framing != "close"
         extra: list[Field] = []
@@ -366,16 +461,29 @@ class FrontProtocol(asyncio.Protocol):
         out = relayed_head(
             response.status, response.raw_reason, response_fields(response.fields), extra
         )
+        return out, keep_alive
+
+    def _relay_whole(self, head: RequestHead, response: Connection) -> bool:
+        """Relay an answer that arrived whole (the usual small one) in one write."""
+        out, keep_alive = self._response_head(head, response)
+        data = response.take_body()
+        response.release()
+        self._answered = (response.status, len(data))
+        if response.framing == "chunked":
+            end = b"%x\r\n%b\r\n0\r\n\r\n" % (len(data), data) if data else b"0\r\n\r\n"
+            self._hold(out + end)
+        else:
+            self._hold(out + data if data else out)
+        return keep_alive
+
+    async def _relay(self, head: RequestHead, response: Connection) -> bool:
+        """Write the upstream's answer, keeping its framing; whether to keep the connection."""
         if response.complete:
-            data = response.take_body()
-            response.release()
-            self._answered = (response.status, len(data))
-            if framing == "chunked":
-                end = b"%x\r\n%b\r\n0\r\n\r\n" % (len(data), data) if data else b"0\r\n\r\n"
-                self._hold(out + end)
-            else:
-                self._hold(out + data if data else out)
-            return keep_alive
+            return self._relay_whole(head, response)
+        transport = self._transport
+        assert transport is not None
+        out, keep_alive = self._response_head(head, response)
+        framing = response.framing
         self._send(out)
         sent = 0
         self._answered = (response.status, 0)

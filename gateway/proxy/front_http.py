@@ -46,6 +46,15 @@ class RequestHead(NamedTuple):
     authorization: list[str]  # every Authorization value
     api_keys: list[str]  # every X-API-KEY value
 
+    def values(self, name: str) -> list[str]:
+        """Every value of the header `name` (case-insensitive): `handler.HeaderValues`."""
+        lower = name.lower()
+        if lower == "authorization":
+            return self.authorization
+        if lower == "x-api-key":
+            return self.api_keys
+        return [v for k, v in self.headers if len(k) == len(lower) and k.lower() == lower]
+
 
 class _Fields:
     __slots__ = ("complete", "fields", "keep_alive", "parser", "url")

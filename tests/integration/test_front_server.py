@@ -151,6 +151,28 @@ async def test_keep_alive_serves_1000_requests_on_one_connection(make_gateway: M
     assert len({r.peer_port for r in gw.upstream.received}) <= 2  # upstream keep-alive too
 
 
+async def test_a_long_pipeline_is_answered_in_order(make_gateway: MakeFront) -> None:
+    """5000 pipelined requests in one write: 3000 refusals in a row (answered at once, without
+    a task: one after another, not one inside another), then refusals and allowed requests
+    (answered from the upstream connection's callback) interleaved. Every one is answered, in
+    order, and the connection stays usable."""
+    gw: FrontGateway = await make_gateway()
+    ok = f"X-API-KEY: {gw.key}"
+    plan = [(i >= 3000 and i % 50 == 0, f"/api/p{i}") for i in range(5000)]
+    # A refusal the front can give at once: no route (404); decided without any lookup.
+    data = b"".join(request(path if allowed else f"/nowhere{path}", ok) for allowed, path in plan)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    try:
+        writer.write(data + request("/api/last", ok, close=True))
+        raw = await asyncio.wait_for(reader.read(-1), 60)
+    finally:
+        writer.close()
+    statuses = [s for s, _, _ in split_responses(raw)]
+    assert statuses == [200 if allowed else 404 for allowed, _ in plan] + [200]
+    forwarded = [r.target for r in gw.upstream.received]
+    assert forwarded == [path for allowed, path in plan if allowed] + ["/api/last"]
+
+
 async def test_management_endpoint_works_through_the_hand_over(make_gateway: MakeFront) -> None:
     """/api/v1/api-keys/current answers with the key's record, after a data-plane request on
     the same connection (the hand-over happens mid-connection)."""
