@@ -3,8 +3,8 @@
 Measures, one worker each, with interleaved repetitions and medians:
   (a) the fixed upstream directly (nginx `return 200`),
   (b) nginx `proxy_pass` to it with upstream keep-alive,
-  (c) Keygate in front of it, with a valid API key (verified-key cache hit): the default
-      aiohttp server and the fast front (GATEWAY_FAST_DATA_PLANE=true),
+  (c) Keygate in front of it, with a valid API key (verified-key cache hit): the fast front
+      (the default) and the aiohttp server (GATEWAY_FAST_DATA_PLANE=false),
   (d) both with 2 workers, to show 1 -> 2 scaling.
 Writes a Markdown table to bench/results/latest.md and prints it. Needs nginx and wrk (Debian
 packages); as root it installs them with apt-get, otherwise it says what is missing and falls
@@ -274,8 +274,9 @@ def main(argv: list[str] | None = None) -> int:
             env = gateway_env(work, up)
             key = make_key(env)
             fast = {**env, "GATEWAY_FAST_DATA_PLANE": "true"}
-            procs.append(servers.keygate(env, kg1, 1))
-            procs.append(servers.keygate(env, kg2, 2))
+            plain = {**env, "GATEWAY_FAST_DATA_PLANE": "false"}
+            procs.append(servers.keygate(plain, kg1, 1))
+            procs.append(servers.keygate(plain, kg2, 2))
             procs.append(servers.keygate(fast, fast1, 1))
             procs.append(servers.keygate(fast, fast2, 2))
             auth = {"X-API-KEY": key}

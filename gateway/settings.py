@@ -60,8 +60,8 @@ class Settings:
     max_body_bytes: int = 64 * 1024
     log_level: str = "INFO"
     access_log: bool = False
-    # The data plane on its own lean HTTP/1.1 front (gateway/proxy/front.py) instead of aiohttp's.
-    fast_data_plane: bool = False
+    # The data plane on its own lean HTTP/1.1 front (gateway/proxy/front.py); false: aiohttp's.
+    fast_data_plane: bool = True
     identity_assertion: bool = False
     identity_assertion_ttl: float = 60.0
     # Hosted pages: how long a login lasts, the login throttle, the authorize code lifetime.
