@@ -174,7 +174,11 @@ def parse_head(block: bytes, method: str) -> Head:
             elif lower == b"transfer-encoding":
                 codings.extend(c.strip(b" \t") for c in value.lower().split(b","))
             elif lower == b"connection":
-                connection.extend(t.strip(b" \t") for t in value.lower().split(b","))
+                tokens = value.lower()
+                if b"," in tokens:
+                    connection.extend(t.strip(b" \t") for t in tokens.split(b","))
+                else:  # the usual single token (llhttp has trimmed the value)
+                    connection.append(tokens)
     keep_alive = (b"close" not in connection) if http11 else (b"keep-alive" in connection)
     framing: Framing
     if method == "HEAD" or status < 200 or status == 204 or status == 304:

@@ -118,9 +118,18 @@ def connection_tokens(headers: Iterable[Header]) -> frozenset[str]:
     tokens: frozenset[str] = _NO_TOKENS
     for name, value in headers:
         # The length test keeps this pass cheap: it runs over every header of every request.
-        if len(name) in (10, 16) and normalise(name) in ("connection", "proxy-connection"):
+        if (
+            len(name) in (10, 16)
+            and normalise(name) in ("connection", "proxy-connection")
+            and value.lower() not in _PLAIN_CONNECTION
+        ):
             tokens = tokens | _listed(value)
     return tokens
+
+
+# The usual `Connection` values, which name nothing to remove: no need to take them apart.
+_PLAIN_CONNECTION = frozenset({"keep-alive", "close"})
+_PLAIN_CONNECTION_RAW = frozenset({b"keep-alive", b"close"})
 
 
 def _listed(value: str) -> frozenset[str]:
@@ -186,7 +195,11 @@ def response_fields(fields: list[Field]) -> list[Field]:
     """The upstream's response header fields the client may see, raw and in order."""
     named = _NO_TOKENS
     for name, value in fields:
-        if len(name) in (10, 16) and name.lower() in _CONNECTION_RAW:
+        if (
+            len(name) in (10, 16)
+            and name.lower() in _CONNECTION_RAW
+            and value.lower() not in _PLAIN_CONNECTION_RAW
+        ):
             named = named | _listed(value.decode("latin-1"))
     out: list[Field] = []
     for name, value in fields:
