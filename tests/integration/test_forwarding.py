@@ -553,6 +553,59 @@ async def test_upstream_not_answering_in_time_is_a_504_problem(make_gateway: Mak
             assert response.status == 200
 
 
+async def test_slow_answer_on_a_reused_connection_is_relayed_whole(
+    make_gateway: MakeGateway,
+) -> None:
+    """An answer whose body comes after its head, on a pooled connection, is relayed whole
+    (the fast front hands such an answer from the connection's callback to a task)."""
+
+    async def once_then_slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst")
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\nsec")
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        writer.write(b"ond-answer")
+        await reader.readuntil(b"\r\n\r\n")  # the connection is reused for a third
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nthird")
+        await asyncio.sleep(30)
+
+    async with RawUpstream(once_then_slow) as raw:
+        gw = await make_gateway(raw=raw)
+        bodies = []
+        for path in ("/raw/1", "/raw/2", "/raw/3"):
+            async with gw.client.get(path, headers=gw.auth) as response:
+                assert response.status == 200
+                bodies.append(await response.read())
+        assert bodies == [b"first", b"second-answer", b"third"]
+        assert raw.connections == 1
+
+
+async def test_upstream_stalling_on_a_reused_connection_is_a_504(
+    make_gateway: MakeGateway,
+) -> None:
+    """The read timeout holds for a request sent on a pooled keep-alive connection too (the
+    fast front answers those from the connection's callback, not from a waiting task)."""
+
+    async def once_then_silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst")
+        await reader.readuntil(b"\r\n\r\n")
+        await asyncio.sleep(30)
+
+    async with RawUpstream(once_then_silent) as raw:
+        gw = await make_gateway(raw=raw)
+        async with gw.client.get("/raw/first", headers=gw.auth) as response:
+            assert response.status == 200
+            assert await response.read() == b"first"
+        async with gw.client.get("/raw/second", headers=gw.auth) as response:
+            assert response.status == 504
+            assert response.content_type == "application/problem+json"
+            assert json.loads(await response.text())["code"] == "gateway-timeout"
+        assert raw.connections == 1  # the second request went out on the pooled connection
+
+
 @pytest.mark.parametrize(
     "answer",
     [

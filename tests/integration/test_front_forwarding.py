@@ -62,6 +62,7 @@ from tests.integration.test_forwarding import (
     test_outcomes_are_counted_in_metrics,
     test_pipelined_attack_requests_are_refused_independently,
     test_response_carries_exactly_one_date,
+    test_slow_answer_on_a_reused_connection_is_relayed_whole,
     test_spoofed_identity_and_forwarding_headers_never_reach_the_upstream,
     test_trusted_proxy_forwarded_for_is_appended,
     test_upstream_cookies_reach_the_client_but_are_never_replayed,
@@ -69,6 +70,7 @@ from tests.integration.test_forwarding import (
     test_upstream_not_answering_in_time_is_a_504_problem,
     test_upstream_redirect_is_passed_back_not_followed,
     test_upstream_refusing_connections_is_a_502_problem,
+    test_upstream_stalling_on_a_reused_connection_is_a_504,
     write_policy,
 )
 from tests.integration.upstream import EchoUpstream, RawUpstream, free_port
@@ -99,6 +101,8 @@ REUSED = (
     test_upstream_not_answering_in_time_is_a_504_problem,
     test_upstream_redirect_is_passed_back_not_followed,
     test_upstream_refusing_connections_is_a_502_problem,
+    test_upstream_stalling_on_a_reused_connection_is_a_504,
+    test_slow_answer_on_a_reused_connection_is_relayed_whole,
     test_close_delimited_upstream_body_is_relayed,
     test_idempotent_request_on_a_stale_connection_is_retried_once,
     test_non_idempotent_request_on_a_stale_connection_is_not_retried,
