@@ -63,6 +63,9 @@ class FrontContext:
     prefixes: tuple[str, ...]  # ... and path prefixes (from the aiohttp router)
     peers: dict[int, str] = field(default_factory=dict)  # internal local port -> client address
     access_log: logging.Logger | None = None  # setting `access_log`: one line per request
+    connections: set[FrontProtocol] = field(default_factory=set)  # open, for a graceful stop
+    draining: bool = False  # stopping: answer what is in flight, take no new requests
+    drained: asyncio.Event = field(default_factory=asyncio.Event)  # draining, none left open
 
     def is_gateway_path(self, path: str) -> bool:
         return path in self.exact or (bool(self.prefixes) and path.startswith(self.prefixes))
@@ -99,9 +102,16 @@ class FrontProtocol(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
         peer = transport.get_extra_info("peername")
         self._peer = peer[0] if isinstance(peer, tuple) else None
+        self._ctx.connections.add(self)
+        if self._ctx.draining:
+            self.drain()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
+        ctx = self._ctx
+        ctx.connections.discard(self)
+        if ctx.draining and not ctx.connections:
+            ctx.drained.set()
         self._held.clear()
         if self._splice is not None:
             self._splice.client_lost()
@@ -152,6 +162,15 @@ class FrontProtocol(asyncio.Protocol):
             self._next()
         elif len(self._buf) > HIGH_WATER:
             self.pause()
+
+    def drain(self) -> None:
+        """The worker is stopping: close now if idle, else after the request in flight (its
+        answer says `Connection: close`)."""
+        if self._splice is not None or self._transport is None or self._lost:
+            return
+        self._closing = True
+        if not self._busy:
+            self._close()
 
     # writing ------------------------------------------------------------------------------------
 
@@ -270,6 +289,7 @@ class FrontProtocol(asyncio.Protocol):
         self.flush()  # the splice writes to the client directly from now on
         self._buf = b""
         self._splice = Splice(self._transport, self._peer, self._ctx.internal, self._ctx.peers)
+        self._ctx.connections.discard(self)  # a graceful stop is the aiohttp side's now
         if self._paused:
             self._paused = False
             self._transport.resume_reading()
@@ -456,7 +476,7 @@ class FrontProtocol(asyncio.Protocol):
         extra: list[Field] = []
         if framing == "chunked":
             extra.append((b"Transfer-Encoding", b"chunked"))
-        if not keep_alive or not head.keep_alive:
+        if not keep_alive or not head.keep_alive or self._closing:
             extra.append((b"Connection", b"close"))
         out = relayed_head(
             response.status, response.raw_reason, response_fields(response.fields), extra

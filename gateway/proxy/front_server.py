@@ -95,5 +95,21 @@ async def serve_front(
                 loop.add_signal_handler(signum, stop.set)
             await stop.wait()
             server.close()
+            await drain(ctx, shutdown)
         finally:
             await runner.cleanup()
+
+
+async def drain(ctx: FrontContext, seconds: float) -> None:
+    """A graceful stop, as aiohttp's `shutdown_timeout`: idle connections close at once,
+    busy ones after their answer; whatever is still open after `seconds` is cut."""
+    ctx.draining = True
+    for protocol in list(ctx.connections):
+        protocol.drain()
+    if not ctx.connections:
+        return
+    try:
+        async with asyncio.timeout(seconds):
+            await ctx.drained.wait()
+    except TimeoutError:
+        log.warning("stopping with %d connection(s) still busy", len(ctx.connections))

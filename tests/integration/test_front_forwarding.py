@@ -153,6 +153,7 @@ class FrontGateway:
     user_id: str
     port: int
     pid: int
+    process: asyncio.subprocess.Process
 
     @property
     def auth(self) -> dict[str, str]:
@@ -259,7 +260,7 @@ async def make_front_gateway(tmp_path: Path) -> AsyncIterator[MakeFront]:
             stack.push_async_callback(stop)
             await _wait_until_serving(port, proc)
             return FrontGateway(
-                Client(session, port), upstream, key, key_id, user_id, port, proc.pid
+                Client(session, port), upstream, key, key_id, user_id, port, proc.pid, proc
             )
 
         yield make

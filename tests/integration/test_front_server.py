@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import pytest
 from tests.integration.test_forwarding import request, split_responses
 from tests.integration.test_front_forwarding import FrontGateway, MakeFront
 from tests.integration.test_front_forwarding import make_front_gateway as make_front_gateway
-from tests.integration.upstream import EchoUpstream, download_upstream, generated
+from tests.integration.upstream import EchoUpstream, RawUpstream, download_upstream, generated
 
 TOTAL = 100 * 1024 * 1024  # bytes streamed each way
 CHUNK = b"\x5a" * (1024 * 1024)
@@ -296,3 +298,37 @@ async def test_access_log_has_a_line_per_request_and_never_the_key(
     assert int(match.group(1)) == len(body)
     assert refused.search(text), text
     assert gw.key not in text
+
+
+async def test_sigterm_lets_the_request_in_flight_finish(make_gateway: MakeFront) -> None:
+    """On SIGTERM the front stops accepting, closes idle connections at once, answers the
+    request in flight (with `Connection: close`) and then exits 0."""
+
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await asyncio.sleep(0.6)  # within the raw upstream's 1 s read timeout
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlate")
+        await writer.drain()
+
+    async with RawUpstream(slow) as raw:
+        gw: FrontGateway = await make_gateway(raw=raw)
+        idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        busy_reader, busy_writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        busy_writer.write(request("/raw/slow", f"X-API-KEY: {gw.key}"))
+        await busy_writer.drain()
+        await asyncio.sleep(0.2)  # the request is with the upstream now
+        os.kill(gw.pid, signal.SIGTERM)
+        try:
+            async with asyncio.timeout(5):
+                assert await idle_reader.read() == b""  # closed without waiting
+                answer = await busy_reader.read()  # the answer, then the close
+        finally:
+            idle_writer.close()
+            busy_writer.close()
+        [(status, headers, body)] = split_responses(answer)
+        assert (status, body) == (200, b"late")
+        assert headers["connection"] == "close"
+        async with asyncio.timeout(10):
+            assert await gw.process.wait() == 0
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.open_connection("127.0.0.1", gw.port)  # no longer listening
