@@ -536,6 +536,13 @@ async def test_upstream_refusing_connections_is_a_502_problem(make_gateway: Make
     assert body["code"] == "bad-gateway"
 
 
+async def expect_timeout_problem(response: aiohttp.ClientResponse) -> None:
+    """The answer is the gateway's 504 problem+json."""
+    assert response.status == 504
+    assert response.content_type == "application/problem+json"
+    assert json.loads(await response.text())["code"] == "gateway-timeout"
+
+
 async def test_upstream_not_answering_in_time_is_a_504_problem(make_gateway: MakeGateway) -> None:
     """An upstream that accepts the request but never answers yields 504 problem+json."""
 
@@ -546,9 +553,7 @@ async def test_upstream_not_answering_in_time_is_a_504_problem(make_gateway: Mak
     async with RawUpstream(silent) as raw:
         gw = await make_gateway(raw=raw)
         async with gw.client.get("/raw/x", headers=gw.auth) as response:
-            assert response.status == 504
-            assert response.content_type == "application/problem+json"
-            assert json.loads(await response.text())["code"] == "gateway-timeout"
+            await expect_timeout_problem(response)
         async with gw.client.get("/api/still-fine", headers=gw.auth) as response:
             assert response.status == 200
 
@@ -600,9 +605,7 @@ async def test_upstream_stalling_on_a_reused_connection_is_a_504(
             assert response.status == 200
             assert await response.read() == b"first"
         async with gw.client.get("/raw/second", headers=gw.auth) as response:
-            assert response.status == 504
-            assert response.content_type == "application/problem+json"
-            assert json.loads(await response.text())["code"] == "gateway-timeout"
+            await expect_timeout_problem(response)
         assert raw.connections == 1  # the second request went out on the pooled connection
 
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any, cast
 
+from gateway.proxy.forward import Forwarder
 from gateway.proxy.front import FrontContext, FrontProtocol
 from gateway.proxy.outbox import outbox
+from gateway.services import Services
 
 
 class Recorder:
@@ -33,7 +35,11 @@ class Recorder:
 
 
 def front() -> tuple[FrontProtocol, Recorder]:
-    proto = FrontProtocol(cast(FrontContext, None))  # the write path never touches the context
+    # The write path uses only the context's connection bookkeeping, not services or forwarder.
+    ctx = FrontContext(
+        cast(Services, None), cast(Forwarder, None), ("127.0.0.1", 0), frozenset(), ()
+    )
+    proto = FrontProtocol(ctx)
     transport = Recorder()
     proto.connection_made(cast(asyncio.Transport, transport))
     return proto, transport
