@@ -23,7 +23,7 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -33,10 +33,8 @@ from urllib.parse import urlsplit
 import asyncpg
 import redis.asyncio as aioredis
 
-from gateway.credentials import KeyCredential, extract
 from gateway.keys import format as keyformat
-from gateway.policy.evaluate import Denied, authorize, route_for
-from gateway.policy.paths import canonicalize
+from gateway.proxy.handler import Decision, decide_now
 from gateway.services import Services, open_services
 from gateway.settings import Settings
 
@@ -117,26 +115,24 @@ async def measure(settings: Settings, scale: float) -> list[tuple[str, float, st
                 "HMAC + LRU lookup + state check + last-used stamp",
             )
         )
-        policy, catalog = services.policy, services.policy.catalog
         raw_target = "/api/reports/daily?format=csv"
+        headers = {"authorization": (), "x-api-key": (key,)}
 
-        async def auth_step() -> object:
-            credential = extract((), (key,))
-            target = canonicalize(raw_target)
-            match = route_for("GET", target.path, policy)
-            if not isinstance(credential, KeyCredential) or isinstance(match, Denied):
-                raise RuntimeError("the benchmark request should be routed and carry a key")
-            principal = (await verifier.verify(credential.key)).principal
-            decision = authorize(principal, match, target.path, catalog)
-            if isinstance(decision, Denied):
-                raise RuntimeError(f"the benchmark request was denied: {decision.detail}")
+        def values(name: str) -> Sequence[str]:
+            return headers.get(name.lower(), ())
+
+        def auth_step() -> object:
+            # What the fast front runs for every request whose key is in the in-process cache.
+            decision = decide_now(services, "GET", raw_target, values)
+            if not isinstance(decision, Decision):
+                raise RuntimeError(f"the benchmark request was not allowed: {decision!r}")
             return decision
 
         rows.append(
             (
                 "whole auth step on a hit",
-                await timed(auth_step, hits),
-                "extract credential, canonicalise target, route, verify, decide",
+                timed_sync(auth_step, hits),
+                "`decide_now`: extract credential, canonicalise, route, verify, authorize",
             )
         )
         hasher = services.hasher
