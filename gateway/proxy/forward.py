@@ -23,15 +23,15 @@ from gateway.policy.evaluate import Principal
 from gateway.policy.model import Catalog, Route, Upstream
 from gateway.policy.paths import CanonicalTarget
 from gateway.proxy import websocket
-from gateway.proxy.client import (
+from gateway.proxy.client import UpstreamClient
+from gateway.proxy.connection import Connection
+from gateway.proxy.headers import Identity, Origin, request_headers, response_fields
+from gateway.proxy.upstream_http import (
     ClientRequestError,
-    Connection,
-    UpstreamClient,
     UpstreamError,
     UpstreamTimeout,
     decode_fields,
 )
-from gateway.proxy.headers import Identity, Origin, request_headers, response_fields
 
 log = logging.getLogger("gateway.proxy")
 

@@ -24,14 +24,8 @@ from typing import Any, cast
 from urllib.parse import unquote
 
 from gateway.errors import BadGateway, BadRequest, GatewayError, GatewayTimeout
-from gateway.proxy.client import (
-    IDEMPOTENT,
-    ClientRequestError,
-    Connection,
-    UpstreamClosed,
-    UpstreamError,
-    UpstreamTimeout,
-)
+from gateway.proxy.client import IDEMPOTENT
+from gateway.proxy.connection import Connection
 from gateway.proxy.forward import Forwarder
 from gateway.proxy.forward import _within as within_networks
 from gateway.proxy.front_body import HIGH_WATER, LOW_WATER, RequestBody
@@ -47,6 +41,12 @@ from gateway.proxy.front_splice import Splice
 from gateway.proxy.handler import Decision, Refusal, decide, decide_now, problem_parts
 from gateway.proxy.headers import Field, Header, Origin, request_headers, response_fields
 from gateway.proxy.outbox import outbox
+from gateway.proxy.upstream_http import (
+    ClientRequestError,
+    UpstreamClosed,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from gateway.services import Services
 
 log = logging.getLogger("gateway.proxy")

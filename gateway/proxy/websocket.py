@@ -17,13 +17,13 @@ from aiohttp import web
 from yarl import URL
 
 from gateway.policy.model import Upstream
-from gateway.proxy.client import (
+from gateway.proxy.headers import Header
+from gateway.proxy.upstream_http import (
     ClientRequestError,
     UpstreamProtocolError,
     UpstreamTimeout,
     UpstreamUnreachable,
 )
-from gateway.proxy.headers import Header
 
 # aiohttp writes its own handshake headers on the upstream side; the client's would clash.
 _HANDSHAKE = frozenset(
