@@ -91,7 +91,7 @@ class FrontProtocol(asyncio.Protocol):
         self._head_only = False  # the request in flight is a HEAD: answers carry no body
         self._task: asyncio.Task[None] | None = None
         self._starting = False  # inside `_next`: a request answered at once must not recurse
-        self._waiting: tuple[RequestHead, Decision] | None = None  # sent by `_send_now`
+        self._waiting: tuple[RequestHead, Decision] | None = None  # sent by `_answer_now`
         self._outbox = outbox(self._loop)
         self._held: list[bytes] = []  # answers held until the loop's pass ends (outbox.py)
         self._answered = (0, 0)  # status and body bytes of the last answer, for the access log
