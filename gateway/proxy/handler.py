@@ -125,10 +125,21 @@ async def decide(
 ) -> Decision | Refusal:
     """The data plane's decision for one request, shared by the aiohttp handler and the fast
     front (`front.py`): canonicalise → route → authenticate → authorize."""
-    now = decide_now(services, method, raw_target, values)
+    routed = _route(services, method, raw_target)
+    if isinstance(routed, Refusal):
+        return routed
+    target, match = routed
+    now = _decide_routed_now(services, method, target, match, values)
     if now is not None:
         return now
-    return await _decide_later(services, method, raw_target, values, peer)
+    try:
+        principal = await authenticate(
+            values, peer, services, passwords=match.route.allow_passwords
+        )
+    except GatewayError as exc:
+        metrics.PROXY_REQUESTS.inc(exc.code)  # codes are a small fixed set
+        return Refusal(exc, target.path)
+    return _authorize(services, method, target, match, principal)
 
 
 def decide_now(
@@ -140,40 +151,29 @@ def decide_now(
     routed = _route(services, method, raw_target)
     if isinstance(routed, Refusal):
         return routed
-    target, match = routed
-    principal = None
-    if not match.route.auth_none:
-        try:
-            credential = extract(values("Authorization"), values("X-API-KEY"))
-            if not isinstance(credential, KeyCredential):
-                return None
-            found = services.verifier.cached(credential.key)
-        except GatewayError as exc:
-            metrics.PROXY_REQUESTS.inc(exc.code)  # codes are a small fixed set
-            return Refusal(exc, target.path)
-        if found is None:
-            return None
-        principal = found.principal
-    return _authorize(services, method, target, match, principal)
+    return _decide_routed_now(services, method, *routed, values)
 
 
-async def _decide_later(
-    services: Services, method: str, raw_target: str, values: HeaderValues, peer: str | None
-) -> Decision | Refusal:
-    routed = _route(services, method, raw_target)
-    if isinstance(routed, Refusal):  # pragma: no cover - decide_now answered it already
-        return routed
-    target, match = routed
-    principal = None
-    if not match.route.auth_none:
-        try:
-            principal = await authenticate(
-                values, peer, services, passwords=match.route.allow_passwords
-            )
-        except GatewayError as exc:
-            metrics.PROXY_REQUESTS.inc(exc.code)
-            return Refusal(exc, target.path)
-    return _authorize(services, method, target, match, principal)
+def _decide_routed_now(
+    services: Services,
+    method: str,
+    target: CanonicalTarget,
+    match: RouteMatch,
+    values: HeaderValues,
+) -> Decision | Refusal | None:
+    if match.route.auth_none:
+        return _authorize(services, method, target, match, None)
+    try:
+        credential = extract(values("Authorization"), values("X-API-KEY"))
+        if not isinstance(credential, KeyCredential):
+            return None  # no credential (a 401) or a password: `authenticate` says which
+        found = services.verifier.cached(credential.key)
+    except GatewayError as exc:
+        metrics.PROXY_REQUESTS.inc(exc.code)
+        return Refusal(exc, target.path)
+    if found is None:
+        return None
+    return _authorize(services, method, target, match, found.principal)
 
 
 def _route(
