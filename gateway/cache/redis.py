@@ -242,7 +242,7 @@ class SharedCache:
                 delay = min(delay * 2, RECONNECT_MAX)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # typed from redis 8 on
 
     async def _pump(self, pubsub: Any, on_drop: Callable[[bytes], None]) -> None:
         heard = time.monotonic()
