@@ -62,6 +62,16 @@ class Settings:
     access_log: bool = False
     # The data plane on its own lean HTTP/1.1 front (gateway/proxy/front.py); false: aiohttp's.
     fast_data_plane: bool = True
+    # Client-side deadlines and caps (both servers): a hostile client costs bounded time,
+    # memory and file descriptors. See the README's configuration reference.
+    client_header_timeout: float = 10.0  # the whole request head must arrive within this
+    client_body_timeout: float = 30.0  # longest wait between two reads of a request body
+    keepalive_timeout: float = 75.0  # idle time allowed between two requests
+    max_connections: int = 10_000  # open client connections per worker; beyond: closed at once
+    max_header_count: int = 100  # header fields in one request head; more: 431
+    # Extra request headers removed before forwarding, on top of the built-in list of headers
+    # that re-route or re-method a request behind the gateway's back (proxy/headers.py).
+    strip_request_headers: tuple[str, ...] = ()
     identity_assertion: bool = False
     identity_assertion_ttl: float = 60.0
     # Hosted pages: how long a login lasts, the login throttle, the authorize code lifetime.
@@ -210,6 +220,19 @@ def _networks(name: str, value: Any) -> tuple[ipaddress.IPv4Network | ipaddress.
     return tuple(out)
 
 
+def _header_names(name: str, value: Any) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else str(value).split(",")
+    out = []
+    for item in items:
+        text = str(item).strip()
+        if not text:
+            continue
+        if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}", text):
+            raise SettingsError(f"{name}: {text!r} is not a header name")
+        out.append(text.lower())
+    return tuple(out)
+
+
 def _policy(name: str, value: Any) -> tuple[Path, ...]:
     items = value if isinstance(value, list) else str(value).split(",")
     paths = tuple(Path(str(p).strip()) for p in items if str(p).strip())
@@ -272,6 +295,12 @@ _PLAIN: dict[str, Callable[[str, Any], Any]] = {
     "log_level": _log_level,
     "access_log": _bool,
     "fast_data_plane": _bool,
+    "client_header_timeout": _seconds(0.1),
+    "client_body_timeout": _seconds(0.1),
+    "keepalive_timeout": _seconds(0.1),
+    "max_connections": _count(1),
+    "max_header_count": _count(1),
+    "strip_request_headers": _header_names,
     "identity_assertion": _bool,
     "identity_assertion_ttl": _seconds(5),
     "session_ttl": _seconds(60),
