@@ -8,7 +8,7 @@ LISTEN ?= 127.0.0.1:8080
 DEMO_LISTEN ?= 127.0.0.1:8081
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint format bench clean demo-upstream
+.PHONY: help run test lint format bench bench-slow clean demo-upstream
 
 help: ## show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -56,8 +56,12 @@ format: $(STAMP) ## format the code with ruff
 	$(BIN)/ruff format gateway tests bench
 	$(BIN)/ruff check --fix gateway tests bench
 
-bench: $(STAMP) ## benchmark: upstream direct, nginx proxy_pass, Keygate (writes bench/results/)
+bench: $(STAMP) ## benchmark: upstream direct, nginx proxy_pass, Keygate; then bench-slow (bench/results/)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+	$(BIN)/python -m bench.slow $(SLOW_ARGS)
+
+bench-slow: $(STAMP) ## one worker under idle and trickling clients (writes bench/results/slow.md)
+	$(BIN)/python -m bench.slow $(SLOW_ARGS)
 
 clean: ## remove the virtual environment, caches and local data
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis test-output
