@@ -4,8 +4,8 @@ One Keygate worker (the fast front, the default server) in front of the upstream
 uses, with a valid key. The normal client (wrk, as bench/run.py runs it) is measured alone
 (the baseline), then while `--idle` connections that send nothing and `--trickle` connections
 that send a request line and then one header line every `--every` seconds (never finishing the
-head) are held against the same worker, then once more after they are gone. The bad clients
-live in one low-priority asyncio process (bench/badclients.py) and are held at most `--hold`
+head) are held against the same worker, then once more after they are gone (ended by the
+gateway, or dropped by the bad clients when the hold is over). The bad clients live in one low-priority asyncio process (bench/badclients.py) and are held at most `--hold`
 seconds after the last one connected: a gateway without client deadlines never closes them,
 and those are reported as still open.
 
@@ -265,7 +265,7 @@ def table(run: Run, tools: Tools, args: argparse.Namespace) -> str:
             "| --- | ---: | ---: | ---: | ---: |",
             _load_row("alone (baseline)", run.baseline, run.baseline),
             _load_row(f"with the {bad}", run.during, run.baseline),
-            _load_row("after they ended", run.after, run.baseline),
+            _load_row("after they were gone", run.after, run.baseline),
             "",
             f"Gateway worker: {_usage(run.before)} alone; {_usage(run.held)} with the bad "
             f"connections open; {_usage(run.gone)} after. The bad-client process used "
