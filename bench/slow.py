@@ -5,8 +5,9 @@ uses, with a valid key. The normal client (wrk, as bench/run.py runs it) is meas
 (the baseline), then while `--idle` connections that send nothing and `--trickle` connections
 that send a request line and then one header line every `--every` seconds (never finishing the
 head) are held against the same worker, then once more after they are gone (ended by the
-gateway, or dropped by the bad clients when the hold is over). The bad clients live in one low-priority asyncio process (bench/badclients.py) and are held at most `--hold`
-seconds after the last one connected: a gateway without client deadlines never closes them,
+gateway, or dropped by the bad clients when the hold is over). The bad clients live in one
+low-priority asyncio process (bench/badclients.py) and are held at most `--hold` seconds after
+the last one connected: a gateway without client deadlines never closes them,
 and those are reported as still open.
 
 Reports the bad connections' lifetimes until the gateway ended them (min / median / max), how
