@@ -7,13 +7,16 @@
     ├── Unauthenticated       401     no usable credential; carries WWW-Authenticate
     ├── Forbidden             403     authenticated, not allowed (missing-permission, path rule)
     ├── NotFound              404     no such route / user / key (or not yours)
+    ├── RequestTimeout        408     the client's head or body did not arrive in time
     ├── Conflict              409     a unique value exists already
     ├── PayloadTooLarge       413
+    ├── HeadTooLarge          431     the request head, a field or the field count is over a limit
     ├── Invalid               422     a body that does not validate; carries [(path, message)]
     ├── TooManyRequests       429     throttled; carries Retry-After
     ├── BadGateway            502     upstream refused or broke the connection
     ├── Unavailable           503     database (and cache) unreachable: never fail open
-    └── GatewayTimeout        504     upstream too slow
+    ├── GatewayTimeout        504     upstream too slow
+    └── VersionNotSupported   505     an HTTP version other than 1.0 and 1.1
 
 Each surface renders the same error its own way: problem+json on the data plane and the
 `/v1` API, `{code, message}` on Greenfield, an HTML page for people.
@@ -23,6 +26,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from gateway.proxy.h1 import errors as h1
 
 WWW_AUTHENTICATE = 'Bearer realm="keygate", Basic realm="keygate", charset="UTF-8"'
 
@@ -71,6 +76,11 @@ class NotFound(GatewayError):
     code = "not-found"
 
 
+class RequestTimeout(GatewayError):
+    status = 408
+    code = "request-timeout"
+
+
 class Conflict(GatewayError):
     status = 409
     code = "conflict"
@@ -79,6 +89,11 @@ class Conflict(GatewayError):
 class PayloadTooLarge(GatewayError):
     status = 413
     code = "payload-too-large"
+
+
+class HeadTooLarge(GatewayError):
+    status = 431
+    code = "head-too-large"
 
 
 class Invalid(GatewayError):
@@ -111,6 +126,23 @@ class Unavailable(GatewayError):
 class GatewayTimeout(GatewayError):
     status = 504
     code = "gateway-timeout"
+
+
+class VersionNotSupported(GatewayError):
+    status = 505
+    code = "http-version-not-supported"
+
+
+def protocol_error(exc: h1.ProtocolError) -> GatewayError:
+    """The answer to bytes the HTTP/1.1 core could not frame (gateway/proxy/h1/errors.py)."""
+    message = str(exc)
+    if isinstance(exc, h1.TooManyFields):
+        return HeadTooLarge(message, code="too-many-headers")
+    if isinstance(exc, h1.HeadTooLarge):
+        return HeadTooLarge(message)
+    if isinstance(exc, h1.UnsupportedVersion):
+        return VersionNotSupported(message)
+    return BadRequest(message)
 
 
 def problem(error: GatewayError, instance: str | None = None) -> dict[str, Any]:

@@ -46,6 +46,12 @@ PROXY_REQUESTS = OutcomeCounter(
     "outcome",
 )
 REGISTRY.register(PROXY_REQUESTS)
+CONNECTIONS_CLOSED = OutcomeCounter(
+    "keygate_connections_closed",
+    "Client connections the gateway closed on its own, by reason (a deadline, the cap).",
+    "reason",
+)
+REGISTRY.register(CONNECTIONS_CLOSED)
 KEY_CACHE_ENTRIES = Gauge(
     "keygate_key_cache_entries", "Entries in the in-process key cache.", registry=REGISTRY
 )

@@ -1,8 +1,9 @@
 """A request body on its way from the fast front's client socket to the upstream client.
 
-The front feeds it the bytes it receives (length- or chunk-framed); the upstream client reads
-it through `readany`, the same interface as aiohttp's request stream. Reading from the client
-pauses while more than HIGH_WATER bytes wait, so a fast client cannot fill the memory.
+The front hands it the pieces its HTTP/1.1 state machine decodes (`add`, then `end`); the
+upstream client reads it through `readany`, the same interface as aiohttp's request stream.
+Reading from the client pauses while more than HIGH_WATER bytes wait, so a fast client
+cannot fill the memory.
 """
 
 from __future__ import annotations
@@ -10,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import collections
 from typing import Protocol
-
-from gateway.proxy.front_http import BadRequestHead, ChunkedDecoder
 
 HIGH_WATER = 256 * 1024  # buffered request bytes before the client socket stops being read
 LOW_WATER = 64 * 1024
@@ -26,58 +25,39 @@ class FlowControl(Protocol):
 class RequestBody:
     """A request body as the upstream client reads it (`readany`), fed by the protocol."""
 
-    def __init__(self, proto: FlowControl, length: int, chunked: bool) -> None:
+    __slots__ = ("_buffered", "_chunks", "_proto", "_waiter", "done", "error")
+
+    def __init__(self, proto: FlowControl) -> None:
         self._proto = proto
-        self._remaining = length
-        self._decoder = ChunkedDecoder() if chunked else None
         self._chunks: collections.deque[bytes] = collections.deque()
         self._buffered = 0
         self._waiter: asyncio.Future[None] | None = None
         self.error: Exception | None = None
-        self.done = not chunked and length == 0
-        self.discarding = False  # answered without it: the rest is read and dropped
+        self.done = False
 
-    def feed(self, data: bytes) -> bytes:
-        """Take this body's bytes from `data`; return what follows the body."""
-        rest = b""
-        if self._decoder is not None:
-            pieces: list[bytes] = []
-            try:
-                rest = self._decoder.feed(data, pieces)
-            except BadRequestHead as exc:
-                self.fail(exc)
-                return b""
-            for piece in pieces:
-                self._add(piece)
-            self.done = self._decoder.done
-        else:
-            if len(data) > self._remaining:
-                data, rest = data[: self._remaining], data[self._remaining :]
-            self._remaining -= len(data)
-            self._add(data)
-            self.done = self._remaining == 0
-        self._wake()
-        return rest
+    @property
+    def full(self) -> bool:
+        """Enough waits to be sent: read no more from the client for now."""
+        return self._buffered > HIGH_WATER
 
+    @property
     def ended(self) -> bool:
         """Complete or failed: no more bytes belong to it."""
         return self.done or self.error is not None
 
-    def discard(self) -> None:
-        self.discarding = True
-        self._chunks.clear()
-        self._buffered = 0
-        self._proto.resume()
+    def add(self, piece: bytes) -> None:
+        self._chunks.append(piece)
+        self._buffered += len(piece)
+        if self._buffered > HIGH_WATER:
+            self._proto.pause()
+        self._wake()
 
-    def _add(self, piece: bytes) -> None:
-        if piece and not self.discarding:
-            self._chunks.append(piece)
-            self._buffered += len(piece)
-            if self._buffered > HIGH_WATER:
-                self._proto.pause()
+    def end(self) -> None:
+        self.done = True
+        self._wake()
 
     def fail(self, exc: Exception) -> None:
-        if self.error is None:
+        if self.error is None and not self.done:
             self.error = exc
         self._wake()
 

@@ -15,7 +15,8 @@ from aiohttp.typedefs import Middleware
 
 from gateway.app import create_app
 from gateway.proxy import handler
-from gateway.proxy.front import FrontContext, FrontProtocol
+from gateway.proxy.front import ClientDeadlines, FrontContext, FrontProtocol
+from gateway.proxy.h1.limits import Limits
 from gateway.services import open_services
 from gateway.settings import Settings
 from gateway.state import FORWARDER
@@ -84,9 +85,23 @@ async def serve_front(
             internal = site._server.sockets[0].getsockname()[:2]  # type: ignore[union-attr]
             exact, prefixes = gateway_surfaces(app)
             ctx = FrontContext(
-                services, app[FORWARDER], internal, exact, prefixes, peers, access_log
+                services,
+                app[FORWARDER],
+                internal,
+                exact,
+                prefixes,
+                peers,
+                access_log,
+                limits=Limits(max_header_count=settings.max_header_count),
+                deadlines=ClientDeadlines(
+                    settings.client_header_timeout,
+                    settings.client_body_timeout,
+                    settings.keepalive_timeout,
+                ),
+                max_connections=settings.max_connections,
             )
             loop = asyncio.get_running_loop()
+            sweeper = _Sweeper(loop, ctx)
             server = await loop.create_server(lambda: FrontProtocol(ctx), sock=sock)
             if ready is not None:
                 ready()
@@ -96,8 +111,29 @@ async def serve_front(
             await stop.wait()
             server.close()
             await drain(ctx, shutdown)
+            sweeper.stop()
         finally:
             await runner.cleanup()
+
+
+class _Sweeper:
+    """Client deadlines, checked by one periodic sweep per worker: a timer per connection
+    would cost a heap operation each way on every request. A deadline fires up to a quarter
+    of the shortest one late."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, ctx: FrontContext) -> None:
+        deadlines = ctx.deadlines
+        self._every = min(1.0, max(0.05, min(deadlines.header, deadlines.body, deadlines.idle) / 4))
+        self._loop = loop
+        self._ctx = ctx
+        self._handle = loop.call_later(self._every, self._run)
+
+    def _run(self) -> None:
+        self._ctx.sweep(self._loop.time())
+        self._handle = self._loop.call_later(self._every, self._run)
+
+    def stop(self) -> None:
+        self._handle.cancel()
 
 
 async def drain(ctx: FrontContext, seconds: float) -> None:

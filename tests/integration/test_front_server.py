@@ -5,6 +5,7 @@ the gateway's own surfaces to the internal aiohttp listener, and streaming in bo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -115,15 +116,16 @@ async def test_chunked_upload_is_forwarded_whole(make_gateway: MakeFront) -> Non
     assert [r.target for r in gw.upstream.received] == ["/public/up", "/public/after"]
 
 
-async def test_refused_upload_keeps_the_connection_in_step(make_gateway: MakeFront) -> None:
-    """A refused request's unread body is read and dropped; the next request is served."""
+async def test_refused_small_upload_keeps_the_connection_in_step(make_gateway: MakeFront) -> None:
+    """A refused request's small unread body is read and dropped; the next request is served."""
     gw: FrontGateway = await make_gateway()
     reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
     try:
-        size = 4 * 1024 * 1024
+        size = 16 * 1024  # within Limits.max_discard_bytes
         writer.write(b"POST /api/up HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % size)
         head = await reader.readuntil(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 401 ")  # answered before the body was sent
+        assert b"connection: close" not in head.lower()
         match = re.search(rb"(?i)content-length: (\d+)", head)
         assert match is not None
         await reader.readexactly(int(match.group(1)))
@@ -133,6 +135,30 @@ async def test_refused_upload_keeps_the_connection_in_step(make_gateway: MakeFro
         writer.close()
     assert [s for s, _, _ in split_responses(rest)] == [200]
     assert [r.target for r in gw.upstream.received] == ["/api/next"]
+
+
+async def test_refused_large_upload_is_answered_then_closed(make_gateway: MakeFront) -> None:
+    """A refused request whose unread body is over the drain limit gets its answer with
+    `Connection: close`, and the connection closes: no unbounded read-and-drop."""
+    gw: FrontGateway = await make_gateway()
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    try:
+        size = 200 * 1024 * 1024
+        writer.write(b"POST /api/up HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % size)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 401 ")
+        assert b"connection: close" in head.lower()
+        sent = 0
+        with contextlib.suppress(ConnectionError):
+            async with asyncio.timeout(20):
+                while sent < size:
+                    writer.write(b"x" * (1024 * 1024))
+                    await writer.drain()
+                    sent += 1024 * 1024
+    finally:
+        writer.close()
+    assert sent < size, "the gateway kept reading the refused body"
+    assert gw.upstream.received == []
 
 
 async def test_keep_alive_serves_1000_requests_on_one_connection(make_gateway: MakeFront) -> None:

@@ -1,0 +1,381 @@
+"""One client connection's answers on the fast front: decide each request, forward it through
+the shared upstream client and write the answer, keeping the upstream's framing.
+
+The driver (`front.FrontProtocol`) hands over each request head (and its body, if any) and is
+told when the answer is complete (`Driver.answered`). The common request — no body, a key in
+the in-process cache, an idle pooled upstream connection — is decided and sent at once and
+answered from the upstream connection's callback (`_heard`), with no task, future or
+coroutine for it; everything else runs in a task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, Protocol
+
+from gateway.errors import BadGateway, BadRequest, GatewayError, GatewayTimeout
+from gateway.proxy.client import IDEMPOTENT
+from gateway.proxy.connection import Connection
+from gateway.proxy.forward import _within as within_networks
+from gateway.proxy.front_body import RequestBody
+from gateway.proxy.h1.heads import relayed_head, render_head
+from gateway.proxy.h1.server import RequestHead
+from gateway.proxy.handler import Decision, Refusal, decide, decide_now, problem_parts
+from gateway.proxy.headers import Field, Header, Origin, request_headers, response_fields
+from gateway.proxy.outbox import outbox
+from gateway.proxy.upstream_http import (
+    ClientRequestError,
+    UpstreamClosed,
+    UpstreamError,
+    UpstreamTimeout,
+)
+
+if TYPE_CHECKING:
+    from gateway.proxy.front import FrontContext
+
+log = logging.getLogger("gateway.proxy")
+
+
+class Driver(Protocol):
+    """What the exchange needs of the connection's driver."""
+
+    def answered(self, keep_alive: bool) -> None: ...
+
+    def may_keep_alive(self) -> bool: ...
+
+
+class Exchanger:
+    """Answers for one client connection, one request at a time (see the module docstring)."""
+
+    def __init__(
+        self, driver: Driver, transport: asyncio.Transport, peer: str | None, ctx: FrontContext
+    ) -> None:
+        self._driver = driver
+        self._transport = transport
+        self.peer = peer
+        self._ctx = ctx
+        self._loop = asyncio.get_running_loop()
+        self._outbox = outbox(self._loop)
+        self._held: list[bytes] = []  # answers held until the loop's pass ends (outbox.py)
+        self._head: RequestHead | None = None  # the request being answered
+        self._body: RequestBody | None = None
+        self._waiting: Decision | None = None  # sent by `_answer_now`, heard by `_heard`
+        self._task: asyncio.Task[None] | None = None
+        self._drain: asyncio.Future[None] | None = None
+        self.write_paused = False
+        self.lost = False
+        self.answered = (0, 0)  # status and body bytes of the answer, for the access log
+
+    # -- from the driver --------------------------------------------------------------------
+
+    def serve(self, head: RequestHead, body: RequestBody | None) -> None:
+        """Answer `head` (its body, if any, is fed to `body` by the driver)."""
+        self._head, self._body = head, body
+        self.answered = (0, 0)  # a request that gets no answer logs status 0
+        decided = None
+        if body is None:
+            try:
+                decided = decide_now(self._ctx.services, head.method, head.target, head.values)
+                if decided is not None and self._answer_now(head, decided):
+                    return
+            except Exception:  # noqa: BLE001 - as in `_serve`
+                self._crashed(head)
+                return
+        self._spawn(head, self._exchange(head, decided))
+
+    def fail(self, error: GatewayError) -> None:
+        """Answer a request that could not be read (or timed out), then close."""
+        if self._head is None or self.answered[0] == 0:  # nothing written for a request
+            status, headers, body = problem_parts(error)
+            self._write_answer(status, headers, body, keep_alive=False, head_only=False)
+
+    def flush(self) -> None:
+        held = self._held
+        if not held:
+            return
+        self._held = []
+        transport = self._transport
+        if not self.lost and not transport.is_closing():
+            transport.write(held[0] if len(held) == 1 else b"".join(held))
+
+    def writing_resumed(self) -> None:
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    def connection_lost(self) -> None:
+        self.lost = True
+        self._held.clear()
+        self.writing_resumed()
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def _send(self, data: bytes) -> None:
+        """Write now, after anything held (the order on the connection never changes)."""
+        if self._held:
+            self.flush()
+        self._transport.write(data)
+
+    def _hold(self, data: bytes) -> None:
+        """Write at the end of the loop's pass: for an answer with nothing behind it."""
+        if not self._held:
+            self._outbox.hold(self)
+        self._held.append(data)
+
+    async def _drained(self) -> None:
+        while self.write_paused and not self.lost:
+            self._drain = self._loop.create_future()
+            await self._drain
+
+    def _write_answer(
+        self,
+        status: int,
+        headers: dict[str, str],
+        body: bytes,
+        *,
+        keep_alive: bool,
+        head_only: bool,
+    ) -> bool:
+        if self.lost or self._transport.is_closing():
+            return False
+        keep_alive = keep_alive and self._driver.may_keep_alive()
+        pairs: list[Header] = [*headers.items(), ("Content-Length", str(len(body)))]
+        if not keep_alive:
+            pairs.append(("Connection", "close"))
+        out = render_head(status, None, pairs)
+        data = out if head_only else out + body
+        self.answered = (status, 0 if head_only else len(body))
+        if keep_alive:
+            self._hold(data)
+        else:
+            self._send(data)
+        return keep_alive
+
+    # -- one request ------------------------------------------------------------------------
+
+    def _spawn(self, head: RequestHead, work: Coroutine[Any, Any, bool]) -> None:
+        # Kept referenced: the loop holds tasks only weakly.
+        self._task = self._loop.create_task(self._serve(head, work))
+
+    async def _serve(self, head: RequestHead, work: Coroutine[Any, Any, bool]) -> None:
+        try:
+            keep_alive = await work
+        except Exception:  # noqa: BLE001 - never a traceback to the client; logged without keys
+            self._crashed(head)
+            return
+        self._done(head, keep_alive)
+
+    def _crashed(self, head: RequestHead) -> None:
+        log.exception("unexpected error serving %s", head.method)
+        if not self.lost:
+            status, headers, body = problem_parts(
+                GatewayError("an unexpected error occurred", code="internal-error")
+            )
+            self._write_answer(status, headers, body, keep_alive=False, head_only=False)
+        self._done(head, False)
+
+    def _done(self, head: RequestHead, keep_alive: bool) -> None:
+        """The request is answered (or abandoned): log it, then tell the driver."""
+        if self._ctx.access_log is not None:
+            self._log_access(self._ctx.access_log, head)
+        self._head = self._body = None
+        self._driver.answered(keep_alive)
+
+    def _log_access(self, logger: logging.Logger, head: RequestHead) -> None:
+        """aiohttp's default access-log line (`%a %t "%r" %s %b "%{Referer}i" "%{User-Agent}i"`),
+        so both servers log alike. Like aiohttp's, it shows the request target as sent."""
+        status, size = self.answered
+        referer = agent = "-"
+        for name, value in head.headers:
+            if len(name) in (7, 10):
+                lower = name.lower()
+                if lower == "referer":
+                    referer = value
+                elif lower == "user-agent":
+                    agent = value
+        logger.info(
+            '%s [%s] "%s %s HTTP/1.1" %d %d "%s" "%s"',
+            self.peer or "-",
+            time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime()),
+            head.method,
+            head.target,
+            status,
+            size,
+            referer,
+            agent,
+        )
+
+    def _answer_now(self, head: RequestHead, decided: Decision | Refusal) -> bool:
+        """Answer a refusal, or send an allowed request on an idle upstream connection; False
+        when there is none (the request then takes a task, as one with a body does)."""
+        if isinstance(decided, Refusal):
+            self._done(head, self._refuse(head, decided))
+            return True
+        path, headers = self._upstream_request(head, decided)
+        try:
+            conn = self._ctx.forwarder._client.send_now(
+                decided.upstream, head.method, path, headers
+            )
+        except UpstreamError as exc:
+            self._done(head, self._upstream_failed(head, exc, decided))
+            return True
+        if conn is None:
+            return False
+        self._waiting = decided
+        conn.listen(self._heard)
+        return True
+
+    def _heard(self, response: Connection) -> None:
+        """The upstream connection's news for a request sent by `_answer_now`."""
+        head, decided = self._head, self._waiting
+        assert head is not None
+        assert decided is not None
+        self._waiting = None
+        try:
+            error = response.head_error()
+            if error is None:
+                if response.complete:
+                    self._done(head, self._relay_whole(head, response))
+                else:  # a body still to come: streamed by a task
+                    self._spawn(head, self._relay(head, response))
+                return
+            response.close()
+            if (
+                isinstance(error, UpstreamClosed)
+                and error.before_response
+                and head.method in IDEMPOTENT
+            ):
+                # An idle connection the upstream had closed: once more on a new one.
+                self._spawn(head, self._exchange(head, decided, fresh=True))
+                return
+            self._done(head, self._upstream_failed(head, error, decided))
+        except Exception:  # noqa: BLE001 - as in `_serve`
+            response.close()
+            self._crashed(head)
+
+    async def _exchange(
+        self, head: RequestHead, decided: Decision | Refusal | None, *, fresh: bool = False
+    ) -> bool:
+        """Decide (unless `decided` already) and forward one request; whether the connection
+        may serve another."""
+        result = decided
+        if result is None:
+            result = await decide(
+                self._ctx.services, head.method, head.target, head.values, self.peer
+            )
+        if isinstance(result, Refusal):
+            return self._refuse(head, result)
+        path, out_headers = self._upstream_request(head, result)
+        length = head.length if head.length >= 0 and not head.chunked else None
+        try:
+            response = await self._ctx.forwarder._client.request(
+                result.upstream, head.method, path, out_headers, self._body, length, fresh=fresh
+            )
+        except UpstreamError as exc:
+            return self._upstream_failed(head, exc, result)
+        return await self._relay(head, response)
+
+    def _upstream_request(self, head: RequestHead, allowed: Decision) -> tuple[str, list[Header]]:
+        """The upstream request target and headers for an allowed request."""
+        forwarder = self._ctx.forwarder
+        # The Forwarder's pool, identity cache and trusted-proxy list are shared on purpose:
+        # one set of upstream connections per worker, whichever server took the request.
+        trusted = (
+            bool(forwarder._trusted)
+            and self.peer is not None
+            and within_networks(self.peer, forwarder._trusted)
+        )
+        headers = request_headers(
+            head.headers,
+            Origin(self.peer, "http", head.host, trusted),
+            forwarder._identity(allowed.principal, allowed.upstream),
+        )
+        target = allowed.target
+        return (target.path + "?" + target.query if target.query else target.path), headers
+
+    def _refuse(self, head: RequestHead, refusal: Refusal) -> bool:
+        status, out, data = problem_parts(refusal.error, refusal.instance)
+        return self._write_answer(
+            status, out, data, keep_alive=True, head_only=head.method == "HEAD"
+        )
+
+    def _upstream_failed(self, head: RequestHead, exc: UpstreamError, allowed: Decision) -> bool:
+        log.warning("upstream %s: %s", allowed.upstream.name, exc)
+        status, out, data = problem_parts(_upstream_error(exc), allowed.target.path)
+        return self._write_answer(
+            status, out, data, keep_alive=True, head_only=head.method == "HEAD"
+        )
+
+    def _response_head(self, head: RequestHead, response: Connection) -> tuple[bytes, bool]:
+        """The head to relay, and whether the connection may serve another request after."""
+        framing = response.framing
+        keep_alive = framing != "close" and self._driver.may_keep_alive()
+        extra: list[Field] = []
+        if framing == "chunked":
+            extra.append((b"Transfer-Encoding", b"chunked"))
+        if not keep_alive:
+            extra.append((b"Connection", b"close"))
+        out = relayed_head(
+            response.status, response.raw_reason, response_fields(response.fields), extra
+        )
+        return out, keep_alive
+
+    def _relay_whole(self, head: RequestHead, response: Connection) -> bool:
+        """Relay an answer that arrived whole (the usual small one) in one write."""
+        out, keep_alive = self._response_head(head, response)
+        data = response.take_body()
+        response.release()
+        self.answered = (response.status, len(data))
+        if response.framing == "chunked":
+            end = b"%x\r\n%b\r\n0\r\n\r\n" % (len(data), data) if data else b"0\r\n\r\n"
+            self._hold(out + end)
+        else:
+            self._hold(out + data if data else out)
+        return keep_alive
+
+    async def _relay(self, head: RequestHead, response: Connection) -> bool:
+        """Write the upstream's answer, keeping its framing; whether to keep the connection."""
+        if response.complete:
+            return self._relay_whole(head, response)
+        transport = self._transport
+        out, keep_alive = self._response_head(head, response)
+        framing = response.framing
+        self._send(out)
+        sent = 0
+        self.answered = (response.status, 0)
+        try:
+            while chunk := await response.read():
+                sent += len(chunk)
+                self.answered = (response.status, sent)
+                if self.lost:
+                    response.close()
+                    return False
+                if framing == "chunked":
+                    transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
+                else:
+                    transport.write(chunk)  # after `_send(out)`: nothing is held here
+                if self.write_paused:
+                    await self._drained()
+        except UpstreamError as exc:
+            # The head is out: the only honest signal left is to cut the client connection.
+            log.warning("upstream failed mid-response: %s", exc)
+            response.close()
+            return False
+        except BaseException:
+            response.close()
+            raise
+        if framing == "chunked":
+            transport.write(b"0\r\n\r\n")
+        response.release()
+        return keep_alive
+
+
+def _upstream_error(exc: UpstreamError) -> GatewayError:
+    """The same mapping as the aiohttp path (`forward._failure`)."""
+    if isinstance(exc, UpstreamTimeout):
+        return GatewayTimeout(str(exc))
+    if isinstance(exc, ClientRequestError):
+        return BadRequest(str(exc), code="bad-client-request")
+    return BadGateway(str(exc))

@@ -1,0 +1,453 @@
+"""The server side of HTTP/1.1: a client's requests in, the gateway's answers out.
+
+`ServerConnection` takes the bytes a client sends (`receive`, `receive_eof`) and gives back
+events (`next_event`): a `RequestHead`, body pieces (`bytes`), `END_OF_BODY`, or one of the
+sentinels `NEED_DATA` (nothing complete yet), `PAUSED` (a request is in flight: what follows
+waits until `answered`) and `CLOSED` (the client has finished). Broken framing raises a
+`ProtocolError`; the connection is then answered once and closed.
+
+Requests are taken strictly one at a time: the driver answers a request, calls `answered`,
+and only then sees the next (pipelined) one. `answered` also decides whether the connection
+goes on: a request whose body was not read is drained up to `Limits.max_discard_bytes`, never
+more; beyond that, and after every error, the connection closes.
+
+Which client deadline applies now is `deadline` (`HEADER`, `BODY`, `IDLE` or None): the
+state machine names it and the driver keeps the clock.
+
+Heads are tokenized by llhttp (httptools) one complete head at a time — the end of the head
+is found here, so the bytes after it are always known (a hand-over replays them verbatim) —
+and held to RFC 9112 where llhttp is lenient or silent: a bare LF never ends a line, HTTP/1.1
+needs exactly one Host, only HTTP/1.0 and 1.1 are served, a transfer coding in an HTTP/1.0
+request is faulty framing, and the field count, field lines and request line are capped.
+"""
+
+from __future__ import annotations
+
+from typing import Final, NamedTuple
+
+import httptools
+
+from gateway.proxy.h1.chunked import ChunkedDecoder
+from gateway.proxy.h1.errors import (
+    HeadTooLarge,
+    MalformedMessage,
+    ProtocolError,
+    TooManyFields,
+    UnsupportedVersion,
+)
+from gateway.proxy.h1.limits import DEFAULT_LIMITS, Limits
+
+Header = tuple[str, str]
+
+
+class _Sentinel:
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __repr__(self) -> str:
+        return self._name
+
+
+NEED_DATA: Final = _Sentinel("NEED_DATA")
+PAUSED: Final = _Sentinel("PAUSED")
+CLOSED: Final = _Sentinel("CLOSED")
+END_OF_BODY: Final = _Sentinel("END_OF_BODY")
+
+# Which client deadline runs (the driver arms one timer for it).
+HEADER: Final = "header"  # a head has begun, or a new connection has sent nothing yet
+BODY: Final = "body"  # between two reads of a request body
+IDLE: Final = "idle"  # keep-alive: between two requests
+
+
+class RequestHead(NamedTuple):
+    """A request head (a named tuple: built once per request, on the hot path)."""
+
+    method: str
+    target: str
+    headers: list[Header]
+    keep_alive: bool
+    upgrade: bool  # an Upgrade request or CONNECT
+    length: int  # -1: no Content-Length
+    chunked: bool
+    expect: bool  # an Expect header
+    # Noted while parsing, so the hot path does not scan the headers again for them:
+    host: str | None
+    authorization: list[str]  # every Authorization value
+    api_keys: list[str]  # every X-API-KEY value
+
+    def values(self, name: str) -> list[str]:
+        """Every value of the header `name` (case-insensitive)."""
+        lower = name.lower()
+        if lower == "authorization":
+            return self.authorization
+        if lower == "x-api-key":
+            return self.api_keys
+        return [v for k, v in self.headers if len(k) == len(lower) and k.lower() == lower]
+
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or self.length > 0
+
+
+# States of one request cycle.
+_IDLE, _HEAD, _BODY, _END, _DONE, _DISCARD, _CLOSED = range(7)
+
+
+class ServerConnection:
+    """One client connection's HTTP/1.1 state (see the module docstring)."""
+
+    __slots__ = (
+        "_block",
+        "_buf",
+        "_chunked",
+        "_discard_left",
+        "_eof",
+        "_keep_alive",
+        "_remaining",
+        "_served",
+        "_state",
+        "head",
+        "limits",
+    )
+
+    def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
+        self.limits = limits
+        self.head: RequestHead | None = None  # the request in flight
+        self._state = _IDLE
+        self._buf = b""
+        self._block = b""  # the raw head of the request in flight, for `detach`
+        self._remaining = 0  # body bytes still to come (length framing)
+        self._chunked: ChunkedDecoder | None = None
+        self._discard_left = 0
+        self._keep_alive = True
+        self._eof = False
+        self._served = 0
+
+    # -- what the driver asks ---------------------------------------------------------------
+
+    @property
+    def deadline(self) -> str | None:
+        """The client deadline that runs now: HEADER, BODY, IDLE, or None (the gateway owes
+        an answer, or the connection is over)."""
+        state = self._state
+        if state == _IDLE:
+            if self._buf:
+                return HEADER
+            return IDLE if self._served else HEADER
+        if state == _HEAD:
+            return HEADER
+        if state in (_BODY, _DISCARD):
+            return BODY
+        return None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet taken (pipelined requests wait here)."""
+        return len(self._buf)
+
+    @property
+    def closed(self) -> bool:
+        return self._state == _CLOSED
+
+    @property
+    def in_body(self) -> bool:
+        """The request in flight still has body bytes to come."""
+        return self._state == _BODY
+
+    @property
+    def can_keep_alive(self) -> bool:
+        """Whether an answer now may keep the connection open: the client asked for it, and
+        any unread body can be drained within the limit (else the answer says close)."""
+        if not self._keep_alive or self._eof:
+            return False
+        if self._state == _BODY:
+            return self._chunked is None and self._remaining <= self.limits.max_discard_bytes
+        return self._state in (_END, _DONE, _IDLE, _HEAD)
+
+    # -- bytes in ---------------------------------------------------------------------------
+
+    def receive(self, data: bytes) -> None:
+        """Bytes from the client (take the events with `next_event`)."""
+        if self._state == _CLOSED or not data:
+            return
+        self._buf = self._buf + data if self._buf else data
+
+    def receive_eof(self) -> None:
+        """The client will send nothing more."""
+        self._eof = True
+        self._keep_alive = False
+
+    def next_event(self) -> RequestHead | bytes | _Sentinel:
+        """The next event; raises ProtocolError (the state is then closed)."""
+        state = self._state
+        try:
+            if state in (_IDLE, _HEAD):
+                return self._next_head()
+            if state == _BODY:
+                return self._next_body()
+            if state == _DISCARD:
+                return self._discard()
+        except ProtocolError:
+            self._state = _CLOSED
+            self._keep_alive = False
+            raise
+        if state == _END:
+            self._state = _DONE
+            return END_OF_BODY
+        if state == _DONE:
+            return PAUSED
+        return CLOSED
+
+    def detach(self) -> bytes:
+        """Give up the connection (a hand-over): the current request's raw head and every byte
+        received after it, exactly as the client sent them. Only right after its head."""
+        data = self._block + self._buf
+        self._block = self._buf = b""
+        self._state = _CLOSED
+        return data
+
+    # -- the answer -------------------------------------------------------------------------
+
+    def answered(self, keep_alive: bool) -> bool:
+        """The answer to the request in flight is written; True if the connection goes on to
+        the next request (its events follow from `next_event`), False if it must close."""
+        self.head = None
+        self._block = b""
+        self._served += 1
+        if not (keep_alive and self._keep_alive) or self._state == _CLOSED:
+            self._state = _CLOSED
+            return False
+        if self._state == _BODY:
+            # Answered before the body was read (a refusal, an early upstream answer): read the
+            # rest and drop it so the client sees its answer, within the limit.
+            self._state = _DISCARD
+            self._discard_left = self.limits.max_discard_bytes
+            return True
+        self._state = _IDLE
+        return True
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _next_head(self) -> RequestHead | _Sentinel:
+        buf = self._buf
+        if buf[:1] in (b"\r", b"\n"):
+            # RFC 9112 §2.2: empty lines (CRLF, never a bare LF) before a request line are
+            # ignored. A CR at the very end may be half of one.
+            stripped = buf.lstrip(b"\r\n")
+            lead = buf[: len(buf) - len(stripped)]
+            if not stripped and lead.endswith(b"\r"):
+                lead, stripped = lead[:-1], b"\r"
+            if lead.count(b"\r\n") * 2 != len(lead):
+                raise MalformedMessage("the request is malformed")
+            self._buf = buf = stripped
+        if not buf:
+            self._state = _IDLE
+            return CLOSED if self._eof else NEED_DATA
+        self._state = _HEAD
+        end = buf.find(b"\r\n\r\n")
+        limits = self.limits
+        if end < 0:
+            if len(buf) > limits.max_head_bytes:
+                raise HeadTooLarge("the request head is too large")
+            nl = buf.count(b"\n")
+            if nl != buf.count(b"\r\n"):
+                raise MalformedMessage("the request is malformed")  # a bare LF
+            if nl == 0 and len(buf) > limits.max_request_line:
+                raise HeadTooLarge("the request line is too long")
+            if nl > limits.max_header_count + 1:
+                raise TooManyFields("the request has too many header fields")
+            if self._eof:
+                self._state = _CLOSED
+                return CLOSED  # a head cut short: nothing to answer
+            return NEED_DATA
+        if end + 4 > limits.max_head_bytes:
+            raise HeadTooLarge("the request head is too large")
+        block = buf[: end + 4]
+        head = _parse_head(block, limits)
+        self._block = block
+        self._buf = buf[end + 4 :]
+        self.head = head
+        self._keep_alive = head.keep_alive and not self._eof
+        if head.chunked:
+            self._chunked = ChunkedDecoder(limits)
+            self._state = _BODY
+        elif head.length > 0:
+            self._chunked = None
+            self._remaining = head.length
+            self._state = _BODY
+        else:
+            self._chunked = None
+            self._state = _DONE
+        return head
+
+    def _next_body(self) -> bytes | _Sentinel:
+        buf = self._buf
+        if not buf:
+            if self._eof:
+                raise MalformedMessage("the request body ended early")
+            return NEED_DATA
+        decoder = self._chunked
+        if decoder is None:
+            remaining = self._remaining
+            if len(buf) <= remaining:
+                self._buf = b""
+                self._remaining = remaining - len(buf)
+                if not self._remaining:
+                    self._state = _END
+                return buf
+            self._buf = buf[remaining:]
+            self._remaining = 0
+            self._state = _END
+            return buf[:remaining]
+        pieces: list[bytes] = []
+        self._buf = decoder.feed(buf, pieces)
+        if decoder.done:
+            self._state = _END
+        if pieces:
+            return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        if decoder.done:
+            self._state = _DONE
+            return END_OF_BODY
+        return NEED_DATA
+
+    def _discard(self) -> RequestHead | _Sentinel:
+        buf = self._buf
+        if not buf:
+            return CLOSED if self._eof else NEED_DATA
+        decoder = self._chunked
+        if decoder is None:
+            take = min(len(buf), self._remaining)
+            self._remaining -= take
+            rest = buf[take:]
+            dropped = take
+            done = not self._remaining
+        else:
+            rest = decoder.feed(buf, [])
+            dropped = len(buf) - len(rest)
+            done = decoder.done
+        self._buf = rest
+        self._discard_left -= dropped
+        if done:
+            self._state = _IDLE
+            return self._next_head()
+        if self._discard_left < 0:
+            self._state = _CLOSED
+            self._keep_alive = False
+            return CLOSED
+        return NEED_DATA
+
+
+class _Fields:
+    __slots__ = ("complete", "fields", "keep_alive", "parser", "url")
+
+    def __init__(self) -> None:
+        self.url = b""
+        self.fields: list[tuple[bytes, bytes]] = []
+        self.complete = False
+        self.keep_alive = False
+        self.parser: httptools.HttpRequestParser | None = None
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.fields.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self.complete = True
+        # Asked here: once a body-less message completes, llhttp has moved on and forgotten.
+        assert self.parser is not None
+        self.keep_alive = self.parser.should_keep_alive()
+
+
+# Lengths of the header names noted while parsing (a length test first keeps the pass cheap):
+# host, expect, x-api-key, authorization, content-length, transfer-encoding.
+_NOTED_SIZES = frozenset({4, 6, 9, 13, 14, 17})
+
+
+def _parse_head(block: bytes, limits: Limits) -> RequestHead:
+    """One complete request head, through its CRLFCRLF (see the module docstring)."""
+    lines = block.count(b"\n")
+    if lines != block.count(b"\r\n"):
+        raise MalformedMessage("the request is malformed")  # a bare LF
+    if lines - 2 > limits.max_header_count:
+        raise TooManyFields("the request has too many header fields")
+    line_end = block.find(b"\r\n")
+    if line_end > limits.max_request_line:
+        raise HeadTooLarge("the request line is too long")
+    claimed = block[block.rfind(b" ", 0, line_end) + 1 : line_end]
+    if claimed not in (b"HTTP/1.1", b"HTTP/1.0"):
+        if claimed.startswith(b"HTTP/"):
+            raise UnsupportedVersion("only HTTP/1.0 and HTTP/1.1 are served here")
+        raise MalformedMessage("the request line is malformed")  # HTTP/0.9 among others
+    fields = _Fields()
+    parser = httptools.HttpRequestParser(fields)
+    fields.parser = parser
+    upgrade = False
+    try:
+        parser.feed_data(block)
+    except httptools.HttpParserUpgrade:
+        upgrade = True
+    except httptools.HttpParserError:
+        raise MalformedMessage("the request is malformed") from None
+    if not fields.complete:
+        raise MalformedMessage("the request is malformed")
+    version = parser.get_http_version()
+    keep_alive = fields.keep_alive
+    headers: list[Header] = []
+    length = -1
+    chunked = expect = False
+    host: str | None = None
+    hosts = 0
+    authorization: list[str] = []
+    api_keys: list[str] = []
+    max_line = limits.max_header_line
+    for raw_name, raw_value in fields.fields:
+        if len(raw_name) + len(raw_value) > max_line:
+            raise HeadTooLarge("a request header field is too large")
+        # The same decoding aiohttp applies, so both servers see the same strings.
+        name = raw_name.decode("utf-8", "surrogateescape")
+        value = raw_value.decode("utf-8", "surrogateescape")
+        headers.append((name, value))
+        if len(name) not in _NOTED_SIZES:
+            continue
+        lower = name.lower()
+        if lower == "content-length":
+            length = int(value)  # llhttp accepted it: digits only, exactly once
+        elif lower == "transfer-encoding":
+            chunked = True  # llhttp accepts only codings that end in chunked
+            if value.strip(" \t").lower() != "chunked":
+                raise MalformedMessage("only the chunked transfer coding is supported")
+        elif lower == "expect":
+            expect = True
+        elif lower == "authorization":
+            authorization.append(value)
+        elif lower == "x-api-key":
+            api_keys.append(value)
+        elif lower == "host":
+            hosts += 1
+            if host is None:
+                host = value
+    if hosts > 1:
+        raise MalformedMessage("the request has more than one Host header")
+    if version == "1.1" and hosts == 0:
+        raise MalformedMessage("an HTTP/1.1 request needs a Host header")
+    if chunked and version == "1.0":
+        # RFC 9112 §6.1: a transfer coding in an HTTP/1.0 message is faulty framing.
+        raise MalformedMessage("HTTP/1.0 requests cannot use a transfer coding")
+    method = parser.get_method().decode("ascii")
+    return RequestHead(
+        method,
+        fields.url.decode("utf-8", "surrogateescape"),
+        headers,
+        keep_alive,
+        upgrade or method == "CONNECT" or parser.should_upgrade(),
+        length,
+        chunked,
+        expect,
+        host,
+        authorization,
+        api_keys,
+    )
