@@ -456,6 +456,7 @@ class FrontProtocol(asyncio.Protocol):
             head.headers,
             Origin(self._peer, "http", head.host, trusted),
             forwarder._identity(allowed.principal, allowed.upstream),
+            forwarder.request_drop,
         )
         target = allowed.target
         return (target.path + "?" + target.query if target.query else target.path), headers
