@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
@@ -52,3 +52,23 @@ KEY_CACHE_ENTRIES = Gauge(
 KEY_DB_LOOKUPS = Gauge(
     "keygate_key_db_lookups", "Database lookups made by the key verifier.", registry=REGISTRY
 )
+CONNECTIONS_REFUSED = Counter(
+    "gateway_connections_refused",
+    "Client connections closed at once because the worker had `max_connections` open.",
+    registry=REGISTRY,
+)
+OPEN_CONNECTIONS = Gauge(
+    "gateway_open_connections",
+    "Client connections open on this worker's public listener.",
+    registry=REGISTRY,
+)
+
+
+def connection_refused() -> None:
+    """Count one connection refused over `max_connections` (either server)."""
+    CONNECTIONS_REFUSED.inc()
+
+
+def watch_open_connections(count: Callable[[], int]) -> None:
+    """Read the open-connection gauge from `count()` at scrape time: nothing per connection."""
+    OPEN_CONNECTIONS.set_function(count)

@@ -16,6 +16,7 @@ from aiohttp.typedefs import Middleware
 from gateway.app import create_app
 from gateway.proxy import handler
 from gateway.proxy.front import FrontContext, FrontProtocol
+from gateway.server_limits import ClientLimits, LimitedRunner
 from gateway.services import open_services
 from gateway.settings import Settings
 from gateway.state import FORWARDER
@@ -76,7 +77,10 @@ async def serve_front(
         app = create_app(settings, services=services)
         peers: dict[int, str] = {}
         app.middlewares.insert(0, peer_middleware(peers))
-        runner = web.AppRunner(app, access_log=access_log, shutdown_timeout=shutdown)
+        # Handed-over connections are aiohttp's to time after the hand-over: idle keep-alive,
+        # bodies and later heads.
+        limits = ClientLimits.from_settings(settings)
+        runner = LimitedRunner(app, limits, access_log=access_log, shutdown_timeout=shutdown)
         await runner.setup()
         try:
             site = web.TCPSite(runner, "127.0.0.1", 0)
