@@ -246,3 +246,31 @@ async def test_more_header_fields_than_the_cap_get_431(start: Start) -> None:
     assert (await exchange(port, head(100))).startswith(b"HTTP/1.1 200")
     # aiohttp answers head errors as HTTP/1.0: it could not read the version it would echo.
     assert re.match(rb"HTTP/1\.[01] 431 ", await exchange(port, head(101)))
+
+
+async def test_handed_over_connections_keep_their_deadlines(start: Start) -> None:
+    """Behind the fast front, aiohttp still closes a handed-over connection left idle, and one
+    whose body stalls (the gateway's own paths are handed over)."""
+    port = await start(fast_data_plane="true", keepalive_timeout="0.5", client_body_timeout="0.5")
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        async with asyncio.timeout(BOUND):
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(re.search(rb"Content-Length: (\d+)", head, re.I)[1])  # type: ignore[index]
+            await reader.readexactly(length)
+        assert head.startswith(b"HTTP/1.1 200")
+        data, _ = await read_until_closed(reader)
+        assert data == b""
+    finally:
+        writer.close()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(
+            b"POST /login HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded"
+            b"\r\nContent-Length: 100\r\n\r\nemail=a"
+        )
+        data, _ = await read_until_closed(reader)
+    finally:
+        writer.close()
+    assert not data.startswith(b"HTTP/1.1 2")
