@@ -60,7 +60,10 @@ async def _forwarder_ctx(app: web.Application) -> AsyncIterator[None]:
     # Runs after _services_ctx (cleanup contexts start in order), so the policy is loaded.
     settings = app[SETTINGS]
     forwarder = Forwarder(
-        app[SERVICES].policy.catalog, settings.trusted_proxies, assertion_signer(settings)
+        app[SERVICES].policy.catalog,
+        settings.trusted_proxies,
+        assertion_signer(settings),
+        settings.strip_request_headers,
     )
     await forwarder.start()
     app[FORWARDER] = forwarder

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.core import CounterMetricFamily
@@ -58,3 +58,18 @@ KEY_CACHE_ENTRIES = Gauge(
 KEY_DB_LOOKUPS = Gauge(
     "keygate_key_db_lookups", "Database lookups made by the key verifier.", registry=REGISTRY
 )
+OPEN_CONNECTIONS = Gauge(
+    "keygate_open_connections",
+    "Client connections open on this worker's public listener.",
+    registry=REGISTRY,
+)
+
+
+def connection_refused() -> None:
+    """Count one connection refused over `max_connections` (either server)."""
+    CONNECTIONS_CLOSED.inc("max-connections")
+
+
+def watch_open_connections(count: Callable[[], int]) -> None:
+    """Read the open-connection gauge from `count()` at scrape time: nothing per connection."""
+    OPEN_CONNECTIONS.set_function(count)

@@ -15,7 +15,9 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from gateway import metrics
 from gateway.app import create_app
+from gateway.server_limits import ClientLimits, LimitedRunner
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway")
@@ -85,14 +87,30 @@ def _run_worker(settings: Settings, sock: socket.socket | None) -> None:
         return
     app = create_app(settings)
     app.on_startup.append(_freeze_on_startup)  # after the cleanup contexts: services are up
-    web.run_app(
-        app,
-        sock=sock,
-        print=None,
-        access_log=access_log,
-        shutdown_timeout=SHUTDOWN_TIMEOUT,
-        handle_signals=True,
-    )
+    asyncio.run(_serve_app(app, sock, ClientLimits.from_settings(settings), access_log))
+
+
+async def _serve_app(
+    app: web.Application,
+    sock: socket.socket,
+    limits: ClientLimits,
+    access_log: logging.Logger | None,
+) -> None:
+    """aiohttp on the public socket until SIGINT/SIGTERM (`web.run_app` cannot take the
+    limited runner)."""
+    runner = LimitedRunner(app, limits, access_log=access_log, shutdown_timeout=SHUTDOWN_TIMEOUT)
+    await runner.setup()
+    gate = runner.gate
+    metrics.watch_open_connections(lambda: gate.open)
+    try:
+        await web.SockSite(runner, sock).start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
 
 
 def _spawned_worker(settings: Settings, number: int) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import aiohttp
 from aiohttp import web
@@ -25,7 +25,13 @@ from gateway.policy.paths import CanonicalTarget
 from gateway.proxy import websocket
 from gateway.proxy.client import UpstreamClient
 from gateway.proxy.connection import Connection
-from gateway.proxy.headers import Identity, Origin, request_headers, response_fields
+from gateway.proxy.headers import (
+    Identity,
+    Origin,
+    request_drop,
+    request_headers,
+    response_fields,
+)
 from gateway.proxy.upstream_http import (
     ClientRequestError,
     UpstreamError,
@@ -48,8 +54,12 @@ class Forwarder:
         catalog: Catalog | None = None,
         trusted_proxies: Sequence[Network] = _EMPTY,
         signer: AssertionSigner | None = None,
+        strip_request_headers: Iterable[str] = (),
     ) -> None:
         self._catalog = catalog
+        # Request headers dropped by name (setting `strip_request_headers` included), merged
+        # once here; the fast front uses the same set.
+        self.request_drop = request_drop(strip_request_headers)
         self._trusted = tuple(trusted_proxies)
         self._signer = signer
         self._client = UpstreamClient()
@@ -79,7 +89,10 @@ class Forwarder:
         principal: Principal | None,
     ) -> web.StreamResponse:
         headers = request_headers(
-            request.headers.items(), self._origin(request), self._identity(principal, upstream)
+            request.headers.items(),
+            self._origin(request),
+            self._identity(principal, upstream),
+            self.request_drop,
         )
         path = target.path + "?" + target.query if target.query else target.path
         if route.websocket and websocket.is_upgrade(request):

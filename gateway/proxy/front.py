@@ -113,7 +113,7 @@ class FrontProtocol(asyncio.Protocol):
         ctx = self._ctx
         transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
         if ctx.open >= ctx.max_connections:
-            metrics.CONNECTIONS_CLOSED.inc("max-connections")
+            metrics.connection_refused()
             transport.abort()  # at once: a flood must not cost a file descriptor for long
             return
         ctx.open += 1

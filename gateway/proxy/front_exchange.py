@@ -291,6 +291,7 @@ class Exchanger:
             head.headers,
             Origin(self.peer, "http", head.host, trusted),
             forwarder._identity(allowed.principal, allowed.upstream),
+            forwarder.request_drop,
         )
         target = allowed.target
         return (target.path + "?" + target.query if target.query else target.path), headers

@@ -13,10 +13,12 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from gateway import metrics
 from gateway.app import create_app
 from gateway.proxy import handler
 from gateway.proxy.front import ClientDeadlines, FrontContext, FrontProtocol
 from gateway.proxy.h1.limits import Limits
+from gateway.server_limits import ClientLimits, LimitedRunner
 from gateway.services import open_services
 from gateway.settings import Settings
 from gateway.state import FORWARDER
@@ -77,7 +79,10 @@ async def serve_front(
         app = create_app(settings, services=services)
         peers: dict[int, str] = {}
         app.middlewares.insert(0, peer_middleware(peers))
-        runner = web.AppRunner(app, access_log=access_log, shutdown_timeout=shutdown)
+        # Handed-over connections are aiohttp's to time after the hand-over: idle keep-alive,
+        # bodies and later heads.
+        limits = ClientLimits.from_settings(settings)
+        runner = LimitedRunner(app, limits, access_log=access_log, shutdown_timeout=shutdown)
         await runner.setup()
         try:
             site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -100,6 +105,7 @@ async def serve_front(
                 ),
                 max_connections=settings.max_connections,
             )
+            metrics.watch_open_connections(lambda: ctx.open)
             loop = asyncio.get_running_loop()
             sweeper = _Sweeper(loop, ctx)
             server = await loop.create_server(lambda: FrontProtocol(ctx), sock=sock)

@@ -2,19 +2,25 @@
 
 Request direction (client → upstream), in this order:
 
-1. drop hop-by-hop headers (RFC 9110 §7.6.1) and the message framing (`Content-Length`,
+1. drop every header whose name contains `_` (as nginx does by default): CGI/WSGI-style
+   upstreams fold `x_gateway_user` and `X-Gateway-User` into one variable, and names like
+   `SCRIPT_NAME` or `PATH_INFO` collide with the server's own, so none of them is safe to pass;
+2. drop hop-by-hop headers (RFC 9110 §7.6.1) and the message framing (`Content-Length`,
    `Transfer-Encoding`: the upstream client frames the body itself), `Host` (rewritten to the
    upstream's) and `Expect` (the gateway has already answered `100-continue`);
-2. drop every header the client's `Connection` header names;
-3. drop every client-sent `X-Gateway-*` (the gateway's identity headers), the credential
+3. drop every header that re-routes or re-methods the request behind the gateway's back
+   (`REROUTING_HEADERS`: `X-Original-URL`, `X-HTTP-Method-Override`, ...), even from a trusted
+   proxy, plus the deployment's own list (setting `strip_request_headers`);
+4. drop every header the client's `Connection` header names;
+5. drop every client-sent `X-Gateway-*` (the gateway's identity headers), the credential
    (`Authorization`, `X-API-KEY`) and, unless the peer is a trusted proxy, every forwarding
-   header (`X-Forwarded-*`, `Forwarded`, `X-Real-IP`);
-4. add `X-Forwarded-For/Proto/Host` and the identity headers.
+   header (`X-Forwarded-For/Proto/Host/Port`, `Forwarded`, `X-Real-IP`);
+6. add `X-Forwarded-For/Proto/Host` and the identity headers.
 
-Names are compared case-insensitively *and* with `_` read as `-`: aiohttp keeps a header named
-`x_gateway_user`, and CGI/WSGI-style upstreams fold it into the same variable as
-`X-Gateway-User`. Because steps 2 and 3 only remove client headers and step 4 runs last, a client
-can never make the gateway drop (`Connection: X-Gateway-User`) or pre-empt a header it adds.
+Names are compared case-insensitively. Steps 2, 3 and the fixed part of 5 are one frozenset
+(`request_drop`), merged once at start: a request pays one set lookup per header for them.
+Because steps 1 to 5 only remove client headers and step 6 runs last, a client can never make
+the gateway drop (`Connection: X-Gateway-User`) or pre-empt a header it adds.
 
 Response direction: hop-by-hop headers and those named in the upstream's `Connection` go, and
 so does a `Set-Cookie` for the gateway's own login cookie; `Content-Length` stays (it frames
@@ -58,7 +64,34 @@ HOP_BY_HOP = frozenset(
 _NO_TOKENS: frozenset[str] = frozenset()
 _REQUEST_OWNED = frozenset({"content-length", "host", "expect"})
 _CREDENTIALS = frozenset({"authorization", "x-api-key"})
-_REQUEST_DROP = HOP_BY_HOP | _REQUEST_OWNED | _CREDENTIALS
+# Headers some upstream frameworks obey to serve another path or method than the request
+# line's, which is all the gateway authorised: IIS URL Rewrite and Zend (`X-Original-URL`,
+# `X-Rewrite-URL`), old Symfony, method-override middleware (Rails, Express, Laravel, ...),
+# proxies that pass a path prefix or the original path (Envoy, Traefik, Spring). A trusted
+# proxy's copy is dropped too: the gateway decided on the path it was given, not on these.
+REROUTING_HEADERS = frozenset(
+    {
+        "x-original-url",
+        "x-rewrite-url",
+        "x-original-method",
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+        "x-forwarded-uri",
+        "x-forwarded-path",
+        "x-forwarded-prefix",
+        "x-envoy-original-path",
+    }
+)
+
+
+def request_drop(extra: Iterable[str] = ()) -> frozenset[str]:
+    """Every (lower-case) name `request_headers` drops by name alone, with `extra` (setting
+    `strip_request_headers`) added: built once at start and passed to every call."""
+    return HOP_BY_HOP | _REQUEST_OWNED | _CREDENTIALS | REROUTING_HEADERS | frozenset(extra)
+
+
+_REQUEST_DROP = request_drop()
 _FORWARDING = frozenset(
     {
         "forwarded",
@@ -66,7 +99,6 @@ _FORWARDING = frozenset(
         "x-forwarded-proto",
         "x-forwarded-host",
         "x-forwarded-port",
-        "x-forwarded-prefix",
         "x-real-ip",
     }
 )
@@ -139,9 +171,13 @@ def _listed(value: str) -> frozenset[str]:
 
 
 def request_headers(
-    headers: Iterable[Header], origin: Origin, identity: Identity | None
+    headers: Iterable[Header],
+    origin: Origin,
+    identity: Identity | None,
+    drop: frozenset[str] = _REQUEST_DROP,
 ) -> list[Header]:
-    """The headers to send upstream for a client request (see the module docstring)."""
+    """The headers to send upstream for a client request (see the module docstring); `drop`
+    is `request_drop(...)` of the deployment's extra names."""
     incoming = headers if isinstance(headers, list) else list(headers)
     named = connection_tokens(incoming)
     out: list[Header] = []
@@ -149,18 +185,17 @@ def request_headers(
     proto = origin.proto
     host = origin.host
     for name, value in incoming:
+        if "_" in name:
+            continue
         key = name.lower()
-        if "_" in key:
-            key = key.replace("_", "-")
-        if key in _REQUEST_DROP or key in named or key.startswith(IDENTITY_PREFIX):
+        if key in drop or key in named or key.startswith(IDENTITY_PREFIX):
             continue
         if key == "cookie":
             value = _without_session_cookie(value)
             if not value:
                 continue
         elif key in _FORWARDING:
-            # Only a trusted proxy's own spelling is believed; `x_forwarded_for` never is.
-            if origin.trusted_peer and "_" not in name:
+            if origin.trusted_peer:
                 if key == "x-forwarded-for":
                     forwarded_for.append(value)
                 elif key == "x-forwarded-proto":

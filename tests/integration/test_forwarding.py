@@ -279,6 +279,45 @@ async def test_spoofed_identity_and_forwarding_headers_never_reach_the_upstream(
     assert not {"forwarded", "x-real-ip", "x_forwarded_for"} & {n.lower() for n in seen.names()}
 
 
+async def test_rerouting_and_underscore_headers_never_reach_the_upstream(
+    make_gateway: MakeGateway,
+) -> None:
+    """X-Original-URL, method overrides, `_` names and configured names are dropped, even from
+    a trusted proxy; the request line is what the upstream serves."""
+    import ipaddress
+
+    gw = await make_gateway(
+        trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),),
+        strip_request_headers=("x-debug-as",),
+    )
+    rerouting = [
+        "X-Original-URL: /admin/users",
+        "X-Rewrite-URL: /admin/users",
+        "X-Original-Method: DELETE",
+        "X-HTTP-Method-Override: DELETE",
+        "X-HTTP-Method: DELETE",
+        "X-Method-Override: DELETE",
+        "X-Forwarded-Uri: /admin/users",
+        "X-Forwarded-Path: /admin/users",
+        "X-Forwarded-Prefix: /admin",
+        "X-Envoy-Original-Path: /admin/users",
+        "x-original-url: /admin/users",
+        "SCRIPT_NAME: /admin",
+        "Path_Info: /users",
+        "X-Debug-As: root",
+    ]
+    raw = await gw.raw(
+        request("/api/x", f"X-API-KEY: {gw.key}", *rerouting, "X-Trace: 7", close=True)
+    )
+    assert split_responses(raw)[0][0] == 200
+    seen = gw.upstream.received[-1]
+    sent = {line.partition(":")[0].lower() for line in rerouting}
+    assert not sent & {n.lower() for n in seen.names()}
+    assert not [n for n in seen.names() if "_" in n]
+    assert seen.header("X-Trace") == ["7"]
+    assert seen.target == "/api/x"
+
+
 async def test_trusted_proxy_forwarded_for_is_appended(make_gateway: MakeGateway) -> None:
     """Behind a configured trusted proxy, its X-Forwarded-For is kept and the peer appended."""
     import ipaddress

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from gateway.proxy.headers import (
+    REROUTING_HEADERS,
     Identity,
     Origin,
     connection_tokens,
     normalise,
+    request_drop,
     request_headers,
     response_fields,
 )
@@ -26,11 +31,11 @@ def values(headers: list[tuple[str, str]], name: str) -> list[str]:
 def test_ordinary_headers_pass_in_order() -> None:
     """End-to-end headers reach the upstream unchanged and in their order, duplicates kept."""
     out = request_headers(
-        [("Accept", "a/b"), ("X-Trace", "1"), ("Accept", "c/d"), ("user_agent", "x")],
+        [("Accept", "a/b"), ("X-Trace", "1"), ("Accept", "c/d"), ("User-Agent", "x")],
         ORIGIN,
         None,
     )
-    assert out[:4] == [("Accept", "a/b"), ("X-Trace", "1"), ("Accept", "c/d"), ("user_agent", "x")]
+    assert out[:4] == [("Accept", "a/b"), ("X-Trace", "1"), ("Accept", "c/d"), ("User-Agent", "x")]
 
 
 def test_hop_by_hop_framing_host_and_expect_are_dropped() -> None:
@@ -236,3 +241,94 @@ def test_upstream_cannot_set_the_gateway_session_cookie() -> None:
         ]
     )
     assert out == [(b"Set-Cookie", b"app=1; Path=/")]
+
+
+def test_rerouting_headers_are_dropped_even_from_a_trusted_proxy() -> None:
+    """X-Original-URL, X-HTTP-Method-Override and the like never pass, whoever sent them."""
+    origin = Origin(client_ip="10.0.0.2", proto="http", host="internal", trusted_peer=True)
+    incoming = [
+        ("X-Original-URL", "/admin"),
+        ("X-Rewrite-URL", "/admin"),
+        ("X-Original-Method", "DELETE"),
+        ("X-HTTP-Method-Override", "DELETE"),
+        ("X-HTTP-Method", "DELETE"),
+        ("X-Method-Override", "DELETE"),
+        ("X-Forwarded-Uri", "/admin"),
+        ("X-Forwarded-Path", "/admin"),
+        ("X-Forwarded-Prefix", "/admin"),
+        ("X-Envoy-Original-Path", "/admin"),
+        ("Accept", "*/*"),
+    ]
+    for peer in (ORIGIN, origin):
+        out = request_headers(incoming, peer, None)
+        assert not set(names(out)) & REROUTING_HEADERS
+        assert values(out, "Accept") == ["*/*"]
+
+
+def test_every_name_with_an_underscore_is_dropped() -> None:
+    """SCRIPT_NAME, PATH_INFO and any other `_` name never reach the upstream (nginx's rule)."""
+    out = request_headers(
+        [("SCRIPT_NAME", "/admin"), ("path_info", "/x"), ("X_Custom", "1"), ("X-Custom", "2")],
+        ORIGIN,
+        None,
+    )
+    assert not [n for n in names(out) if "_" in n]
+    assert values(out, "X-Custom") == ["2"]
+
+
+def test_configured_names_are_dropped_in_any_case() -> None:
+    """Names from `strip_request_headers` are dropped as the built-in ones are."""
+    drop = request_drop(("x-debug-as", "x-tenant"))
+    out = request_headers(
+        [("X-Debug-As", "root"), ("X-TENANT", "other"), ("X-Trace", "1")], ORIGIN, None, drop
+    )
+    assert [(n, v) for n, v in out if not n.startswith("X-Forwarded-")] == [("X-Trace", "1")]
+    assert drop >= REROUTING_HEADERS
+
+
+def test_configured_names_cannot_remove_what_the_gateway_adds() -> None:
+    """Stripping X-Forwarded-For or X-Gateway-User removes the client's copy, never ours."""
+    drop = request_drop(("x-forwarded-for", "x-gateway-user"))
+    out = request_headers([("X-Forwarded-For", "6.6.6.6")], ORIGIN, ALICE, drop)
+    assert values(out, "X-Forwarded-For") == ["203.0.113.7"]
+    assert values(out, "X-Gateway-User") == ["u-alice"]
+
+
+EXTRA = ("x-debug-as",)
+_LISTED = sorted(REROUTING_HEADERS | set(EXTRA))
+_SPECIAL = ("x-gateway-", "x-forwarded-")
+
+
+def _any_case(name: str) -> st.SearchStrategy[str]:
+    flips = st.lists(st.booleans(), min_size=len(name), max_size=len(name))
+    return flips.map(
+        lambda up: "".join(c.upper() if u else c for c, u in zip(name, up, strict=True))
+    )
+
+
+def _ordinary(name: str) -> bool:
+    key = name.lower()
+    return (
+        key not in request_drop(EXTRA)
+        and key not in {"cookie", "forwarded", "x-real-ip"}
+        and not key.startswith(_SPECIAL)
+    )
+
+
+_values = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=12)
+_listed = st.tuples(st.sampled_from(_LISTED).flatmap(_any_case), _values)
+_underscored = st.tuples(
+    st.from_regex(r"[A-Za-z0-9-]{0,8}_[A-Za-z0-9_-]{0,8}", fullmatch=True), _values
+)
+_kept = st.tuples(
+    st.from_regex(r"[A-Za-z0-9!#$%&'*+.^`|~-]{1,16}", fullmatch=True).filter(_ordinary), _values
+)
+
+
+@given(st.lists(st.one_of(_listed, _underscored, _kept), max_size=30))
+def test_no_listed_or_underscore_name_survives(incoming: list[tuple[str, str]]) -> None:
+    """Listed names (any case) and `_` names never survive; every other header passes as sent."""
+    out = request_headers(incoming, ORIGIN, None, request_drop(EXTRA))
+    # The gateway's own three forwarding headers come last (untrusted peer, no identity).
+    assert names(out[-3:]) == ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"]
+    assert out[:-3] == [(n, v) for n, v in incoming if _ordinary(n) and "_" not in n]

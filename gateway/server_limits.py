@@ -1,0 +1,231 @@
+"""Deadlines and caps for aiohttp's HTTP servers: what a hostile client may cost in time and
+file descriptors (settings `client_header_timeout`, `client_body_timeout`, `keepalive_timeout`,
+`max_connections`, `max_header_count`).
+
+aiohttp brings the idle keep-alive deadline and the header count (`keepalive_timeout`,
+`max_headers` of its `RequestHandler`); the rest is `LimitedHandler`, a `RequestHandler` that
+also
+
+- gives a request head `client_header_timeout` from its first byte, then answers 408 and
+  closes (a new connection that sends nothing in that time is closed without an answer);
+- closes a connection whose request body sends nothing for `client_body_timeout` while the
+  gateway waits for it (a gateway that is not reading, e.g. pushing back on a slow upstream,
+  does not count against the client);
+- closes a connection at once, and counts it, while `max_connections` are already open;
+- answers 431 rather than 400 when a head has more than `max_header_count` fields.
+
+Both deadlines keep one timer per connection and move a deadline field, as aiohttp's own
+keep-alive does: a request on a busy connection costs a clock read, not a timer. Used for the
+public socket when aiohttp serves it (`fast_data_plane: false`) and for the internal listener
+the fast front hands connections over to (`proxy/front_server.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from email.utils import formatdate
+from typing import Any
+
+from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
+from aiohttp.streams import StreamReader
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+
+from gateway import metrics
+from gateway.settings import Settings
+
+# aiohttp's parser reports a head over `max_headers` fields as this 400.
+_TOO_MANY_FIELDS = "Too many headers received"
+_TIMEOUT_TEXT = b"408: Request Timeout"
+
+
+@dataclass(frozen=True, slots=True)
+class ClientLimits:
+    """The client-side deadlines (seconds) and caps of one server."""
+
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    keepalive_timeout: float = 75.0
+    max_connections: int = 10_000
+    max_header_count: int = 100
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ClientLimits:
+        return cls(
+            settings.client_header_timeout,
+            settings.client_body_timeout,
+            settings.keepalive_timeout,
+            settings.max_connections,
+            settings.max_header_count,
+        )
+
+
+@dataclass(slots=True)
+class ConnectionGate:
+    """The open connections of one server, against its cap."""
+
+    limits: ClientLimits
+    open: int = 0
+
+
+class LimitedHandler(RequestHandler):
+    """aiohttp's connection handler with the deadlines and caps of the module docstring."""
+
+    def __init__(self, manager: web.Server, gate: ConnectionGate, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._gate = gate
+        self._admitted = False
+        self._head_seen = False  # any byte of a request head has arrived on this connection
+        self._head_deadline = 0.0  # 0: no head being timed
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._body: StreamReader | None = None  # the request body still arriving, if any
+        self._body_deadline = 0.0
+        self._body_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        gate = self._gate
+        if gate.open >= gate.limits.max_connections:
+            # Refused before aiohttp sees it: no handler task, no parser state, no timers.
+            metrics.connection_refused()
+            transport.close()
+            return
+        gate.open += 1
+        self._admitted = True
+        super().connection_made(transport)
+        self._time_head()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if not self._admitted:
+            return
+        self._admitted = False
+        self._gate.open -= 1
+        for timer in (self._head_timer, self._body_timer):
+            if timer is not None:
+                timer.cancel()
+        self._head_timer = self._body_timer = None
+        self._body = None
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._upgraded or self._payload_parser is not None:
+            super().data_received(data)  # a WebSocket: its own heartbeats time it
+            return
+        body = self._body
+        if body is not None:
+            if body.is_eof():
+                self._body = body = None
+            else:
+                self._body_deadline = self._loop.time() + self._gate.limits.body_timeout
+        if body is None and data:
+            self._head_seen = True
+            if not self._head_deadline:
+                self._time_head()
+        count = self._request_count
+        super().data_received(data)
+        if self._request_count != count and self._messages:
+            # A head (or a parse error) is complete: stop its clock; time its body if any.
+            self._head_deadline = 0.0
+            payload = self._messages[-1][1]
+            if not payload.is_eof():
+                self._body = payload
+                self._body_deadline = self._loop.time() + self._gate.limits.body_timeout
+                if self._body_timer is None:
+                    self._body_timer = self._loop.call_at(self._body_deadline, self._check_body)
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if status == 400 and isinstance(exc, BadHttpMessage) and exc.message == _TOO_MANY_FIELDS:
+            status = 431
+        return super().handle_error(request, status, exc, message)
+
+    def _time_head(self) -> None:
+        self._head_deadline = self._loop.time() + self._gate.limits.header_timeout
+        if self._head_timer is None:
+            self._head_timer = self._loop.call_at(self._head_deadline, self._check_head)
+
+    def _check_head(self) -> None:
+        self._head_timer = None
+        deadline = self._head_deadline
+        if not deadline or self.transport is None or self._force_close:
+            return
+        if self._loop.time() < deadline:  # a later head: its own deadline
+            self._head_timer = self._loop.call_at(deadline, self._check_head)
+            return
+        self._head_deadline = 0.0
+        if not self._head_seen:
+            self.force_close()  # nothing was ever sent: nobody to answer
+        elif self._waiter is not None and not self._waiter.done():
+            self.transport.write(_request_timeout())  # nothing else in flight: ours to write
+            self.force_close()
+        else:
+            self.close()  # a pipelined request is still being answered: then close
+
+    def _check_body(self) -> None:
+        self._body_timer = None
+        body = self._body
+        if body is None or body.is_eof() or self.transport is None:
+            self._body = None
+            return
+        now = self._loop.time()
+        if now < self._body_deadline:
+            self._body_timer = self._loop.call_at(self._body_deadline, self._check_body)
+            return
+        if self._reading_paused or body._waiter is None:
+            # The gateway is not waiting for the body (it is busy, or pushing back): the
+            # client's silence is not a stall. Look again one timeout later.
+            self._body_deadline = now + self._gate.limits.body_timeout
+            self._body_timer = self._loop.call_at(self._body_deadline, self._check_body)
+            return
+        self.force_close()
+
+
+def _request_timeout() -> bytes:
+    return (
+        b"HTTP/1.1 408 Request Timeout\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Length: %d\r\n"
+        b"Date: %s\r\n"
+        b"Connection: close\r\n\r\n%s"
+    ) % (len(_TIMEOUT_TEXT), formatdate(usegmt=True).encode(), _TIMEOUT_TEXT)
+
+
+class _LimitedServer(web.Server):
+    """aiohttp's `Server` building `LimitedHandler`s for one gate."""
+
+    def __init__(self, plain: web.Server, gate: ConnectionGate) -> None:
+        super().__init__(
+            plain.request_handler,
+            request_factory=plain.request_factory,
+            handler_cancellation=plain.handler_cancellation,
+            loop=plain._loop,
+            **plain._kwargs,
+        )
+        self.gate = gate
+
+    def __call__(self) -> RequestHandler:
+        return LimitedHandler(self, self.gate, loop=self._loop, **self._kwargs)
+
+
+class LimitedRunner(web.AppRunner):
+    """An `AppRunner` whose server applies `limits` to every connection it accepts."""
+
+    def __init__(self, app: web.Application, limits: ClientLimits, **kwargs: Any) -> None:
+        super().__init__(
+            app,
+            keepalive_timeout=limits.keepalive_timeout,
+            max_headers=limits.max_header_count,
+            **kwargs,
+        )
+        self.gate = ConnectionGate(limits)
+
+    async def _make_server(self) -> web.Server:
+        # aiohttp offers no hook for the handler class: wrap the server it builds (which
+        # also starts the application) in one that builds ours, with the same arguments.
+        return _LimitedServer(await super()._make_server(), self.gate)
