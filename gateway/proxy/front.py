@@ -24,10 +24,7 @@ from typing import Any, cast
 from urllib.parse import unquote
 
 from gateway.errors import BadGateway, BadRequest, GatewayError, GatewayTimeout
-from gateway.proxy.client import IDEMPOTENT
-from gateway.proxy.connection import Connection
 from gateway.proxy.forward import Forwarder
-from gateway.proxy.forward import _within as within_networks
 from gateway.proxy.front_body import HIGH_WATER, LOW_WATER, RequestBody
 from gateway.proxy.front_http import (
     MAX_HEAD_BYTES,
@@ -39,14 +36,10 @@ from gateway.proxy.front_http import (
 )
 from gateway.proxy.front_splice import Splice
 from gateway.proxy.handler import Decision, Refusal, decide, decide_now, problem_parts
-from gateway.proxy.headers import Field, Header, Origin, request_headers, response_fields
+from gateway.proxy.headers import Field, Header, response_fields
 from gateway.proxy.outbox import outbox
-from gateway.proxy.upstream_http import (
-    ClientRequestError,
-    UpstreamClosed,
-    UpstreamError,
-    UpstreamTimeout,
-)
+from gateway.proxy.response import Response
+from gateway.proxy.upstream_http import ClientRequestError, UpstreamError, UpstreamTimeout
 from gateway.services import Services
 
 log = logging.getLogger("gateway.proxy")
@@ -380,49 +373,38 @@ class FrontProtocol(asyncio.Protocol):
             self._done(head, self._refuse(decided))
             return True
         path, headers = self._upstream_request(head, decided)
+        self._waiting = (head, decided)  # before sending: the answer may come at once
         try:
-            conn = self._ctx.forwarder._client.send_now(
-                decided.upstream, head.method, path, headers
+            sent = self._ctx.forwarder.client.send_now(
+                decided.upstream, head.method, path, headers, self._heard
             )
         except UpstreamError as exc:
+            self._waiting = None
             self._done(head, self._upstream_failed(exc, decided))
             return True
-        if conn is None:
-            return False
-        self._waiting = (head, decided)
-        conn.listen(self._heard)
-        return True
+        if not sent:
+            self._waiting = None
+        return sent
 
-    def _heard(self, response: Connection) -> None:
-        """The upstream connection's news for a request sent by `_answer_now`."""
+    def _heard(self, answer: Response | UpstreamError) -> None:
+        """The upstream's answer to a request sent by `_answer_now` (the client has already
+        sent it again if the pooled connection turned out stale)."""
         assert self._waiting is not None
         head, decided = self._waiting
         self._waiting = None
+        if isinstance(answer, UpstreamError):
+            self._done(head, self._upstream_failed(answer, decided))
+            return
         try:
-            error = response.head_error()
-            if error is None:
-                if response.complete:
-                    self._done(head, self._relay_whole(head, response))
-                else:  # a body still to come: streamed by a task
-                    self._spawn(head, self._relay(head, response))
-                return
-            response.close()
-            if (
-                isinstance(error, UpstreamClosed)
-                and error.before_response
-                and head.method in IDEMPOTENT
-            ):
-                # An idle connection the upstream had closed: once more on a new one.
-                self._spawn(head, self._exchange(head, decided, fresh=True))
-                return
-            self._done(head, self._upstream_failed(error, decided))
+            if answer.complete:
+                self._done(head, self._relay_whole(head, answer))
+            else:  # a body still to come: streamed by a task
+                self._spawn(head, self._relay(head, answer))
         except Exception:  # noqa: BLE001 - as in `_serve`
-            response.close()
+            answer.close()
             self._crashed(head)
 
-    async def _exchange(
-        self, head: RequestHead, decided: Decision | Refusal | None, *, fresh: bool = False
-    ) -> bool:
+    async def _exchange(self, head: RequestHead, decided: Decision | Refusal | None) -> bool:
         """Decide (unless `decided` already) and forward one request; whether the connection
         may serve another."""
         result = decided
@@ -435,8 +417,8 @@ class FrontProtocol(asyncio.Protocol):
         path, out_headers = self._upstream_request(head, result)
         length = head.length if head.length >= 0 and not head.chunked else None
         try:
-            response = await self._ctx.forwarder._client.request(
-                result.upstream, head.method, path, out_headers, self._body, length, fresh=fresh
+            response = await self._ctx.forwarder.client.request(
+                result.upstream, head.method, path, out_headers, self._body, length
             )
         except UpstreamError as exc:
             return self._upstream_failed(exc, result)
@@ -444,18 +426,8 @@ class FrontProtocol(asyncio.Protocol):
 
     def _upstream_request(self, head: RequestHead, allowed: Decision) -> tuple[str, list[Header]]:
         """The upstream request target and headers for an allowed request."""
-        forwarder = self._ctx.forwarder
-        # The Forwarder's pool, identity cache and trusted-proxy list are shared on purpose:
-        # one set of upstream connections per worker, whichever server took the request.
-        trusted = (
-            bool(forwarder._trusted)
-            and self._peer is not None
-            and within_networks(self._peer, forwarder._trusted)
-        )
-        headers = request_headers(
-            head.headers,
-            Origin(self._peer, "http", head.host, trusted),
-            forwarder._identity(allowed.principal, allowed.upstream),
+        headers = self._ctx.forwarder.upstream_headers(
+            head.headers, self._peer, "http", head.host, allowed.principal, allowed.upstream
         )
         target = allowed.target
         return (target.path + "?" + target.query if target.query else target.path), headers
@@ -469,7 +441,7 @@ class FrontProtocol(asyncio.Protocol):
         status, out, data = problem_parts(_upstream_error(exc), allowed.target.path)
         return self._write_answer(status, out, data, keep_alive=True)
 
-    def _response_head(self, head: RequestHead, response: Connection) -> tuple[bytes, bool]:
+    def _response_head(self, head: RequestHead, response: Response) -> tuple[bytes, bool]:
         """The head to relay, and whether the connection may serve another request after."""
         framing = response.framing
         keep_alive = framing != "close"
@@ -483,7 +455,7 @@ class FrontProtocol(asyncio.Protocol):
         )
         return out, keep_alive
 
-    def _relay_whole(self, head: RequestHead, response: Connection) -> bool:
+    def _relay_whole(self, head: RequestHead, response: Response) -> bool:
         """Relay an answer that arrived whole (the usual small one) in one write."""
         out, keep_alive = self._response_head(head, response)
         data = response.take_body()
@@ -496,7 +468,7 @@ class FrontProtocol(asyncio.Protocol):
             self._hold(out + data if data else out)
         return keep_alive
 
-    async def _relay(self, head: RequestHead, response: Connection) -> bool:
+    async def _relay(self, head: RequestHead, response: Response) -> bool:
         """Write the upstream's answer, keeping its framing; whether to keep the connection."""
         if response.complete:
             return self._relay_whole(head, response)
