@@ -114,7 +114,7 @@ class Connection(asyncio.Protocol):
         try:
             events = self._h1.receive(data)
         except ProtocolError as exc:
-            self._abort(UpstreamProtocolError(str(exc)))
+            self._abort(UpstreamProtocolError(f"the upstream's answer was refused: {exc}"))
             events = []
         if events:
             self._events(events)

@@ -243,7 +243,7 @@ class ClientMachine:
             # Interim answers (100 Continue, 103 Early Hints) are not relayed. A 101 was never
             # asked for here: WebSocket upgrades take another path.
             if head.status == 101:
-                raise MalformedMessage("the upstream switched protocols unasked")
+                raise MalformedMessage("a 101 Switching Protocols nobody asked for")
             return self._head(rest) if rest else []
         self._keep_alive = head.keep_alive
         self._framing = framing = head.framing
@@ -331,10 +331,10 @@ def parse_head(block: bytes, method: str) -> Head:
     try:
         parser.feed_data(block)
     except (httptools.HttpParserError, httptools.HttpParserUpgrade):
-        raise MalformedMessage("the upstream sent a malformed response head") from None
+        raise MalformedMessage("a malformed response head") from None
     status = parser.get_status_code()
     if not fields.complete or status < 100:
-        raise MalformedMessage("the upstream sent a malformed response head")
+        raise MalformedMessage("a malformed response head")
     http11 = parser.get_http_version() == "1.1"
     length = -1
     codings: list[bytes] = []
@@ -358,7 +358,7 @@ def parse_head(block: bytes, method: str) -> Head:
         framing = "none"
     elif codings:
         if [c for c in codings if c] != [b"chunked"] or not http11:
-            raise MalformedMessage("the upstream used a transfer coding other than chunked")
+            raise MalformedMessage("a transfer coding other than chunked")
         framing = "chunked"
     elif length >= 0:
         framing = "length"
