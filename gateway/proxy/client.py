@@ -5,8 +5,9 @@ objects, cookie jar, tracing hooks, a stream reader per body) costs about as muc
 authorization decision. A proxy needs much less: write one request head, relay body bytes,
 parse one response head, keep the connection. So this package does exactly that, and
 deliberately has no cookie jar, never follows redirects, never decompresses and never
-re-normalises the request target it is given. Heads and errors: `upstream_http`; one
-connection: `connection`; the pools and the client: here.
+re-normalises the request target it is given. The protocol: `h1.client` (sans-IO); one
+connection: `connection`; the answer: `response`; the pools, the client and the one rule for
+sending a request again: here.
 """
 
 from __future__ import annotations
@@ -14,25 +15,43 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
 import ssl
 import time
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from gateway.policy.model import Upstream
-from gateway.proxy.connection import BodySource, Connection
+from gateway.proxy.connection import BodySource, Connection, Listener
 from gateway.proxy.headers import Header
+from gateway.proxy.response import Response
 from gateway.proxy.upstream_http import (
     UpstreamClosed,
-    UpstreamProtocolError,
+    UpstreamError,
     UpstreamTimeout,
     UpstreamUnreachable,
-    request_head,
 )
+
+log = logging.getLogger("gateway.proxy")
 
 IDLE_SECONDS = 30.0  # pooled connections older than this are closed rather than reused
 SWEEP_SECONDS = 0.25  # read deadlines are checked this often, so fire up to this much late
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+
+
+def worth_resending(error: UpstreamError, method: str, has_body: bool, reused: bool) -> bool:
+    """The stale-connection rule, the only place it is decided: a pooled connection the
+    upstream closed while it sat idle fails before any byte of an answer. Such a request is
+    sent once more, on a new connection, when repeating it is harmless: an idempotent method
+    and no body (a body may be half consumed already)."""
+    return (
+        reused
+        and not has_body
+        and method in IDEMPOTENT
+        and isinstance(error, UpstreamClosed)
+        and error.before_response
+    )
+
 
 # -- the pool ----------------------------------------------------------------------------------
 
@@ -59,6 +78,7 @@ class Pool:
         self._closed = False
         self._watched: set[Connection] = set()
         self._sweeper: asyncio.TimerHandle | None = None
+        self._resending: set[asyncio.Task[None]] = set()  # held: the loop holds tasks weakly
 
     # read deadlines: one periodic sweep per pool instead of one timer per wait
 
@@ -82,7 +102,7 @@ class Pool:
             now = time.monotonic()
             while self._idle:
                 conn = self._idle.pop()
-                if conn.usable and now - conn.idle_since < IDLE_SECONDS:
+                if conn.reusable and now - conn.idle_since < IDLE_SECONDS:
                     return conn
                 self._forget(conn)
         return None
@@ -121,7 +141,7 @@ class Pool:
         try:
             async with asyncio.timeout(self.connect_timeout):
                 _, conn = await self.loop.create_connection(
-                    lambda: Connection(self),
+                    lambda: Connection(self, self.loop, self.host_header, self.read_timeout),
                     self.host,
                     self.port,
                     ssl=self.tls,
@@ -144,8 +164,8 @@ class Pool:
     def release(self, conn: Connection) -> None:
         if not conn.counted:
             return  # released before; releasing twice must not free a second slot
-        if conn.reusable_now() and not self._closed:
-            conn.reset_for_idle()
+        if conn.reusable and not self._closed:
+            conn.to_idle()
             conn.idle_since = time.monotonic()
             self._idle.append(conn)
             self._wake_one()
@@ -159,10 +179,32 @@ class Pool:
             self._open -= 1
             self._wake_one()
 
-    def discard_idle(self, conn: Connection) -> None:
+    def lost(self, conn: Connection) -> None:
         with contextlib.suppress(ValueError):
             self._idle.remove(conn)
             self._forget(conn)
+
+    def failed(self, conn: Connection, error: UpstreamError, listener: Listener) -> None:
+        self._forget(conn)
+        if not worth_resending(error, conn.method, False, True):  # listened: idle, no body
+            listener(error)
+            return
+        task = self.loop.create_task(self._resend(conn.method, conn.target, conn.headers, listener))
+        self._resending.add(task)
+        task.add_done_callback(self._resending.discard)
+
+    async def _resend(
+        self, method: str, target: str, headers: Sequence[Header], listener: Listener
+    ) -> None:
+        answer: Response | UpstreamError
+        try:
+            answer = await exchange(self, method, target, headers, None, None, fresh=True)
+        except UpstreamError as exc:
+            answer = exc
+        except Exception:
+            log.exception("sending a request again failed unexpectedly")
+            answer = UpstreamClosed("the upstream exchange failed")
+        listener(answer)
 
     def _wake_one(self) -> None:
         while self._waiters:
@@ -178,6 +220,8 @@ class Pool:
             self._sweeper = None
         while self._idle:
             self._forget(self._idle.pop())
+        for task in self._resending:
+            task.cancel()
 
 
 # -- the client --------------------------------------------------------------------------------
@@ -209,61 +253,38 @@ class UpstreamClient:
         headers: Sequence[Header],
         body: BodySource | None = None,
         length: int | None = None,
-        *,
-        fresh: bool = False,
-    ) -> Connection:
+    ) -> Response:
         """Send a request and wait for the response head.
 
         `target` is sent verbatim. With a `body`, `length` is its Content-Length, or None to
-        send it chunked. Raises UpstreamError; on success the caller owns the returned
-        connection and must `release()` or `close()` it.
+        send it chunked. Raises UpstreamError; on success the caller owns the response and
+        must `release()` or `close()` it.
         """
-        pool = self._pool(upstream)
-        framing: list[Header] = []
-        if length is not None:
-            framing.append(("Content-Length", str(length)))
-        elif body is not None:
-            framing.append(("Transfer-Encoding", "chunked"))
-        head = _request_bytes(pool, method, target, [*headers, *framing])
-        # A pooled connection the upstream closed while idle fails before any response byte;
-        # such a request is retried once on a fresh connection when repeating it is harmless.
-        # (`fresh`: this is that retry, for a request first sent by `send_now`.)
-        retry = body is None and method in IDEMPOTENT and not fresh
-        conn = None if fresh else pool.take_idle()
-        reused = conn is not None
-        if conn is None:
-            conn, reused = await pool.acquire(fresh=fresh)
-        while True:
-            try:
-                conn.start(method, head, hold=body is None)
-                if body is not None:
-                    conn.send_body(body, chunked=length is None)
-                await conn.wait_head()
-            except UpstreamClosed as exc:
-                conn.close()
-                if not (retry and reused and exc.before_response):
-                    raise
-                retry = False
-                conn, reused = await pool.acquire(fresh=True)
-                continue
-            except BaseException:
-                conn.close()
-                raise
-            return conn
+        return await exchange(self._pool(upstream), method, target, headers, body, length)
 
     def send_now(
-        self, upstream: Upstream, method: str, target: str, headers: Sequence[Header]
-    ) -> Connection | None:
-        """Send a request without a body on an idle pooled connection, without waiting: the
-        caller `listen`s for the answer. None when no connection is idle (`request` waits for
-        one). If the connection turns out closed before any answer, an idempotent request may
-        be sent again with `request(..., fresh=True)`, as `request` itself would."""
+        self,
+        upstream: Upstream,
+        method: str,
+        target: str,
+        headers: Sequence[Header],
+        listener: Listener,
+    ) -> bool:
+        """Send a request without a body on an idle pooled connection, without waiting:
+        `listener` is called once, with the response head or the error. False (and nothing
+        sent) when no connection is idle: `request` waits for one. The stale-connection rule
+        applies as in `request`."""
         pool = self._pool(upstream)
-        head = _request_bytes(pool, method, target, headers)
         conn = pool.take_idle()
-        if conn is not None:
-            conn.start(method, head, hold=True)
-        return conn
+        if conn is None:
+            return False
+        try:
+            conn.start(method, target, headers, hold=True)
+        except UpstreamError:
+            conn.release()
+            raise
+        conn.listen(listener)
+        return True
 
     async def close(self) -> None:
         for pool in self._pools.values():
@@ -271,8 +292,39 @@ class UpstreamClient:
         self._pools.clear()
 
 
-def _request_bytes(pool: Pool, method: str, target: str, headers: Sequence[Header]) -> bytes:
-    try:
-        return request_head(method, target, pool.host_header, headers)
-    except ValueError:
-        raise UpstreamProtocolError("a header value could not be forwarded") from None
+async def exchange(
+    pool: Pool,
+    method: str,
+    target: str,
+    headers: Sequence[Header],
+    body: BodySource | None,
+    length: int | None,
+    *,
+    fresh: bool = False,
+) -> Response:
+    """One request and its response head, on a pooled connection (a new one if `fresh`)."""
+    conn = None if fresh else pool.take_idle()
+    reused = conn is not None
+    if conn is None:
+        conn, reused = await pool.acquire(fresh=fresh)
+    while True:
+        try:
+            conn.start(
+                method,
+                target,
+                headers,
+                length=length,
+                chunked=body is not None and length is None,
+                hold=body is None,
+            )
+            if body is not None:
+                conn.send_body(body)
+            return await conn.response()
+        except UpstreamError as exc:
+            conn.close()
+            if not worth_resending(exc, method, body is not None, reused):
+                raise
+            conn, reused = await pool.acquire(fresh=True)
+        except BaseException:
+            conn.close()
+            raise

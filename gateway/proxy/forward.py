@@ -24,14 +24,15 @@ from gateway.policy.model import Catalog, Route, Upstream
 from gateway.policy.paths import CanonicalTarget
 from gateway.proxy import websocket
 from gateway.proxy.client import UpstreamClient
-from gateway.proxy.connection import Connection
 from gateway.proxy.headers import (
+    Header,
     Identity,
     Origin,
     request_drop,
     request_headers,
     response_fields,
 )
+from gateway.proxy.response import Response
 from gateway.proxy.upstream_http import (
     ClientRequestError,
     UpstreamError,
@@ -47,7 +48,11 @@ IDENTITY_CACHE_SIZE = 10_000  # principals whose identity headers are kept ready
 
 
 class Forwarder:
-    """Forwards allowed requests; one per application, holding the upstream pools."""
+    """Forwards allowed requests; one per application, holding the upstream pools.
+
+    The fast front (front.py) shares it: `client` (one set of upstream connections per
+    worker, whichever server took the request) and `upstream_headers`.
+    """
 
     def __init__(
         self,
@@ -62,7 +67,7 @@ class Forwarder:
         self.request_drop = request_drop(strip_request_headers)
         self._trusted = tuple(trusted_proxies)
         self._signer = signer
-        self._client = UpstreamClient()
+        self.client = UpstreamClient()
         self._ws_session: aiohttp.ClientSession | None = None
         # slot -> (principal, identity, time after which the identity is rebuilt)
         self._identities: dict[
@@ -76,7 +81,7 @@ class Forwarder:
         )
 
     async def close(self) -> None:
-        await self._client.close()
+        await self.client.close()
         if self._ws_session is not None:
             await self._ws_session.close()
 
@@ -88,11 +93,13 @@ class Forwarder:
         route: Route,
         principal: Principal | None,
     ) -> web.StreamResponse:
-        headers = request_headers(
+        headers = self.upstream_headers(
             request.headers.items(),
-            self._origin(request),
-            self._identity(principal, upstream),
-            self.request_drop,
+            request.remote,
+            request.scheme,
+            request.headers.get("Host"),
+            principal,
+            upstream,
         )
         path = target.path + "?" + target.query if target.query else target.path
         if route.websocket and websocket.is_upgrade(request):
@@ -103,7 +110,7 @@ class Forwarder:
                 return _failure(exc, upstream, target)
         body = request.content if request.body_exists else None
         try:
-            response = await self._client.request(
+            response = await self.client.request(
                 upstream, request.method, path, headers, body, request.content_length
             )
         except UpstreamError as exc:
@@ -120,10 +127,25 @@ class Forwarder:
             )
         return await _stream(request, response, out_headers, reason, upstream)
 
-    def _origin(self, request: web.Request) -> Origin:
-        peer = request.remote
+    def upstream_headers(
+        self,
+        headers: Iterable[Header],
+        peer: str | None,
+        scheme: str,
+        host: str | None,
+        principal: Principal | None,
+        upstream: Upstream,
+    ) -> list[Header]:
+        """The headers to send `upstream` for a client's request from `peer`: the client's
+        own rewritten (forwarding headers trusted only from `trusted_proxies`) and the
+        principal's identity added."""
         trusted = bool(self._trusted) and peer is not None and _within(peer, self._trusted)
-        return Origin(peer, request.scheme, request.headers.get("Host"), trusted)
+        return request_headers(
+            headers,
+            Origin(peer, scheme, host, trusted),
+            self._identity(principal, upstream),
+            self.request_drop,
+        )
 
     def _identity(self, principal: Principal | None, upstream: Upstream) -> Identity | None:
         if principal is None:
@@ -161,7 +183,7 @@ class Forwarder:
 
 async def _stream(
     request: web.Request,
-    upstream_response: Connection,
+    upstream_response: Response,
     headers: list[tuple[str, str]],
     reason: str | None,
     upstream: Upstream,

@@ -17,21 +17,14 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.errors import BadGateway, BadRequest, GatewayError, GatewayTimeout
-from gateway.proxy.client import IDEMPOTENT
-from gateway.proxy.connection import Connection
-from gateway.proxy.forward import _within as within_networks
 from gateway.proxy.front_body import RequestBody
 from gateway.proxy.h1.heads import relayed_head, render_head
 from gateway.proxy.h1.server import RequestHead
 from gateway.proxy.handler import Decision, Refusal, decide, decide_now, problem_parts
-from gateway.proxy.headers import Field, Header, Origin, request_headers, response_fields
+from gateway.proxy.headers import Field, Header, response_fields
 from gateway.proxy.outbox import outbox
-from gateway.proxy.upstream_http import (
-    ClientRequestError,
-    UpstreamClosed,
-    UpstreamError,
-    UpstreamTimeout,
-)
+from gateway.proxy.response import Response
+from gateway.proxy.upstream_http import ClientRequestError, UpstreamError, UpstreamTimeout
 
 if TYPE_CHECKING:
     from gateway.proxy.front import FrontContext
@@ -214,50 +207,39 @@ class Exchanger:
             self._done(head, self._refuse(head, decided))
             return True
         path, headers = self._upstream_request(head, decided)
+        self._waiting = decided  # before sending: the answer may come at once
         try:
-            conn = self._ctx.forwarder._client.send_now(
-                decided.upstream, head.method, path, headers
+            sent = self._ctx.forwarder.client.send_now(
+                decided.upstream, head.method, path, headers, self._heard
             )
         except UpstreamError as exc:
+            self._waiting = None
             self._done(head, self._upstream_failed(head, exc, decided))
             return True
-        if conn is None:
-            return False
-        self._waiting = decided
-        conn.listen(self._heard)
-        return True
+        if not sent:
+            self._waiting = None
+        return sent
 
-    def _heard(self, response: Connection) -> None:
-        """The upstream connection's news for a request sent by `_answer_now`."""
+    def _heard(self, answer: Response | UpstreamError) -> None:
+        """The upstream's answer to a request sent by `_answer_now` (the client has already
+        sent it again if the pooled connection turned out stale)."""
         head, decided = self._head, self._waiting
         assert head is not None
         assert decided is not None
         self._waiting = None
+        if isinstance(answer, UpstreamError):
+            self._done(head, self._upstream_failed(head, answer, decided))
+            return
         try:
-            error = response.head_error()
-            if error is None:
-                if response.complete:
-                    self._done(head, self._relay_whole(head, response))
-                else:  # a body still to come: streamed by a task
-                    self._spawn(head, self._relay(head, response))
-                return
-            response.close()
-            if (
-                isinstance(error, UpstreamClosed)
-                and error.before_response
-                and head.method in IDEMPOTENT
-            ):
-                # An idle connection the upstream had closed: once more on a new one.
-                self._spawn(head, self._exchange(head, decided, fresh=True))
-                return
-            self._done(head, self._upstream_failed(head, error, decided))
+            if answer.complete:
+                self._done(head, self._relay_whole(head, answer))
+            else:  # a body still to come: streamed by a task
+                self._spawn(head, self._relay(head, answer))
         except Exception:  # noqa: BLE001 - as in `_serve`
-            response.close()
+            answer.close()
             self._crashed(head)
 
-    async def _exchange(
-        self, head: RequestHead, decided: Decision | Refusal | None, *, fresh: bool = False
-    ) -> bool:
+    async def _exchange(self, head: RequestHead, decided: Decision | Refusal | None) -> bool:
         """Decide (unless `decided` already) and forward one request; whether the connection
         may serve another."""
         result = decided
@@ -270,8 +252,8 @@ class Exchanger:
         path, out_headers = self._upstream_request(head, result)
         length = head.length if head.length >= 0 and not head.chunked else None
         try:
-            response = await self._ctx.forwarder._client.request(
-                result.upstream, head.method, path, out_headers, self._body, length, fresh=fresh
+            response = await self._ctx.forwarder.client.request(
+                result.upstream, head.method, path, out_headers, self._body, length
             )
         except UpstreamError as exc:
             return self._upstream_failed(head, exc, result)
@@ -279,19 +261,8 @@ class Exchanger:
 
     def _upstream_request(self, head: RequestHead, allowed: Decision) -> tuple[str, list[Header]]:
         """The upstream request target and headers for an allowed request."""
-        forwarder = self._ctx.forwarder
-        # The Forwarder's pool, identity cache and trusted-proxy list are shared on purpose:
-        # one set of upstream connections per worker, whichever server took the request.
-        trusted = (
-            bool(forwarder._trusted)
-            and self.peer is not None
-            and within_networks(self.peer, forwarder._trusted)
-        )
-        headers = request_headers(
-            head.headers,
-            Origin(self.peer, "http", head.host, trusted),
-            forwarder._identity(allowed.principal, allowed.upstream),
-            forwarder.request_drop,
+        headers = self._ctx.forwarder.upstream_headers(
+            head.headers, self.peer, "http", head.host, allowed.principal, allowed.upstream
         )
         target = allowed.target
         return (target.path + "?" + target.query if target.query else target.path), headers
@@ -309,7 +280,7 @@ class Exchanger:
             status, out, data, keep_alive=True, head_only=head.method == "HEAD"
         )
 
-    def _response_head(self, head: RequestHead, response: Connection) -> tuple[bytes, bool]:
+    def _response_head(self, head: RequestHead, response: Response) -> tuple[bytes, bool]:
         """The head to relay, and whether the connection may serve another request after."""
         framing = response.framing
         keep_alive = framing != "close" and self._driver.may_keep_alive()
@@ -323,7 +294,7 @@ class Exchanger:
         )
         return out, keep_alive
 
-    def _relay_whole(self, head: RequestHead, response: Connection) -> bool:
+    def _relay_whole(self, head: RequestHead, response: Response) -> bool:
         """Relay an answer that arrived whole (the usual small one) in one write."""
         out, keep_alive = self._response_head(head, response)
         data = response.take_body()
@@ -336,7 +307,7 @@ class Exchanger:
             self._hold(out + data if data else out)
         return keep_alive
 
-    async def _relay(self, head: RequestHead, response: Connection) -> bool:
+    async def _relay(self, head: RequestHead, response: Response) -> bool:
         """Write the upstream's answer, keeping its framing; whether to keep the connection."""
         if response.complete:
             return self._relay_whole(head, response)

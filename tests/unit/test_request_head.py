@@ -1,11 +1,11 @@
-"""The request head sent upstream (gateway.proxy.upstream_http.request_head): exact bytes, and no
+"""The request head sent upstream (gateway.proxy.h1.client.request_head): exact bytes, and no
 way to smuggle a line break or NUL into it through any part."""
 
 from __future__ import annotations
 
 import pytest
 
-from gateway.proxy.upstream_http import request_head
+from gateway.proxy.h1.client import request_head
 
 
 def test_head_is_the_request_line_host_and_headers_in_order() -> None:
