@@ -3,8 +3,8 @@
 
 aiohttp's web server alone caps the data plane well below the throughput target, so plain
 data-plane requests are served here: parse the head (llhttp), run the same decision as the
-aiohttp handler (`handler.decide`), forward through the same upstream client and header
-rewriting, and write the upstream's answer straight to the socket. Everything else — the
+aiohttp handler (`handler.decide_now`, then `finish`), forward through the same upstream client
+and header rewriting, and write the upstream's answer straight to the socket. Everything else — the
 gateway's own surfaces, WebSocket upgrades, `Expect`, CONNECT — is handed over, connection and
 all, to the full aiohttp application on an internal listener (`front_splice`), so those keep
 every existing behaviour.
@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 from urllib.parse import unquote
 
-from gateway.errors import BadGateway, BadRequest, GatewayError, GatewayTimeout
+from gateway.errors import BadRequest, GatewayError, problem_parts, upstream_error
 from gateway.proxy.client import IDEMPOTENT
 from gateway.proxy.connection import Connection
+from gateway.proxy.decision import Allowed, Decision, NeedsLookup, Refused
 from gateway.proxy.forward import Forwarder
 from gateway.proxy.forward import _within as within_networks
 from gateway.proxy.front_body import HIGH_WATER, LOW_WATER, RequestBody
@@ -38,15 +39,10 @@ from gateway.proxy.front_http import (
     render_head,
 )
 from gateway.proxy.front_splice import Splice
-from gateway.proxy.handler import Decision, Refusal, decide, decide_now, problem_parts
+from gateway.proxy.handler import decide_now, finish
 from gateway.proxy.headers import Field, Header, Origin, request_headers, response_fields
 from gateway.proxy.outbox import outbox
-from gateway.proxy.upstream_http import (
-    ClientRequestError,
-    UpstreamClosed,
-    UpstreamError,
-    UpstreamTimeout,
-)
+from gateway.proxy.upstream_http import UpstreamClosed, UpstreamError
 from gateway.services import Services
 
 log = logging.getLogger("gateway.proxy")
@@ -91,7 +87,7 @@ class FrontProtocol(asyncio.Protocol):
         self._head_only = False  # the request in flight is a HEAD: answers carry no body
         self._task: asyncio.Task[None] | None = None
         self._starting = False  # inside `_next`: a request answered at once must not recurse
-        self._waiting: tuple[RequestHead, Decision] | None = None  # sent by `_answer_now`
+        self._waiting: tuple[RequestHead, Allowed] | None = None  # sent by `_answer_now`
         self._outbox = outbox(self._loop)
         self._held: list[bytes] = []  # answers held until the loop's pass ends (outbox.py)
         self._answered = (0, 0)  # status and body bytes of the last answer, for the access log
@@ -271,7 +267,7 @@ class FrontProtocol(asyncio.Protocol):
             # connection's callback (`_heard`), with no task, future or coroutine for it.
             try:
                 decided = decide_now(self._ctx.services, head.method, head.target, head.values)
-                if decided is not None and self._answer_now(head, decided):
+                if not isinstance(decided, NeedsLookup) and self._answer_now(head, decided):
                     return True
             except Exception:  # noqa: BLE001 - as in `_serve`
                 self._crashed(head)
@@ -373,10 +369,10 @@ class FrontProtocol(asyncio.Protocol):
         if self._buf:
             self._next()
 
-    def _answer_now(self, head: RequestHead, decided: Decision | Refusal) -> bool:
+    def _answer_now(self, head: RequestHead, decided: Allowed | Refused) -> bool:
         """Answer a refusal, or send an allowed request on an idle upstream connection; False
         when there is none (the request then takes a task, as one with a body does)."""
-        if isinstance(decided, Refusal):
+        if isinstance(decided, Refused):
             self._done(head, self._refuse(decided))
             return True
         path, headers = self._upstream_request(head, decided)
@@ -421,16 +417,17 @@ class FrontProtocol(asyncio.Protocol):
             self._crashed(head)
 
     async def _exchange(
-        self, head: RequestHead, decided: Decision | Refusal | None, *, fresh: bool = False
+        self, head: RequestHead, decided: Decision | None, *, fresh: bool = False
     ) -> bool:
-        """Decide (unless `decided` already) and forward one request; whether the connection
-        may serve another."""
+        """Decide (unless `decided` already; resuming it if it needs a lookup) and forward one
+        request; whether the connection may serve another."""
+        services = self._ctx.services
         result = decided
         if result is None:
-            result = await decide(
-                self._ctx.services, head.method, head.target, head.values, self._peer
-            )
-        if isinstance(result, Refusal):
+            result = decide_now(services, head.method, head.target, head.values)
+        if isinstance(result, NeedsLookup):
+            result = await finish(services, result, head.values, self._peer)
+        if isinstance(result, Refused):
             return self._refuse(result)
         path, out_headers = self._upstream_request(head, result)
         length = head.length if head.length >= 0 and not head.chunked else None
@@ -442,7 +439,7 @@ class FrontProtocol(asyncio.Protocol):
             return self._upstream_failed(exc, result)
         return await self._relay(head, response)
 
-    def _upstream_request(self, head: RequestHead, allowed: Decision) -> tuple[str, list[Header]]:
+    def _upstream_request(self, head: RequestHead, allowed: Allowed) -> tuple[str, list[Header]]:
         """The upstream request target and headers for an allowed request."""
         forwarder = self._ctx.forwarder
         # The Forwarder's pool, identity cache and trusted-proxy list are shared on purpose:
@@ -460,13 +457,13 @@ class FrontProtocol(asyncio.Protocol):
         target = allowed.target
         return (target.path + "?" + target.query if target.query else target.path), headers
 
-    def _refuse(self, refusal: Refusal) -> bool:
+    def _refuse(self, refusal: Refused) -> bool:
         status, out, data = problem_parts(refusal.error, refusal.instance)
         return self._write_answer(status, out, data, keep_alive=True)
 
-    def _upstream_failed(self, exc: UpstreamError, allowed: Decision) -> bool:
+    def _upstream_failed(self, exc: UpstreamError, allowed: Allowed) -> bool:
         log.warning("upstream %s: %s", allowed.upstream.name, exc)
-        status, out, data = problem_parts(_upstream_error(exc), allowed.target.path)
+        status, out, data = problem_parts(upstream_error(exc), allowed.target.path)
         return self._write_answer(status, out, data, keep_alive=True)
 
     def _response_head(self, head: RequestHead, response: Connection) -> tuple[bytes, bool]:
@@ -552,12 +549,3 @@ class FrontProtocol(asyncio.Protocol):
         if not self._busy:
             self._close()
         return False
-
-
-def _upstream_error(exc: UpstreamError) -> GatewayError:
-    """The same mapping as the aiohttp path (`forward._failure`)."""
-    if isinstance(exc, UpstreamTimeout):
-        return GatewayTimeout(str(exc))
-    if isinstance(exc, ClientRequestError):
-        return BadRequest(str(exc), code="bad-client-request")
-    return BadGateway(str(exc))
