@@ -10,7 +10,7 @@ import asyncio
 import collections
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import Protocol, cast
 
 from gateway.proxy.headers import Field, Header
 from gateway.proxy.outbox import outbox
@@ -25,9 +25,6 @@ from gateway.proxy.upstream_http import (
     decode_fields,
     parse_head,
 )
-
-if TYPE_CHECKING:
-    from gateway.proxy.client import Pool
 
 MAX_HEAD_BYTES = 64 * 1024  # a response head larger than this is refused
 MAX_CHUNK_LINE = 4096  # chunk-size line with extensions, or one trailer line
@@ -46,6 +43,22 @@ class BodySource(Protocol):
     async def readany(self) -> bytes: ...
 
 
+class Holder(Protocol):
+    """What a connection needs of the pool holding it (`client.Pool`): named here so this
+    module does not import the one that imports it."""
+
+    loop: asyncio.AbstractEventLoop
+    read_timeout: float
+
+    def watch(self, conn: Connection) -> None: ...
+
+    def unwatch(self, conn: Connection) -> None: ...
+
+    def release(self, conn: Connection) -> None: ...
+
+    def discard_idle(self, conn: Connection) -> None: ...
+
+
 # -- one connection ----------------------------------------------------------------------------
 
 _IDLE, _HEAD, _BODY, _DONE = range(4)
@@ -59,7 +72,7 @@ class Connection(asyncio.Protocol):
     body with `read()` until it returns b"", then `release()` (or `close()` on any failure).
     """
 
-    def __init__(self, pool: Pool) -> None:
+    def __init__(self, pool: Holder) -> None:
         self._pool = pool
         self._loop = pool.loop
         self.transport: asyncio.Transport | None = None
