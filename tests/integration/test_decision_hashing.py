@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
@@ -93,6 +94,7 @@ async def servers(
         services = dataclasses.replace(opened, verifier=verifier)
         app = create_app(settings, services=services)
         client = await aiohttp_client(app)
+        await _listening(redis_url, services)
         exact, prefixes = gateway_surfaces(app)
         ctx = FrontContext(services, app[FORWARDER], ("127.0.0.1", client.port), exact, prefixes)
         loop = asyncio.get_running_loop()
@@ -102,6 +104,21 @@ async def servers(
         yield Servers(
             services, hasher, f"http://127.0.0.1:{client.port}", f"http://127.0.0.1:{port}"
         )
+
+
+async def _listening(redis_url: str, services: Services) -> None:
+    """Wait until the invalidation listener has subscribed and reset the caches once, so that
+    reset cannot race the first lookup a test counts."""
+    assert services.shared is not None
+    channel = services.shared.channel
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        async with asyncio.timeout(10):
+            while not (await client.pubsub_numsub(channel))[0][1]:  # noqa: ASYNC110 - Redis state, no event to await
+                await asyncio.sleep(0.02)
+    finally:
+        await client.aclose()
+    await asyncio.sleep(0.1)  # the listener resets right after its subscription is answered
 
 
 async def _status(url: str, key: str, *, body: bytes | None = None) -> int:
