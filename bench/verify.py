@@ -34,7 +34,8 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from gateway.keys import format as keyformat
-from gateway.proxy.handler import Decision, decide_now
+from gateway.proxy.decision import Allowed
+from gateway.proxy.handler import decide_now
 from gateway.services import Services, open_services
 from gateway.settings import Settings
 
@@ -126,7 +127,7 @@ async def measure(settings: Settings, scale: float) -> list[tuple[str, float, st
         def auth_step() -> object:
             # What the fast front runs for every request whose key is in the in-process cache.
             decision = decide_now(services, "GET", raw_target, values)
-            if not isinstance(decision, Decision):
+            if not isinstance(decision, Allowed):
                 raise RuntimeError(f"the benchmark request was not allowed: {decision!r}")
             return decision
 

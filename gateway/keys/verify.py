@@ -11,6 +11,9 @@
                                 of random keys cannot evict the keys in use), so such a flood
                                 costs at most one database lookup per distinct key per period
 
+A request's key is hashed once: `digest(text)`, then `known(digest)` from memory and, on a
+miss, `lookup(text, digest)`; `verify(text)` is the three in a row.
+
 Concurrent misses for the same key share one lookup, run as its own task so that a caller
 giving up (a client disconnecting) neither cancels it nor poisons the other waiters.
 
@@ -191,15 +194,19 @@ class KeyVerifier:
 
     async def verify(self, text: str) -> VerifiedKey:
         """The verified key for `text`; Unauthenticated (401) or Unavailable (503) otherwise."""
-        return self.cached(text) or await self._verify_loaded(text)
+        digest = self.digest(text)
+        return self.known(digest) or await self.lookup(text, digest)
 
-    def cached(self, text: str) -> VerifiedKey | None:
-        """`verify` from the in-process caches alone (the hot path): the verified key, or None
-        when only a lookup (Redis, database) can tell. Raises as `verify` does for a key known
-        to fail."""
+    def digest(self, text: str) -> bytes:
+        """The key's hash, which every cache and the store are keyed by. Raises Unauthenticated
+        for a text no key of ours can be (too long, non-ASCII), before hashing it."""
         if len(text) > keyformat.MAX_KEY_LEN or not text.isascii():
-            self._parse(text)  # raises: no key of ours is that long or non-ASCII
-        digest = self._hasher.digest(text)
+            self._parse(text)  # raises, naming why
+        return self._hasher.digest(text)
+
+    def known(self, digest: bytes) -> VerifiedKey | None:
+        """The verified key from the in-process caches alone (the hot path; no I/O), or None
+        when only a lookup can tell. Raises as `verify` does for a key known to fail."""
         now = time.monotonic()
         # Entries only ever exist for keys that passed `parse`, so a fresh hit skips it.
         entry = self._known.get(digest)
@@ -210,9 +217,15 @@ class KeyVerifier:
             raise Unauthenticated("the API key is not known", code="key-unknown")
         return None
 
-    async def _verify_loaded(self, text: str) -> VerifiedKey:
+    async def lookup(self, text: str, digest: bytes) -> VerifiedKey:
+        """`verify` after `known` said None, with the hash already computed (`digest(text)`):
+        the offline checks, then Redis and the database."""
         self._parse(text)
-        digest = self._hasher.digest(text)
+        # Another request's lookup may have landed since `known` was asked (the caller may
+        # have waited for a task to start): no second Redis or database read for it then.
+        found = self.known(digest)
+        if found is not None:
+            return found
         stale = self._known.get(digest) or self._unknown.get(digest)
         found = await self._load(digest, stale)
         if found is None:

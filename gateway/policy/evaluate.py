@@ -1,8 +1,9 @@
 """The authorization decision: pure code, no I/O.
 
-`authorize(principal, method, path, policy)` answers Allowed or Denied; every Denied carries a
-machine-readable reason, a human sentence and the status the surface should answer with.
-`path` is the canonical path (see `paths.canonicalize`), never the raw target.
+`authorize(principal, match, path, catalog)` answers Permitted or Denied; every Denied carries a
+machine-readable reason and a human sentence. The status each reason is answered with is chosen
+in `gateway/errors.py` (`denial_error`). `path` is the canonical path (see
+`paths.canonicalize`), never the raw target.
 """
 
 from __future__ import annotations
@@ -76,8 +77,8 @@ def owner_grants(catalog: Catalog, raw: Iterable[str], *, is_admin: bool) -> tup
     return tuple(out)
 
 
-class Allowed(NamedTuple):
-    """An allowed request (a named tuple: built per request)."""
+class Permitted(NamedTuple):
+    """The policy permits the request (a named tuple: built per request)."""
 
     route: Route
     params: Mapping[str, str] = _NO_PARAMS
@@ -86,42 +87,45 @@ class Allowed(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class Denied:
-    reason: str  # "no-route", "method-not-allowed", "path-not-allowed", "missing-permission"
+    """The policy denies the request, and why."""
+
+    # "no-route", "method-not-allowed", "unauthenticated", "path-not-allowed",
+    # "missing-permission", "no-requirement"
+    reason: str
     detail: str
-    status: int = 403
     missing: Perm | None = None
     allowed: bool = False
 
 
-Decision = Allowed | Denied
+Verdict = Permitted | Denied
 
 
 def route_for(method: str, path: str, policy: Policy) -> RouteMatch | Denied:
-    """The route for a request, or a 404 denial: an unrouted path is never allowed."""
+    """The route for a request, or a "no-route" denial: an unrouted path is never allowed."""
     match = policy.match(method, path)
     if match is None:
-        return Denied("no-route", f"no route for {method} {path}", status=404)
+        return Denied("no-route", f"no route for {method} {path}")
     return match
 
 
 def authorize(
     principal: Principal | None, match: RouteMatch, path: str, catalog: Catalog
-) -> Decision:
+) -> Verdict:
     """Decide one request whose route is already known.
 
     `principal` is None only for `auth: none` routes (the caller sent no credential).
     """
     route = match.route
     if route.auth_none:
-        return Allowed(route, match.params)
+        return Permitted(route, match.params)
     if principal is None:
-        return Denied("unauthenticated", "this route needs a credential", status=401)
+        return Denied("unauthenticated", "this route needs a credential")
     if principal.path_rule is not None and not principal.path_rule.allows(path):
         return Denied("path-not-allowed", f"the key is limited to {principal.path_rule}")
     requirement = route.requirement
     if requirement is None:  # loader guarantees this cannot happen; deny rather than allow
-        return Denied("no-requirement", "route has no requirement", status=500)
+        return Denied("no-requirement", "route has no requirement")
     need = requirement.bind(match.params)
     if not principal.may(catalog, need):
         return Denied("missing-permission", f"requires {need}", missing=need)
-    return Allowed(route, match.params)
+    return Permitted(route, match.params)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.errors import NotFound
+from gateway.errors import NotFound, denial_error
 from gateway.keys.verify import KeyState, KeyVerifier, principal_for
 from gateway.policy.evaluate import Denied, authorize, route_for
 from gateway.policy.paths import TargetRejected, canonicalize
@@ -38,7 +38,8 @@ async def explain(services: Services, key_id: str, method: str, raw_target: str)
         return [*lines, f"decision: DENY 401 {refusal}"]
     match = route_for(method, target.path, services.policy)
     if isinstance(match, Denied):
-        return [*lines, f"decision: DENY {match.status} {match.reason}: {match.detail}"]
+        status = denial_error(match).status
+        return [*lines, f"decision: DENY {status} {match.reason}: {match.detail}"]
     route = match.route
     lines.append(
         f"route:    {route.path} [{','.join(route.methods)}] -> {route.upstream} "
@@ -47,5 +48,6 @@ async def explain(services: Services, key_id: str, method: str, raw_target: str)
     lines.append(f"requires: {'nothing (auth: none)' if route.auth_none else route.requirement}")
     decision = authorize(principal, match, target.path, services.policy.catalog)
     if isinstance(decision, Denied):
-        return [*lines, f"decision: DENY {decision.status} {decision.reason}: {decision.detail}"]
+        status = denial_error(decision).status
+        return [*lines, f"decision: DENY {status} {decision.reason}: {decision.detail}"]
     return [*lines, "decision: ALLOW"]

@@ -18,7 +18,7 @@ import aiohttp
 from aiohttp import web
 
 from gateway.assertion import AssertionSigner
-from gateway.errors import BadGateway, BadRequest, GatewayError, GatewayTimeout
+from gateway.errors import upstream_error
 from gateway.policy.evaluate import Principal
 from gateway.policy.model import Catalog, Route, Upstream
 from gateway.policy.paths import CanonicalTarget
@@ -32,13 +32,9 @@ from gateway.proxy.headers import (
     request_headers,
     response_fields,
 )
+from gateway.proxy.render import problem_response
 from gateway.proxy.response import Response
-from gateway.proxy.upstream_http import (
-    ClientRequestError,
-    UpstreamError,
-    UpstreamTimeout,
-    decode_fields,
-)
+from gateway.proxy.upstream_http import UpstreamError, decode_fields
 
 log = logging.getLogger("gateway.proxy")
 
@@ -211,17 +207,8 @@ async def _stream(
 
 
 def _failure(exc: UpstreamError, upstream: Upstream, target: CanonicalTarget) -> web.Response:
-    from gateway.proxy.handler import problem_response  # handler imports this module
-
-    error: GatewayError
-    if isinstance(exc, UpstreamTimeout):
-        error = GatewayTimeout(str(exc))
-    elif isinstance(exc, ClientRequestError):
-        error = BadRequest(str(exc), code="bad-client-request")
-    else:
-        error = BadGateway(str(exc))
     log.warning("upstream %s: %s", upstream.name, exc)
-    return problem_response(error, target.path)
+    return problem_response(upstream_error(exc), target.path)
 
 
 def _within(peer: str, networks: Sequence[Network]) -> bool:

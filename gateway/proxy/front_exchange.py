@@ -16,15 +16,16 @@ import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
-from gateway.errors import BadGateway, BadRequest, GatewayError, GatewayTimeout
+from gateway.errors import GatewayError, problem_parts, upstream_error
+from gateway.proxy.decision import Allowed, Decision, NeedsLookup, Refused
 from gateway.proxy.front_body import RequestBody
 from gateway.proxy.h1.heads import relayed_head, render_head
 from gateway.proxy.h1.server import RequestHead
-from gateway.proxy.handler import Decision, Refusal, decide, decide_now, problem_parts
+from gateway.proxy.handler import decide_now, finish
 from gateway.proxy.headers import Field, Header, response_fields
 from gateway.proxy.outbox import outbox
 from gateway.proxy.response import Response
-from gateway.proxy.upstream_http import ClientRequestError, UpstreamError, UpstreamTimeout
+from gateway.proxy.upstream_http import UpstreamError
 
 if TYPE_CHECKING:
     from gateway.proxy.front import FrontContext
@@ -55,7 +56,7 @@ class Exchanger:
         self._held: list[bytes] = []  # answers held until the loop's pass ends (outbox.py)
         self._head: RequestHead | None = None  # the request being answered
         self._body: RequestBody | None = None
-        self._waiting: Decision | None = None  # sent by `_answer_now`, heard by `_heard`
+        self._waiting: Allowed | None = None  # sent by `_answer_now`, heard by `_heard`
         self._task: asyncio.Task[None] | None = None
         self._drain: asyncio.Future[None] | None = None
         self.write_paused = False
@@ -72,7 +73,7 @@ class Exchanger:
         if body is None:
             try:
                 decided = decide_now(self._ctx.services, head.method, head.target, head.values)
-                if decided is not None and self._answer_now(head, decided):
+                if not isinstance(decided, NeedsLookup) and self._answer_now(head, decided):
                     return
             except Exception:  # noqa: BLE001 - as in `_serve`
                 self._crashed(head)
@@ -200,10 +201,10 @@ class Exchanger:
             agent,
         )
 
-    def _answer_now(self, head: RequestHead, decided: Decision | Refusal) -> bool:
+    def _answer_now(self, head: RequestHead, decided: Allowed | Refused) -> bool:
         """Answer a refusal, or send an allowed request on an idle upstream connection; False
         when there is none (the request then takes a task, as one with a body does)."""
-        if isinstance(decided, Refusal):
+        if isinstance(decided, Refused):
             self._done(head, self._refuse(head, decided))
             return True
         path, headers = self._upstream_request(head, decided)
@@ -239,15 +240,16 @@ class Exchanger:
             answer.close()
             self._crashed(head)
 
-    async def _exchange(self, head: RequestHead, decided: Decision | Refusal | None) -> bool:
-        """Decide (unless `decided` already) and forward one request; whether the connection
-        may serve another."""
+    async def _exchange(self, head: RequestHead, decided: Decision | None) -> bool:
+        """Decide (unless `decided` already; resuming it after a lookup) and forward one
+        request; whether the connection may serve another."""
+        services = self._ctx.services
         result = decided
         if result is None:
-            result = await decide(
-                self._ctx.services, head.method, head.target, head.values, self.peer
-            )
-        if isinstance(result, Refusal):
+            result = decide_now(services, head.method, head.target, head.values)
+        if isinstance(result, NeedsLookup):
+            result = await finish(services, result, head.values, self.peer)
+        if isinstance(result, Refused):
             return self._refuse(head, result)
         path, out_headers = self._upstream_request(head, result)
         length = head.length if head.length >= 0 and not head.chunked else None
@@ -259,7 +261,7 @@ class Exchanger:
             return self._upstream_failed(head, exc, result)
         return await self._relay(head, response)
 
-    def _upstream_request(self, head: RequestHead, allowed: Decision) -> tuple[str, list[Header]]:
+    def _upstream_request(self, head: RequestHead, allowed: Allowed) -> tuple[str, list[Header]]:
         """The upstream request target and headers for an allowed request."""
         headers = self._ctx.forwarder.upstream_headers(
             head.headers, self.peer, "http", head.host, allowed.principal, allowed.upstream
@@ -267,15 +269,15 @@ class Exchanger:
         target = allowed.target
         return (target.path + "?" + target.query if target.query else target.path), headers
 
-    def _refuse(self, head: RequestHead, refusal: Refusal) -> bool:
+    def _refuse(self, head: RequestHead, refusal: Refused) -> bool:
         status, out, data = problem_parts(refusal.error, refusal.instance)
         return self._write_answer(
             status, out, data, keep_alive=True, head_only=head.method == "HEAD"
         )
 
-    def _upstream_failed(self, head: RequestHead, exc: UpstreamError, allowed: Decision) -> bool:
+    def _upstream_failed(self, head: RequestHead, exc: UpstreamError, allowed: Allowed) -> bool:
         log.warning("upstream %s: %s", allowed.upstream.name, exc)
-        status, out, data = problem_parts(_upstream_error(exc), allowed.target.path)
+        status, out, data = problem_parts(upstream_error(exc), allowed.target.path)
         return self._write_answer(
             status, out, data, keep_alive=True, head_only=head.method == "HEAD"
         )
@@ -342,12 +344,3 @@ class Exchanger:
             transport.write(b"0\r\n\r\n")
         response.release()
         return keep_alive
-
-
-def _upstream_error(exc: UpstreamError) -> GatewayError:
-    """The same mapping as the aiohttp path (`forward._failure`)."""
-    if isinstance(exc, UpstreamTimeout):
-        return GatewayTimeout(str(exc))
-    if isinstance(exc, ClientRequestError):
-        return BadRequest(str(exc), code="bad-client-request")
-    return BadGateway(str(exc))

@@ -1,83 +1,86 @@
-"""The data plane: every request not addressed to the gateway itself.
+"""The data plane on aiohttp: every request not addressed to the gateway itself.
 
-canonicalise → route → credential → verify → decide → forward. Everything but the key
-lookup and the forwarding is pure and runs in microseconds; every refusal is problem+json.
+canonicalise → route → credential → verify → decide → forward. The decision is the pure
+`decision.decide`; this module adds the one lookup it may need (`finish`), counts and logs the
+outcome, and forwards. The fast front (`front.py`) calls `decide_now` and `finish` too, so both
+servers decide alike; every refusal is problem+json.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
-from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from collections.abc import Sequence
 
 from aiohttp import web
 
 from gateway import metrics
-from gateway.credentials import KeyCredential, PasswordCredential, extract
-from gateway.errors import BadRequest, GatewayError, Unauthenticated, problem
-from gateway.policy.evaluate import Denied, Principal, authorize, owner_grants, route_for
-from gateway.policy.model import Route, RouteMatch, Upstream
-from gateway.policy.paths import CanonicalTarget, TargetRejected, canonicalize
+from gateway.credentials import KeyCredential, PasswordCredential
+from gateway.errors import GatewayError, Unauthenticated
+from gateway.policy.evaluate import Principal, owner_grants
+from gateway.proxy.decision import (
+    Allowed,
+    Decision,
+    HeaderValues,
+    NeedsLookup,
+    Refused,
+    decide,
+    resume,
+)
 from gateway.proxy.forward import Forwarder
+from gateway.proxy.render import problem_response
 from gateway.services import Services
 from gateway.state import FORWARDER, SERVICES
 
 log = logging.getLogger("gateway.proxy")
 
-PROBLEM_JSON = "application/problem+json"
+
+def decide_now(services: Services, method: str, raw_target: str, values: HeaderValues) -> Decision:
+    """The decision from what is in memory (no I/O): Allowed, Refused, or NeedsLookup, which
+    `finish` completes. The fast front serves a request decided now without a task for it."""
+    decision = decide(services.policy, services.verifier, method, raw_target, values)
+    if isinstance(decision, Allowed):
+        metrics.PROXY_REQUESTS.inc("allowed")
+    elif isinstance(decision, Refused):
+        _count_refusal(decision, method)
+    return decision
 
 
-def problem_parts(
-    error: GatewayError, instance: str | None = None
-) -> tuple[int, dict[str, str], bytes]:
-    """Status, headers and body of a problem+json answer: one rendering for both servers."""
-    headers = {"Content-Type": PROBLEM_JSON, "Cache-Control": "no-store", **error.headers}
-    return error.status, headers, json.dumps(problem(error, instance)).encode()
+async def finish(
+    services: Services, needs: NeedsLookup, values: HeaderValues, peer: str | None
+) -> Allowed | Refused:
+    """Complete a decision with its one lookup: the key's record from Redis or the database
+    (hashed already), or the password check. `peer` is the socket peer's address, for
+    throttling password failures."""
+    credential = needs.credential
+    try:
+        if isinstance(credential, KeyCredential):
+            assert needs.digest is not None  # a key's NeedsLookup always carries its hash
+            principal = (await services.verifier.lookup(credential.key, needs.digest)).principal
+        else:
+            address = client_address(values, peer, services)
+            principal = await password_principal(services, credential, address)
+    except GatewayError as exc:
+        decision: Allowed | Refused = Refused(exc, needs.target.path, exc.code)
+    else:
+        decision = resume(services.policy, needs, principal)
+    if isinstance(decision, Allowed):
+        metrics.PROXY_REQUESTS.inc("allowed")
+    else:
+        _count_refusal(decision, needs.method)
+    return decision
 
 
-def problem_response(error: GatewayError, instance: str | None = None) -> web.Response:
-    status, headers, body = problem_parts(error, instance)
-    return web.Response(status=status, body=body, headers=headers)
-
-
-class Decision(NamedTuple):
-    """An allowed request: where it goes and as whom."""
-
-    target: CanonicalTarget
-    route: Route
-    upstream: Upstream
-    principal: Principal | None
-
-
-class Refusal(NamedTuple):
-    """A refused request: the problem to answer with and its `instance`."""
-
-    error: GatewayError
-    instance: str | None
-
-
-HeaderValues = Callable[[str], Sequence[str]]
-
-
-async def authenticate(
-    values: HeaderValues, peer: str | None, services: Services, *, passwords: bool
-) -> Principal:
-    """The request's principal from its one credential; raises Unauthenticated/BadRequest.
-
-    `values(name)` is every value of a request header (case-insensitive); `peer` the socket
-    peer's address, for throttling password failures.
-    """
-    credential = extract(values("Authorization"), values("X-API-KEY"))
-    if credential is None:
-        raise Unauthenticated("an API key is required", code="credential-missing")
-    if isinstance(credential, KeyCredential):
-        return (await services.verifier.verify(credential.key)).principal
-    if not passwords:
-        # Refused before any password check, so such routes are no password oracle.
-        raise Unauthenticated("this route accepts API keys only", code="password-not-allowed")
-    return await password_principal(services, credential, client_address(values, peer, services))
+def _count_refusal(refused: Refused, method: str) -> None:
+    metrics.PROXY_REQUESTS.inc(refused.outcome)  # outcomes are a small fixed set
+    if refused.key_id is not None:  # an authenticated caller the policy refused
+        log.info(
+            "denied %s %s key=%s: %s",
+            method,
+            refused.instance,
+            refused.key_id,
+            refused.error.message,
+        )
 
 
 async def password_principal(
@@ -120,100 +123,6 @@ def _within(
     return any(ip in net for net in networks)
 
 
-async def decide(
-    services: Services, method: str, raw_target: str, values: HeaderValues, peer: str | None
-) -> Decision | Refusal:
-    """The data plane's decision for one request, shared by the aiohttp handler and the fast
-    front (`front.py`): canonicalise → route → authenticate → authorize."""
-    routed = _route(services, method, raw_target)
-    if isinstance(routed, Refusal):
-        return routed
-    target, match = routed
-    now = _decide_routed_now(services, method, target, match, values)
-    if now is not None:
-        return now
-    try:
-        principal = await authenticate(
-            values, peer, services, passwords=match.route.allow_passwords
-        )
-    except GatewayError as exc:
-        metrics.PROXY_REQUESTS.inc(exc.code)  # codes are a small fixed set
-        return Refusal(exc, target.path)
-    return _authorize(services, method, target, match, principal)
-
-
-def decide_now(
-    services: Services, method: str, raw_target: str, values: HeaderValues
-) -> Decision | Refusal | None:
-    """`decide` from what is in memory: None when only a lookup can tell (a key not in the
-    in-process cache, a password, no credential), and `decide` then does it all. The fast
-    front serves a request whose decision is known now without starting a task for it."""
-    routed = _route(services, method, raw_target)
-    if isinstance(routed, Refusal):
-        return routed
-    return _decide_routed_now(services, method, *routed, values)
-
-
-def _decide_routed_now(
-    services: Services,
-    method: str,
-    target: CanonicalTarget,
-    match: RouteMatch,
-    values: HeaderValues,
-) -> Decision | Refusal | None:
-    if match.route.auth_none:
-        return _authorize(services, method, target, match, None)
-    try:
-        credential = extract(values("Authorization"), values("X-API-KEY"))
-        if not isinstance(credential, KeyCredential):
-            return None  # no credential (a 401) or a password: `authenticate` says which
-        found = services.verifier.cached(credential.key)
-    except GatewayError as exc:
-        metrics.PROXY_REQUESTS.inc(exc.code)
-        return Refusal(exc, target.path)
-    if found is None:
-        return None
-    return _authorize(services, method, target, match, found.principal)
-
-
-def _route(
-    services: Services, method: str, raw_target: str
-) -> tuple[CanonicalTarget, RouteMatch] | Refusal:
-    try:
-        target = canonicalize(raw_target)
-    except TargetRejected as exc:
-        metrics.PROXY_REQUESTS.inc("bad-target")
-        return Refusal(BadRequest(str(exc), code=f"bad-target-{exc.reason}"), None)
-    match = route_for(method, target.path, services.policy)
-    if isinstance(match, Denied):
-        metrics.PROXY_REQUESTS.inc(match.reason)
-        return Refusal(_denial_error(match, None), target.path)
-    return target, match
-
-
-def _authorize(
-    services: Services,
-    method: str,
-    target: CanonicalTarget,
-    match: RouteMatch,
-    principal: Principal | None,
-) -> Decision | Refusal:
-    decision = authorize(principal, match, target.path, services.policy.catalog)
-    if isinstance(decision, Denied):
-        metrics.PROXY_REQUESTS.inc(decision.reason)
-        log.info(
-            "denied %s %s key=%s: %s",
-            method,
-            target.path,
-            principal.key_id if principal else None,
-            decision.detail,
-        )
-        return Refusal(_denial_error(decision, principal), target.path)
-    metrics.PROXY_REQUESTS.inc("allowed")
-    upstream = services.policy.upstreams[match.route.upstream]
-    return Decision(target, match.route, upstream, principal)
-
-
 async def defer_continue(request: web.Request) -> None:
     """The catch-all's expect handler: send nothing yet.
 
@@ -232,29 +141,15 @@ async def handle(request: web.Request) -> web.StreamResponse:
     def values(name: str) -> Sequence[str]:
         return headers.getall(name, ())
 
-    result = await decide(
-        request.app[SERVICES], request.method, request.raw_path, values, request.remote
-    )
-    if isinstance(result, Refusal):
-        return problem_response(result.error, result.instance)
+    services = request.app[SERVICES]
+    decision = decide_now(services, request.method, request.raw_path, values)
+    if isinstance(decision, NeedsLookup):
+        decision = await finish(services, decision, values, request.remote)
+    if isinstance(decision, Refused):
+        return problem_response(decision.error, decision.instance)
     if request.version >= (1, 1) and "Expect" in headers:
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     forwarder: Forwarder = request.app[FORWARDER]
     return await forwarder.forward(
-        request, result.target, result.upstream, result.route, result.principal
+        request, decision.target, decision.upstream, decision.route, decision.principal
     )
-
-
-def _denial_error(denied: Denied, principal: Principal | None) -> GatewayError:
-    """The problem for a denial, naming what failed: the permission or the path rule."""
-    extra: dict[str, str] = {}
-    if denied.missing is not None:
-        extra["missingPermission"] = str(denied.missing)
-    if denied.reason == "path-not-allowed" and principal is not None and principal.path_rule:
-        extra["allowedPath"] = str(principal.path_rule)
-    if denied.status == 401:
-        error: GatewayError = Unauthenticated(denied.detail, code=denied.reason, extra=extra)
-    else:
-        error = GatewayError(denied.detail, code=denied.reason, extra=extra)
-        error.status = denied.status
-    return error

@@ -1,4 +1,4 @@
-"""The authorization decision: principal, route and canonical path in, Allowed or a Denied with
+"""The authorization decision: principal, route and canonical path in, Permitted or a Denied with
 its reason out. Pure: no I/O, no fixtures."""
 
 from __future__ import annotations
@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from gateway.errors import denial_error
 from gateway.policy.evaluate import (
-    Allowed,
     Denied,
+    Permitted,
     Principal,
     authorize,
     owner_grants,
@@ -83,7 +84,7 @@ def key(
     )
 
 
-def decide(principal: Principal | None, target: tuple[RouteMatch, str]) -> Allowed | Denied:
+def decide(principal: Principal | None, target: tuple[RouteMatch, str]) -> Permitted | Denied:
     match, path = target
     return authorize(principal, match, path, CATALOG)
 
@@ -94,21 +95,25 @@ def decide(principal: Principal | None, target: tuple[RouteMatch, str]) -> Allow
 def test_auth_none_route_needs_no_principal() -> None:
     """An `auth: none` route is allowed with no credential at all, and with a weak one."""
     match = RouteMatch(PUBLIC, {})
-    assert isinstance(authorize(None, match, "/public/a", CATALOG), Allowed)
-    assert isinstance(authorize(key([], []), match, "/public/a", CATALOG), Allowed)
+    assert isinstance(authorize(None, match, "/public/a", CATALOG), Permitted)
+    assert isinstance(authorize(key([], []), match, "/public/a", CATALOG), Permitted)
 
 
 def test_auth_none_ignores_the_key_path_rule() -> None:
     """A public route stays public even for a key limited to another path."""
     limited = key([REPORTS], [REPORTS], path_rule="/api/reports")
-    assert isinstance(authorize(limited, RouteMatch(PUBLIC, {}), "/public/x", CATALOG), Allowed)
+    assert isinstance(authorize(limited, RouteMatch(PUBLIC, {}), "/public/x", CATALOG), Permitted)
 
 
 def test_protected_route_without_principal_is_401() -> None:
     """A protected route with no principal is denied as unauthenticated, status 401."""
     decision = decide(None, reports())
     assert isinstance(decision, Denied)
-    assert (decision.reason, decision.status, decision.allowed) == ("unauthenticated", 401, False)
+    assert (decision.reason, denial_error(decision).status, decision.allowed) == (
+        "unauthenticated",
+        401,
+        False,
+    )
 
 
 # ---- path rules -------------------------------------------------------------------------
@@ -134,7 +139,7 @@ def test_path_rule_prefix_and_exact(rule: str, path: str, allowed: bool) -> None
     assert decision.allowed is allowed
     if not allowed:
         assert isinstance(decision, Denied)
-        assert (decision.reason, decision.status) == ("path-not-allowed", 403)
+        assert (decision.reason, denial_error(decision).status) == ("path-not-allowed", 403)
         assert rule in decision.detail
 
 
@@ -149,9 +154,9 @@ def test_path_rule_is_checked_before_the_permission() -> None:
 
 
 def test_allowed_carries_the_route_and_its_parameters() -> None:
-    """Allowed names the route and the path parameters it bound."""
+    """Permitted names the route and the path parameters it bound."""
     decision = decide(key([VIEW], [VIEW]), invoices("S1"))
-    assert isinstance(decision, Allowed)
+    assert isinstance(decision, Permitted)
     assert decision.route is INVOICES
     assert decision.params == {"storeId": "S1"}
 
@@ -160,7 +165,7 @@ def test_missing_permission_names_it() -> None:
     """Without the route's permission the denial is 403 and names the permission."""
     decision = decide(key([REPORTS, VIEW], [VIEW]), reports())
     assert isinstance(decision, Denied)
-    assert (decision.reason, decision.status) == ("missing-permission", 403)
+    assert (decision.reason, denial_error(decision).status) == ("missing-permission", 403)
     assert decision.missing == Perm(REPORTS)
     assert REPORTS in decision.detail
 
@@ -296,10 +301,10 @@ def test_route_for_unrouted_path_is_404() -> None:
     policy = load_policy([EXAMPLE])
     decision = route_for("GET", "/nowhere", policy)
     assert isinstance(decision, Denied)
-    assert (decision.reason, decision.status) == ("no-route", 404)
+    assert (decision.reason, denial_error(decision).status) == ("no-route", 404)
     wrong_method = route_for("DELETE", "/api/reports/daily", policy)
     assert isinstance(wrong_method, Denied)
-    assert wrong_method.status == 404
+    assert denial_error(wrong_method).status == 404
 
 
 def test_route_for_then_authorize_on_the_example_policy() -> None:

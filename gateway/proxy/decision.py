@@ -1,0 +1,132 @@
+"""The data plane's decision for one request: pure code, no I/O, shared by both servers.
+
+::
+
+    raw target ─ canonicalise ─ route ─ credential ─ key hash ─ in-process cache ─ authorize
+        │ bad: Refused(400)   │ none: Refused(404)   │ bad, missing: Refused(401)   │
+                                                     │ password, or key not in memory:
+                                                     └ NeedsLookup ─ (the caller's lookup) ─ resume
+
+`decide` answers Allowed, Refused or NeedsLookup. NeedsLookup carries everything the rest of
+the decision needs (the canonical target, the route match, the parsed credential and the key's
+hash), so the caller's one asynchronous step (a Redis or database read, or a password check)
+is followed by `resume` and nothing is extracted, canonicalised or hashed twice. Statuses come
+from `gateway/errors.py`; metrics and logs are the caller's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, NamedTuple, Protocol
+
+from gateway.credentials import Credential, PasswordCredential, extract
+from gateway.errors import BadRequest, GatewayError, Unauthenticated, denial_error
+from gateway.policy.evaluate import Denied, Principal, authorize, route_for
+from gateway.policy.model import Policy, Route, RouteMatch, Upstream
+from gateway.policy.paths import CanonicalTarget, TargetRejected, canonicalize
+
+if TYPE_CHECKING:
+    from gateway.keys.verify import VerifiedKey
+
+HeaderValues = Callable[[str], Sequence[str]]
+"""`values(name)`: every value of a request header, the name matched case-insensitively."""
+
+
+class KeyMemory(Protocol):
+    """The in-process side of key verification (`KeyVerifier`): hashing and memory, no I/O."""
+
+    def digest(self, text: str) -> bytes: ...
+
+    def known(self, digest: bytes) -> VerifiedKey | None: ...
+
+
+class Allowed(NamedTuple):
+    """An allowed request: where it goes and as whom (a named tuple: built per request)."""
+
+    target: CanonicalTarget
+    route: Route
+    upstream: Upstream
+    principal: Principal | None
+
+
+class Refused(NamedTuple):
+    """A refused request: the error to answer with, its problem `instance`, the outcome it is
+    counted under, and the key it came with (for the log; never the key itself)."""
+
+    error: GatewayError
+    instance: str | None
+    outcome: str
+    key_id: str | None = None
+
+
+class NeedsLookup(NamedTuple):
+    """Only a lookup can finish the decision: a password to check, or a key whose record is
+    not in memory. `digest` is the key's hash (None for a password)."""
+
+    method: str
+    target: CanonicalTarget
+    match: RouteMatch
+    credential: Credential
+    digest: bytes | None
+
+    def __repr__(self) -> str:  # never the hash, nor (through the credential) the secret
+        return f"NeedsLookup({self.method} {self.target.path}, {self.credential!r})"
+
+
+Decision = Allowed | Refused | NeedsLookup
+
+
+def decide(
+    policy: Policy, keys: KeyMemory, method: str, raw_target: str, values: HeaderValues
+) -> Decision:
+    """The decision from the request line, the headers and what is in memory."""
+    try:
+        target = canonicalize(raw_target)
+    except TargetRejected as exc:
+        return Refused(BadRequest(str(exc), code=f"bad-target-{exc.reason}"), None, "bad-target")
+    match = route_for(method, target.path, policy)
+    if isinstance(match, Denied):
+        return Refused(denial_error(match), target.path, match.reason)
+    route = match.route
+    if route.auth_none:
+        return _authorize(policy, target, match, None)
+    try:
+        credential = extract(values("Authorization"), values("X-API-KEY"))
+        if credential is None:
+            raise Unauthenticated("an API key is required", code="credential-missing")
+        if isinstance(credential, PasswordCredential):
+            if not route.allow_passwords:
+                # Refused before any password check, so such routes are no password oracle.
+                raise Unauthenticated(
+                    "this route accepts API keys only", code="password-not-allowed"
+                )
+            return NeedsLookup(method, target, match, credential, None)
+        digest = keys.digest(credential.key)
+        found = keys.known(digest)
+    except GatewayError as exc:
+        return Refused(exc, target.path, exc.code)
+    if found is None:
+        return NeedsLookup(method, target, match, credential, digest)
+    return _authorize(policy, target, match, found.principal)
+
+
+def resume(policy: Policy, needs: NeedsLookup, principal: Principal) -> Allowed | Refused:
+    """The rest of the decision once the lookup named the principal."""
+    return _authorize(policy, needs.target, needs.match, principal)
+
+
+def _authorize(
+    policy: Policy, target: CanonicalTarget, match: RouteMatch, principal: Principal | None
+) -> Allowed | Refused:
+    verdict = authorize(principal, match, target.path, policy.catalog)
+    if isinstance(verdict, Denied):
+        if principal is None:
+            return Refused(denial_error(verdict), target.path, verdict.reason)
+        return Refused(
+            denial_error(verdict, principal.path_rule),
+            target.path,
+            verdict.reason,
+            principal.key_id,
+        )
+    route = match.route
+    return Allowed(target, route, policy.upstreams[route.upstream], principal)
