@@ -17,18 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
 from typing import cast
 from urllib.parse import unquote
 
 from gateway import metrics
 from gateway.errors import GatewayError, RequestTimeout, protocol_error
-from gateway.proxy.forward import Forwarder
 from gateway.proxy.front_body import HIGH_WATER, LOW_WATER, RequestBody
+from gateway.proxy.front_context import FrontContext
 from gateway.proxy.front_exchange import Exchanger
 from gateway.proxy.front_splice import Splice
 from gateway.proxy.h1.errors import ProtocolError
-from gateway.proxy.h1.limits import Limits
 from gateway.proxy.h1.server import (
     BODY,
     CLOSED,
@@ -40,7 +38,6 @@ from gateway.proxy.h1.server import (
     RequestHead,
     ServerConnection,
 )
-from gateway.services import Services
 
 log = logging.getLogger("gateway.proxy")
 
@@ -50,43 +47,6 @@ log = logging.getLogger("gateway.proxy")
 # drops at most this much for at most LINGER_SECONDS (nginx's lingering close, bounded).
 LINGER_BYTES = 1024 * 1024
 LINGER_SECONDS = 2.0
-
-
-@dataclass(frozen=True, slots=True)
-class ClientDeadlines:
-    """Settings `client_header_timeout`, `client_body_timeout`, `keepalive_timeout`."""
-
-    header: float = 10.0
-    body: float = 30.0
-    idle: float = 75.0
-
-
-@dataclass(slots=True)
-class FrontContext:
-    """What every connection of one worker shares."""
-
-    services: Services
-    forwarder: Forwarder
-    internal: tuple[str, int]  # the aiohttp listener connections are handed over to
-    exact: frozenset[str]  # the gateway's own paths ...
-    prefixes: tuple[str, ...]  # ... and path prefixes (from the aiohttp router)
-    peers: dict[int, str] = field(default_factory=dict)  # internal local port -> client address
-    access_log: logging.Logger | None = None  # setting `access_log`: one line per request
-    limits: Limits = field(default_factory=Limits)
-    deadlines: ClientDeadlines = field(default_factory=ClientDeadlines)
-    max_connections: int = 10_000
-    open: int = 0  # client connections open, handed-over ones included
-    connections: set[FrontProtocol] = field(default_factory=set)  # served here, for deadlines
-    draining: bool = False  # stopping: answer what is in flight, take no new requests
-    drained: asyncio.Event = field(default_factory=asyncio.Event)  # draining, none left open
-
-    def is_gateway_path(self, path: str) -> bool:
-        return path in self.exact or (bool(self.prefixes) and path.startswith(self.prefixes))
-
-    def sweep(self, now: float) -> None:
-        """Close connections whose deadline has passed (called about four times a deadline)."""
-        for protocol in list(self.connections):
-            protocol.check_deadline(now)
 
 
 class FrontProtocol(asyncio.Protocol):

@@ -14,11 +14,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from gateway.errors import GatewayError, problem_parts, upstream_error
 from gateway.proxy.decision import Allowed, Decision, NeedsLookup, Refused
 from gateway.proxy.front_body import RequestBody
+from gateway.proxy.front_context import FrontContext
 from gateway.proxy.h1.heads import relayed_head, render_head
 from gateway.proxy.h1.server import RequestHead
 from gateway.proxy.handler import decide_now, finish
@@ -26,9 +27,6 @@ from gateway.proxy.headers import Field, Header, response_fields
 from gateway.proxy.outbox import outbox
 from gateway.proxy.response import Response
 from gateway.proxy.upstream_http import UpstreamError
-
-if TYPE_CHECKING:
-    from gateway.proxy.front import FrontContext
 
 log = logging.getLogger("gateway.proxy")
 

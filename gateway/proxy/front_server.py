@@ -16,7 +16,8 @@ from aiohttp.typedefs import Middleware
 from gateway import metrics
 from gateway.app import create_app
 from gateway.proxy import handler
-from gateway.proxy.front import ClientDeadlines, FrontContext, FrontProtocol
+from gateway.proxy.front import FrontProtocol
+from gateway.proxy.front_context import ClientDeadlines, FrontContext, Sweeper
 from gateway.proxy.h1.limits import Limits
 from gateway.server_limits import ClientLimits, LimitedRunner
 from gateway.services import open_services
@@ -107,7 +108,7 @@ async def serve_front(
             )
             metrics.watch_open_connections(lambda: ctx.open)
             loop = asyncio.get_running_loop()
-            sweeper = _Sweeper(loop, ctx)
+            sweeper = Sweeper(loop, ctx)
             server = await loop.create_server(lambda: FrontProtocol(ctx), sock=sock)
             if ready is not None:
                 ready()
@@ -120,26 +121,6 @@ async def serve_front(
             sweeper.stop()
         finally:
             await runner.cleanup()
-
-
-class _Sweeper:
-    """Client deadlines, checked by one periodic sweep per worker: a timer per connection
-    would cost a heap operation each way on every request. A deadline fires up to a quarter
-    of the shortest one late."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, ctx: FrontContext) -> None:
-        deadlines = ctx.deadlines
-        self._every = min(1.0, max(0.05, min(deadlines.header, deadlines.body, deadlines.idle) / 4))
-        self._loop = loop
-        self._ctx = ctx
-        self._handle = loop.call_later(self._every, self._run)
-
-    def _run(self) -> None:
-        self._ctx.sweep(self._loop.time())
-        self._handle = self._loop.call_later(self._every, self._run)
-
-    def stop(self) -> None:
-        self._handle.cancel()
 
 
 async def drain(ctx: FrontContext, seconds: float) -> None:

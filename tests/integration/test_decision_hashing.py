@@ -22,7 +22,8 @@ from gateway.app import create_app
 from gateway.keys import format as keyformat
 from gateway.keys.hashing import KeyHasher
 from gateway.keys.verify import KeyVerifier
-from gateway.proxy.front import FrontContext, FrontProtocol
+from gateway.proxy.front import FrontProtocol
+from gateway.proxy.front_context import FrontContext
 from gateway.proxy.front_server import gateway_surfaces
 from gateway.services import Services, open_services
 from gateway.state import FORWARDER

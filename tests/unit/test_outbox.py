@@ -7,7 +7,8 @@ import asyncio
 from typing import Any, cast
 
 from gateway.proxy.forward import Forwarder
-from gateway.proxy.front import FrontContext, FrontProtocol
+from gateway.proxy.front import FrontProtocol
+from gateway.proxy.front_context import FrontContext
 from gateway.proxy.front_exchange import Exchanger
 from gateway.proxy.outbox import outbox
 from gateway.services import Services
