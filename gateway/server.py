@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from gateway import logs
 from gateway.app import create_app
 from gateway.settings import Settings
 
@@ -101,6 +102,7 @@ def _spawned_worker(settings: Settings, number: int) -> None:
         level=settings.log_level,
         format=f"%(asctime)s %(levelname)s %(name)s[worker {number}]: %(message)s",
     )
+    logs.install()
     try:
         sock = _bind(settings)
     except OSError as exc:
