@@ -58,10 +58,16 @@ class _RedactKeys(logging.Filter):
         # Runs only while the access log is on: one scan of a line that was formatted anyway.
         record.msg = redact_keys(record.getMessage())
         record.args = ()
-        # aiohttp also attaches the request line for structured formatters.
+        # aiohttp also attaches the request line and logged headers for structured formatters.
         line = getattr(record, "first_request_line", None)
         if isinstance(line, str):
             record.first_request_line = redact_keys(line)
+        headers = getattr(record, "request_header", None)
+        if isinstance(headers, dict):
+            record.request_header = {
+                name: redact_keys(value) if isinstance(value, str) else value
+                for name, value in headers.items()
+            }
         return True
 
 
