@@ -17,17 +17,23 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
+from gateway import logs
 from gateway.errors import GatewayError
 from gateway.keys import format as keyformat
 from gateway.policy.loader import PolicyError, load_policy
 from gateway.services import Services, open_services
 from gateway.settings import Settings, SettingsError, load_settings, with_secret
 from gateway.store.base import StoreError
+from gateway.text import encodable
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 _DURATION = re.compile(r"^(\d{1,6})([smhdw])\Z")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# Arguments that name files may hold any bytes the filesystem allows; every other argument is
+# text bound for the database, where a byte that is not UTF-8 (kept by Python as a lone
+# surrogate) would fail inside the driver.
+_FILE_ARGUMENTS = frozenset({"config", "policy", "files"})
 
 
 class CliError(Exception):
@@ -134,19 +140,34 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
     return load_settings(args.config, overrides=overrides)
 
 
+def check_text_arguments(args: argparse.Namespace) -> None:
+    """CliError naming the first text argument that is not valid UTF-8."""
+    for name, value in vars(args).items():
+        if name in _FILE_ARGUMENTS:
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and not encodable(item):
+                raise CliError(f"{name.replace('_', '-')}: not valid UTF-8 text")
+
+
 def _read_password(from_stdin: bool) -> str:
     if from_stdin:
-        line = sys.stdin.readline()
+        try:
+            line = sys.stdin.readline()
+        except UnicodeDecodeError:
+            raise CliError("--password-stdin: the password is not valid UTF-8 text") from None
         password = line.rstrip("\r\n")
         if not password:
             raise CliError("--password-stdin: no password on standard input")
-        return password
-    if not sys.stdin.isatty():
-        raise CliError("no terminal to ask for a password; use --password-stdin")
-    first = getpass.getpass("Password: ")
-    if first != getpass.getpass("Again: "):
-        raise CliError("the passwords do not match")
-    return first
+    else:
+        if not sys.stdin.isatty():
+            raise CliError("no terminal to ask for a password; use --password-stdin")
+        password = getpass.getpass("Password: ")
+        if password != getpass.getpass("Again: "):
+            raise CliError("the passwords do not match")
+    if not encodable(password):
+        raise CliError("the password is not valid UTF-8 text")
+    return password
 
 
 async def _with_services(settings: Settings, work: Callable[[Services], Awaitable[None]]) -> None:
@@ -308,6 +329,7 @@ def _prepared(settings: Settings, *, announce: Callable[[str], None] = _note) ->
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logs.install()
     return with_secret(settings, announce=announce)
 
 
@@ -323,6 +345,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        check_text_arguments(args)
         COMMANDS[args.command](args)
     except (CliError, SettingsError, PolicyError) as exc:
         return _fail(str(exc))

@@ -1,17 +1,42 @@
-"""Log hygiene: nothing a client sent in its headers reaches the logs.
+"""Log hygiene: no key, key hash, password hash or secret reaches the logs, at any level.
 
-aiohttp logs malformed requests (a header over the size limit, a bad request line) at
-ERROR with an excerpt of the offending bytes, which may hold an API key. The filter keeps
-the event and drops the excerpt and the traceback.
+* aiohttp logs malformed requests (a header over the size limit, a bad request line) at
+  ERROR with an excerpt of the offending bytes, which may hold an API key. The filter keeps
+  the event and drops the excerpt and the traceback.
+* The database and Redis drivers log every statement with its parameters at DEBUG (aiosqlite
+  logs the bound values: Argon2id password hashes, key hashes, code hashes). Their loggers are
+  held at WARNING, so `log_level: DEBUG` debugs the gateway, never dumps its secrets; their
+  warnings and errors still come through. (A level, not a handler filter: it holds for the
+  drivers' child loggers and for handlers added later, and costs nothing per statement.)
+* The access log shows each request target as sent, and Greenfield takes a whole key in the
+  path (`DELETE /api/v1/api-keys/{apikey}`). Anything shaped like a key keeps its public id
+  and loses the rest (`apk_<id>***`), as the pages mask keys.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 
 from aiohttp.http_exceptions import HttpProcessingError
 
+from gateway.keys.format import BODY_LEN, ID_LEN
+
 _SERVER_LOGGER = "aiohttp.server"
+_ACCESS_LOGGER = "aiohttp.access"
+_DRIVER_LOGGERS = ("aiosqlite", "asyncpg", "redis")
+
+# `<prefix>_<id><secret><check>` whatever the deployment's prefix. No word boundaries: a key
+# glued to other characters (`?k=x<key>y`) is still a key, and masking a look-alike costs
+# nothing.
+_KEY = re.compile(
+    rf"([a-z][a-z0-9]{{1,15}}_[0-9A-Za-z]{{{ID_LEN}}})[0-9A-Za-z]{{{BODY_LEN - ID_LEN}}}"
+)
+
+
+def redact_keys(text: str) -> str:
+    """`text` with every key-shaped word cut to its public id and `***`."""
+    return _KEY.sub(r"\1***", text)
 
 
 class _RedactClientBytes(logging.Filter):
@@ -28,11 +53,37 @@ class _RedactClientBytes(logging.Filter):
         return True
 
 
+class _RedactKeys(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        # Runs only while the access log is on: one scan of a line that was formatted anyway.
+        record.msg = redact_keys(record.getMessage())
+        record.args = ()
+        # aiohttp also attaches the request line and logged headers for structured formatters.
+        line = getattr(record, "first_request_line", None)
+        if isinstance(line, str):
+            record.first_request_line = redact_keys(line)
+        headers = getattr(record, "request_header", None)
+        if isinstance(headers, dict):
+            record.request_header = {
+                name: redact_keys(value) if isinstance(value, str) else value
+                for name, value in headers.items()
+            }
+        return True
+
+
 _FILTER = _RedactClientBytes()
+_ACCESS_FILTER = _RedactKeys()
 
 
 def install() -> None:
-    """Idempotent: attach the filter to aiohttp's server logger."""
+    """Idempotent: attach the filters and quiet the drivers (see the module docstring)."""
     logger = logging.getLogger(_SERVER_LOGGER)
     if _FILTER not in logger.filters:
         logger.addFilter(_FILTER)
+    access = logging.getLogger(_ACCESS_LOGGER)
+    if _ACCESS_FILTER not in access.filters:
+        access.addFilter(_ACCESS_FILTER)
+    for name in _DRIVER_LOGGERS:
+        driver = logging.getLogger(name)
+        if driver.level < logging.WARNING:  # NOTSET included; a stricter choice is kept
+            driver.setLevel(logging.WARNING)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from gateway import metrics
+from gateway import logs, metrics
 from gateway.app import create_app
 from gateway.server_limits import ClientLimits, LimitedRunner
 from gateway.settings import Settings
@@ -119,6 +119,7 @@ def _spawned_worker(settings: Settings, number: int) -> None:
         level=settings.log_level,
         format=f"%(asctime)s %(levelname)s %(name)s[worker {number}]: %(message)s",
     )
+    logs.install()
     try:
         sock = _bind(settings)
     except OSError as exc:

@@ -2,8 +2,9 @@
 
 The limit is enforced while reading (a declared Content-Length beyond it is refused before a
 byte is read; a chunked body is counted as it arrives), so a client cannot make the gateway
-buffer more than the limit. What is read must be UTF-8 JSON; anything else is a 422 that says
-what is wrong, never a 500.
+buffer more than the limit. What is read must be UTF-8 JSON whose strings all have a UTF-8
+form (no `\ud800` escapes left unpaired); anything else is a 422 that says what is wrong,
+never a 500.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from aiohttp import web
 from gateway.api.schemas import EMPTY
 from gateway.errors import Invalid, PayloadTooLarge
 from gateway.state import SETTINGS
+from gateway.text import NOT_UTF8, unencodable_in_json
 
 
 def _no_constants(name: str) -> Any:
@@ -51,9 +53,16 @@ def parse_json(raw: bytes) -> Any:
     except UnicodeDecodeError:
         raise Invalid([("body", "the body is not UTF-8 text")]) from None
     try:
-        return json.loads(text, parse_constant=_no_constants)
+        data = json.loads(text, parse_constant=_no_constants)
     except RecursionError:
         raise Invalid([("body", "the body is nested too deeply")]) from None
     except ValueError as exc:
         # json's messages name a line and column, never echo the input.
         raise Invalid([("body", f"the body is not valid JSON ({exc})")]) from None
+    # Strict UTF-8 decoding above refuses encoded surrogates, so only an escape can make one;
+    # the walk is skipped for (nearly) every body.
+    if "\\ud" in text or "\\uD" in text:
+        path = unencodable_in_json(data)
+        if path is not None:
+            raise Invalid([(path, NOT_UTF8)])
+    return data

@@ -30,8 +30,10 @@ from typing import Any
 from aiohttp import web
 
 from gateway import sessions
-from gateway.errors import Forbidden, Invalid, NotFound
+from gateway.api.body import read_json
+from gateway.errors import BadRequest, Forbidden, Invalid, NotFound, PayloadTooLarge
 from gateway.pages.authorize_request import AuthorizeRequest
+from gateway.pages.form import FORM_TYPES, read_fields
 from gateway.pages.pkce import verifier_matches
 from gateway.policy.model import Perm
 from gateway.services import Services
@@ -105,25 +107,26 @@ def _json(body: Mapping[str, Any], status: int = 200) -> web.Response:
 
 
 async def _params(request: web.Request) -> dict[str, str]:
-    """The body's parameters, from a form or a JSON object; only single text values."""
-    if request.content_type == "application/json":
-        try:
-            data = await request.json()
-        except (ValueError, UnicodeDecodeError):
-            raise _TokenError("invalid_request", "the body is not valid JSON") from None
-        if not isinstance(data, dict):
-            raise _TokenError("invalid_request", "the body must be a JSON object")
-        items = list(data.items())
-    elif request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        try:
-            form = await request.post()
-        except ValueError:
-            raise _TokenError("invalid_request", "the form could not be read") from None
-        items = list(form.items())
-    else:
-        raise _TokenError(
-            "invalid_request", "send application/x-www-form-urlencoded or application/json"
-        )
+    """The body's parameters, from a form or a JSON object; only single text values.
+
+    Bodies are read as on every other endpoint (size limit, depth, UTF-8); their refusals
+    become OAuth's `invalid_request`.
+    """
+    items: list[tuple[str, Any]]
+    try:
+        if request.content_type == "application/json":
+            data = await read_json(request)
+            if not isinstance(data, dict):
+                raise _TokenError("invalid_request", "the body must be a JSON object")
+            items = list(data.items())
+        elif request.content_type in FORM_TYPES:
+            items = list(await read_fields(request))
+        else:
+            raise _TokenError(
+                "invalid_request", "send application/x-www-form-urlencoded or application/json"
+            )
+    except (Invalid, BadRequest) as exc:
+        raise _TokenError("invalid_request", exc.message) from None
     out: dict[str, str] = {}
     for name, value in items:
         if name in out:
@@ -140,7 +143,7 @@ async def token(request: web.Request) -> web.StreamResponse:
         return await _exchange(request)
     except _TokenError as exc:
         return _json({"error": exc.error, "error_description": exc.description}, exc.status)
-    except web.HTTPRequestEntityTooLarge:
+    except (web.HTTPRequestEntityTooLarge, PayloadTooLarge):
         return _json({"error": "invalid_request", "error_description": "body too large"}, 413)
     except StoreError as exc:
         log.warning("code exchange: storage failed: %s", type(exc).__name__)

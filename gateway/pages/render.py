@@ -24,7 +24,8 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from gateway import sessions
-from gateway.errors import BadRequest, GatewayError, Invalid, PayloadTooLarge, Unavailable
+from gateway.errors import GatewayError, Invalid, PayloadTooLarge, Unavailable
+from gateway.pages.form import FORM_TYPES, read_fields
 from gateway.store.base import StoreError
 
 log = logging.getLogger("gateway.pages")
@@ -167,15 +168,10 @@ async def _unavailable(request: web.Request) -> web.Response:
 async def read_form(request: web.Request) -> dict[str, list[str]]:
     """The POSTed form's text fields (files and other parts are ignored)."""
     out: dict[str, list[str]] = {}
-    if request.content_type not in ("application/x-www-form-urlencoded", "multipart/form-data"):
+    if request.content_type not in FORM_TYPES:
         return out
-    try:
-        form = await request.post()
-    except ValueError:
-        raise BadRequest("the form could not be read") from None
-    for name, value in form.items():
-        if isinstance(value, str):
-            out.setdefault(name, []).append(value)
+    for name, value in await read_fields(request):
+        out.setdefault(name, []).append(value)
     return out
 
 

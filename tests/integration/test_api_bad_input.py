@@ -216,3 +216,95 @@ async def test_bad_pagination_is_422(gw: Gateway, admin_key: NewKey) -> None:
         reply = await gw.api.get("/v1/apikeys" + query, key=admin_key.text)
         assert reply.status == 422
         assert [e["path"] for e in reply.json()["errors"]] == [name]
+
+
+# -- text with no UTF-8 form (a JSON `\ud800` escape left unpaired) ----------------------------
+
+LONE = "\ud800"
+
+SURROGATE_BODIES = [
+    pytest.param("/api/v1/api-keys", {"label": "a" + LONE}, "label", id="greenfield-label"),
+    pytest.param(
+        "/api/v1/api-keys", {"permissions": ["\udfff"]}, "permissions[0]", id="greenfield-perm"
+    ),
+    pytest.param(
+        "/api/v1/users/bob@example.com/api-keys", {"label": LONE}, "label", id="greenfield-user"
+    ),
+    pytest.param("/api/v1/api-keys", {"lab" + LONE + "el": "x"}, "lab\\ud800el", id="name"),
+    pytest.param("/v1/apikeys", {"name": "k" + LONE, "scopes": ""}, "name", id="v1-name"),
+    pytest.param(
+        "/v1/apikeys", {"name": "k", "scopes": "", "path": "/a" + LONE}, "path", id="v1-path"
+    ),
+    pytest.param(
+        "/v1/admin/users",
+        {"email": "a" + LONE + "@example.com", "password": "long enough pw"},
+        "email",
+        id="admin-email",
+    ),
+    pytest.param(
+        "/v1/admin/users",
+        {"email": "a@example.com", "password": "long enough " + LONE},
+        "password",
+        id="admin-password",
+    ),
+    pytest.param(
+        "/v1/admin/users",
+        {"email": "s@example.com", "service": True, "grants": ["ok", "x" + LONE]},
+        "grants[1]",
+        id="admin-grants",
+    ),
+]
+
+
+@pytest.fixture
+async def gw_any_store(aiohttp_client: Any, store_url: str) -> Gateway:
+    """A gateway on SQLite and on PostgreSQL: each driver failed its own way on such text."""
+    return await start_gateway(aiohttp_client, make_settings(store_url, max_body_bytes=4096))
+
+
+@pytest.mark.parametrize(("path", "body", "field"), SURROGATE_BODIES)
+async def test_lone_surrogates_are_422_naming_the_field_on_both_stores(
+    gw_any_store: Gateway, path: str, body: Any, field: str
+) -> None:
+    """A string with no UTF-8 form is a 422 naming its member, before any store is touched."""
+    gw = gw_any_store
+    admin = await gw.user("root@example.com", admin=True)
+    await gw.user("bob@example.com")
+    key = await gw.key(admin, ["unrestricted"])
+    raw = json.dumps(body).encode()  # ensure_ascii: the surrogate travels as `\ud800`
+    assert b"\\ud" in raw
+    reply = await gw.api.post(
+        path, key=key.text, data=raw, headers={"Content-Type": "application/json"}
+    )
+    assert reply.status == 422, reply.text
+    if path.startswith("/api/"):
+        assert [e["path"] for e in reply.json()] == [field]
+    else:
+        assert reply.headers["Content-Type"].startswith("application/problem+json")
+        assert [e["path"] for e in reply.json()["errors"]] == [field]
+    assert len(await gw.services.store.list_users()) == 2
+    assert await gw.services.keys.list_for(admin.id) == [key.record]
+
+
+async def test_paired_surrogate_escapes_are_ordinary_text(gw: Gateway, admin_key: NewKey) -> None:
+    """A correctly paired escape (`\\ud83d\\udd11`, a key emoji) is accepted as that character."""
+    reply = await gw.api.post(
+        "/api/v1/api-keys",
+        key=admin_key.text,
+        data=b'{"label": "\\ud83d\\udd11 deploy"}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert reply.status == 200, reply.text
+    assert reply.json()["label"] == "\U0001f511 deploy"
+
+
+async def test_undecodable_escapes_in_paths_and_queries_are_plain_not_found(
+    gw: Gateway, admin_key: NewKey
+) -> None:
+    """`%ED%A0%80` (an encoded surrogate) in a path parameter or query is never a 5xx."""
+    user = await gw.api.get("/v1/admin/users/%ED%A0%80", key=admin_key.text)
+    assert user.status == 404
+    keys = await gw.api.get("/v1/apikeys?page=%ED%A0%80", key=admin_key.text)
+    assert keys.status == 422
+    greenfield = await gw.api.delete("/api/v1/api-keys/%ED%A0%80", key=admin_key.text)
+    assert greenfield.status == 404

@@ -493,6 +493,58 @@ def test_no_password_and_no_terminal(gateway: Gateway) -> None:
     fails(gateway("users", "create", "bob@example.com"), "--password-stdin")
 
 
+# A command-line argument that is not UTF-8: Python keeps the bytes as lone surrogates.
+NOT_UTF8 = b"bob\xed\xa0\x80@example.com".decode("utf-8", "surrogateescape")
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (("users", "create", NOT_UTF8, "--service"), "email"),
+        (("users", "grant", "bob@example.com", "demo.reports.read", NOT_UTF8), "permissions"),
+        (("keys", "create", "--user", "bob@example.com", "--label", NOT_UTF8), "label"),
+        (("keys", "revoke", NOT_UTF8), "key-id"),
+    ],
+)
+def test_arguments_that_are_not_utf8_fail_with_one_line(
+    gateway: Gateway, args: tuple[str, ...], named: str
+) -> None:
+    """Text arguments that are not UTF-8 are refused by name before the database is used."""
+    ok(gateway("users", "create", "bob@example.com", "--service"))
+    result = gateway(*args)
+    fails(result, named)
+    assert "not valid UTF-8" in result.stderr
+    assert "bob@example.com" in ok(gateway("users", "list"))
+    assert ok(gateway("keys", "list", "--user", "bob@example.com")) == ""
+
+
+def test_password_on_stdin_that_is_not_utf8(tmp_path: Path, env: dict[str, str]) -> None:
+    """A password whose bytes are not UTF-8 fails with one line, whatever the locale's
+    error handler, and no user is created."""
+    for locale in ("C.UTF-8", "C"):
+        result = subprocess.run(
+            [PYTHON, "-m", "gateway", "users", "create", "bob@example.com", "--password-stdin"],
+            input=b"a good long \xed\xa0\x80 password\n",
+            capture_output=True,
+            env={**env, "LC_ALL": locale},
+            cwd=tmp_path,
+            timeout=TIMEOUT,
+            check=False,
+        )
+        stderr = result.stderr.decode("utf-8", "replace")
+        assert result.returncode == 1, stderr
+        fails(subprocess.CompletedProcess(result.args, 1, "", stderr), "not valid UTF-8")
+    listing = subprocess.run(
+        [PYTHON, "-m", "gateway", "users", "list"],
+        capture_output=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=TIMEOUT,
+        check=True,
+    )
+    assert listing.stdout == b""
+
+
 @pytest.mark.parametrize(
     "args", [("keys",), ("users", "create"), ("keys", "create"), ("nonsense",), ()]
 )
