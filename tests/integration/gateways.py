@@ -4,7 +4,8 @@
 data plane runs with `fast_data_plane: false`. `front`: a real `gateway serve` subprocess with
 the fast front (`GATEWAY_FAST_DATA_PLANE=true`) on a SQLite database prepared (user and key)
 before the process starts. Both answer on a real port of 127.0.0.1 and hand the test the same
-`Gateway`: an HTTP client, the upstream, a `t.read` key and a raw-socket helper.
+`Gateway`: an HTTP client, the upstream, a key (`t.read` unless `permissions` says otherwise)
+and a raw-socket helper.
 
 The `make_gateway` fixture (tests/integration/conftest.py) gives every test that uses it once
 per server; `@pytest.mark.server(name, reason=...)` restricts a test to one of them.
@@ -138,17 +139,17 @@ MakeGateway = Callable[..., Awaitable[Gateway]]
 AiohttpClient = Callable[[web.Application], Awaitable[TestClient[Any, Any]]]
 
 
-async def _create_reader(services: Services) -> tuple[str, str, str]:
-    """A service user granted `t.read` and its `t.read` key: (key, key id, user id)."""
+async def _create_reader(services: Services, permissions: list[str]) -> tuple[str, str, str]:
+    """A service user granted `permissions` and a key holding them: (key, key id, user id)."""
     user = await services.users.create(
         email="reader@example.com",
         password=None,
         actor="test",
         is_service=True,
-        grants=["t.read"],
+        grants=permissions,
     )
     new = await services.keys.create(
-        owner=user, creator=None, label="reader", permissions=["t.read"]
+        owner=user, creator=None, label="reader", permissions=permissions
     )
     return new.text, new.record.id, user.id
 
@@ -157,21 +158,22 @@ async def _create_reader(services: Services) -> tuple[str, str, str]:
 async def aiohttp_gateways(
     aiohttp_client: AiohttpClient, sqlite_url: str, tmp_path: Path
 ) -> AsyncIterator[MakeGateway]:
-    """`make(upstream, raw, unaccepting, **settings)` on aiohttp's server in this process;
-    settings are `Settings` fields."""
+    """`make(upstream, raw, unaccepting, permissions, **settings)` on aiohttp's server in
+    this process; settings are `Settings` fields."""
     async with contextlib.AsyncExitStack() as stack:
 
         async def make(
             upstream: EchoUpstream | None = None,
             raw: RawUpstream | None = None,
             unaccepting: int | None = None,
+            permissions: tuple[str, ...] = ("t.read",),
             **settings: Any,
         ) -> Gateway:
             upstream = await stack.enter_async_context(upstream or EchoUpstream())
             policy = write_policy(tmp_path, upstream, raw, unaccepting)
             app = create_app(make_settings(sqlite_url, policy=(policy,), **settings))
             client = await aiohttp_client(app)
-            key, key_id, user_id = await _create_reader(client.app[SERVICES])
+            key, key_id, user_id = await _create_reader(client.app[SERVICES], list(permissions))
             port = client.server.port
             assert port is not None
             return Gateway("aiohttp", client, upstream, key, key_id, user_id, port)
@@ -216,7 +218,7 @@ async def _wait_until_serving(port: int, proc: asyncio.subprocess.Process) -> No
 
 @contextlib.asynccontextmanager
 async def front_gateways(tmp_path: Path) -> AsyncIterator[MakeGateway]:
-    """`make(upstream, raw, unaccepting, log_to=None, **settings)` as a `gateway serve`
+    """`make(upstream, raw, unaccepting, permissions, log_to, **settings)` as a `gateway serve`
     process with the fast front; settings become GATEWAY_* variables, `log_to` a file that
     receives the process's log (stderr; else inherited)."""
     async with contextlib.AsyncExitStack() as stack:
@@ -227,13 +229,14 @@ async def front_gateways(tmp_path: Path) -> AsyncIterator[MakeGateway]:
             raw: RawUpstream | None = None,
             unaccepting: int | None = None,
             log_to: Path | None = None,
+            permissions: tuple[str, ...] = ("t.read",),
             **settings: Any,
         ) -> Gateway:
             upstream = await stack.enter_async_context(upstream or EchoUpstream())
             policy = write_policy(tmp_path, upstream, raw, unaccepting)
             env = _env(tmp_path, policy, settings)
             async with open_services(load_settings(environ=env)) as services:
-                key, key_id, user_id = await _create_reader(services)
+                key, key_id, user_id = await _create_reader(services, list(permissions))
             port = free_port()
             proc = await asyncio.create_subprocess_exec(
                 *(sys.executable, "-m", "gateway", "serve", "--listen", f"127.0.0.1:{port}"),
