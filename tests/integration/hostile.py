@@ -199,6 +199,18 @@ class Expect:
         return "; ".join(problems) or "ok"
 
 
+async def run_table(
+    gw: Gateway, recorder: Recorder, table: dict[str, tuple[bytes, Expect]]
+) -> dict[str, str]:
+    """Each attack on its own connection; the ones whose outcome differs, with how."""
+    failures = {}
+    for name, (data, expect) in table.items():
+        verdict = expect.verdict(await exchange(gw, recorder, data))
+        if verdict != "ok":
+            failures[name] = verdict
+    return failures
+
+
 def refused(*status: int) -> Expect:
     """Answered `status`, connection closed, nothing upstream."""
     return Expect(status)

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.integration.gateways import Gateway, MakeGateway
+from tests.integration.gateways import MakeGateway
 from tests.integration.hostile import (
     Expect,
-    Outcome,
     Recorder,
     build,
     describe,
     exchange,
     forwarded,
     refused,
+    run_table,
 )
 
 HELLO = b"5\r\nhello\r\n0\r\n\r\n"
@@ -27,26 +27,12 @@ HELLO = b"5\r\nhello\r\n0\r\n\r\n"
 SMUGGLED = "GET /raw/smuggled HTTP/1.1\r\nHost: gateway.test\r\nX-API-KEY: {key}\r\n\r\n"
 
 
-async def run_table(
-    gw: Gateway, recorder: Recorder, table: dict[str, tuple[bytes, Expect]]
-) -> dict[str, str]:
-    """Each attack on its own connection; the ones whose outcome differs, with how."""
-    failures = {}
-    for name, (data, expect) in table.items():
-        got: Outcome = await exchange(gw, recorder, data)
-        verdict = expect.verdict(got)
-        if verdict != "ok":
-            failures[name] = verdict
-    return failures
-
-
 def post(*headers: str, body: bytes, target: str = "/raw/te", key: str) -> bytes:
     return build("POST", target, f"X-API-KEY: {key}", *headers, "Connection: close", body=body)
 
 
 async def test_ambiguous_request_lengths_are_refused(make_gateway: MakeGateway) -> None:
-    """Content-Length with Transfer-Encoding, two lengths, or a coding other than a final
-    `chunked` is a 400 (501 for an unknown coding) and nothing reaches the upstream."""
+    """CL with TE, two lengths, a coding not ending in `chunked`: 400 (or 501), nothing up."""
     recorder = Recorder()
     async with recorder.server:
         gw = await make_gateway(raw=recorder.server)
@@ -117,8 +103,7 @@ async def test_ambiguous_request_lengths_are_refused(make_gateway: MakeGateway) 
 
 
 async def test_legal_spellings_of_chunked_are_decoded(make_gateway: MakeGateway) -> None:
-    """`CHUNKED`, and `chunked` after spaces or a tab (optional whitespace), are chunked: the
-    upstream receives the one request with its decoded body."""
+    """`CHUNKED`, `chunked` after spaces or a tab (OWS) are chunked: one request, body decoded."""
     recorder = Recorder()
     async with recorder.server:
         gw = await make_gateway(raw=recorder.server)
@@ -142,8 +127,7 @@ async def test_legal_spellings_of_chunked_are_decoded(make_gateway: MakeGateway)
 
 
 async def test_malformed_chunks_are_refused(make_gateway: MakeGateway) -> None:
-    """A chunk size that overflows, is negative, is not hex, or a bare LF in a chunk extension
-    is a 400 and the connection is closed; the upstream never receives a whole request."""
+    """Overflowing, negative, non-hex chunk sizes, a bare LF in an extension: 400 and close."""
     recorder = Recorder()
     async with recorder.server:
         gw = await make_gateway(raw=recorder.server)
@@ -170,8 +154,7 @@ async def test_malformed_chunks_are_refused(make_gateway: MakeGateway) -> None:
 
 
 async def test_a_refused_requests_body_is_never_a_request(make_gateway: MakeGateway) -> None:
-    """A 401's body holding a second (authorised) request is dropped with it, or the
-    connection closed: the smuggled request never reaches the upstream."""
+    """A request smuggled in a refused (401) request's body never reaches the upstream."""
     recorder = Recorder()
     async with recorder.server:
         gw = await make_gateway(raw=recorder.server)
@@ -198,8 +181,7 @@ async def test_a_refused_requests_body_is_never_a_request(make_gateway: MakeGate
 
 
 async def test_expect_continue_on_a_refused_request_gets_no_100(make_gateway: MakeGateway) -> None:
-    """`Expect: 100-continue` without a key: the 401 comes first, never `100 Continue`, and
-    the upstream receives nothing."""
+    """`Expect: 100-continue` without a key: 401 first, never `100 Continue`, nothing up."""
     recorder = Recorder()
     async with recorder.server:
         gw = await make_gateway(raw=recorder.server)
@@ -219,8 +201,7 @@ async def test_expect_continue_on_a_refused_request_gets_no_100(make_gateway: Ma
 
 
 async def test_malformed_heads_are_refused(make_gateway: MakeGateway) -> None:
-    """A head without Host, with two, with bare LF line ends or a folded line, an HTTP/0.9
-    request line, an unknown HTTP version: 400 (505 for a version), closed, nothing upstream."""
+    """No Host, two, bare LF, obs-fold, HTTP/0.9, HTTP/2+: 400 (505), close, nothing up."""
     recorder = Recorder()
     async with recorder.server:
         gw = await make_gateway(raw=recorder.server)
@@ -255,8 +236,7 @@ async def test_malformed_heads_are_refused(make_gateway: MakeGateway) -> None:
 
 
 async def test_header_count_is_capped(make_gateway: MakeGateway) -> None:
-    """100 header fields (the default max_header_count) are served; 101, 500 and 3,000 are a
-    431 and nothing reaches the upstream."""
+    """100 header fields are served; 101, 500 and 3,000 are a 431 and nothing goes up."""
     recorder = Recorder()
     async with recorder.server:
         gw = await make_gateway(raw=recorder.server)
