@@ -134,6 +134,11 @@ def _spawned_worker(settings: Settings, number: int) -> None:
 
 def serve(settings: Settings, *, announce: Callable[[str], None]) -> None:
     """Migrate once, then serve until SIGINT/SIGTERM."""
+    # The CLI restores SIGPIPE's default so `gateway keys list | head` ends quietly; a server
+    # must not inherit it: a client resetting its connection under a write would kill the
+    # process. Ignored, the write fails with EPIPE and only that connection ends.
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     _migrate(settings)
     announce(
         f"keygate {settings.mode} serving on http://{settings.listen} "

@@ -1,8 +1,8 @@
 """Bodies in motion: large streams in bounded memory, stalls, early closes, the connection pool.
 
-The gateway, the upstream and the client share this process, so the memory check covers all
-three: streaming a few hundred MB through must not raise the process's peak RSS by anything
-near that amount. Bodies are generated on the fly and only counted, never kept.
+On aiohttp the gateway, the upstream and the client share this process, so the memory check
+covers all three: streaming a few hundred MB through must not raise the process's peak RSS by
+anything near that amount. Bodies are generated on the fly and only counted, never kept.
 """
 
 from __future__ import annotations
@@ -15,10 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.integration.test_forwarding import (
-    MakeGateway,
-    make_gateway_fixture,  # noqa: F401 - a fixture
-)
+from tests.integration.gateways import MakeGateway
 from tests.integration.upstream import (
     EchoUpstream,
     RawUpstream,
@@ -54,6 +51,11 @@ def _download_upstream() -> EchoUpstream:
     return download_upstream(TOTAL, CHUNK)
 
 
+@pytest.mark.server(
+    "aiohttp",
+    reason="measures the peak RSS of this process, which holds the gateway only on aiohttp; "
+    "test_front_server.py measures the front's own process",
+)
 @pytest.mark.parametrize("framing", ["length", "chunked"])
 async def test_large_download_streams_in_bounded_memory(
     make_gateway: MakeGateway, framing: str
@@ -72,6 +74,11 @@ async def test_large_download_streams_in_bounded_memory(
     assert _peak_rss_kb() - before < MAX_GROWTH_KB
 
 
+@pytest.mark.server(
+    "aiohttp",
+    reason="measures the peak RSS of this process, which holds the gateway only on aiohttp; "
+    "test_front_server.py measures the front's own process",
+)
 @pytest.mark.parametrize("framing", ["length", "chunked"])
 async def test_large_upload_streams_in_bounded_memory(
     make_gateway: MakeGateway, framing: str

@@ -7,10 +7,7 @@ import asyncio
 import aiohttp
 from aiohttp import web
 
-from tests.integration.test_forwarding import (
-    MakeGateway,
-    make_gateway_fixture,  # noqa: F401 - a fixture
-)
+from tests.integration.gateways import MakeGateway
 from tests.integration.upstream import EchoUpstream
 
 

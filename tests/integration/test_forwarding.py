@@ -1,8 +1,9 @@
 """Forwarding through the gateway to a real upstream: what the upstream sees, what the client gets.
 
-The gateway runs as the real application on a real port (pytest-aiohttp), the upstreams are real
-servers on free ports (tests/integration/upstream.py). Raw sockets are used wherever an HTTP
-client library would normalise what we want to send (dot segments, pipelining).
+Each test runs against both servers (tests/integration/gateways.py): aiohttp's in this process
+and the fast front in a `gateway serve` process, on real ports; the upstreams are real servers
+on free ports (tests/integration/upstream.py). Raw sockets are used wherever an HTTP client
+library would normalise what we want to send (dot segments, pipelining).
 """
 
 from __future__ import annotations
@@ -13,131 +14,13 @@ import gzip
 import json
 import re
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
 
-from gateway.app import create_app
-from gateway.services import Services
-from gateway.state import SERVICES
-from tests.conftest import make_settings
-from tests.integration.upstream import EchoUpstream, RawUpstream, free_port
-
-POLICY = """
-permissions:
-  - {{name: t.read, title: Read}}
-  - {{name: t.admin, title: Administer}}
-upstreams:
-  main: {{url: "{main}", connect_timeout: 2, read_timeout: 2}}
-  raw: {{url: "{raw}", connect_timeout: 2, read_timeout: 1}}
-  dead: {{url: "http://127.0.0.1:{dead}", connect_timeout: 1, read_timeout: 1}}
-  tiny: {{url: "{raw}", connect_timeout: 0.5, read_timeout: 3, pool_size: 1}}
-  unaccepting: {{url: "http://127.0.0.1:{unaccepting}", connect_timeout: 0.5, read_timeout: 1}}
-routes:
-  - {{path: /public/**, upstream: main, auth: none}}
-  - {{path: /api/**, upstream: main, permission: t.read}}
-  - {{path: /admin/**, upstream: main, permission: t.admin}}
-  - {{path: /ws/**, methods: [GET], upstream: main, permission: t.read, websocket: true}}
-  - {{path: /nows/**, methods: [GET], upstream: main, permission: t.read}}
-  - {{path: /raw/**, upstream: raw, permission: t.read}}
-  - {{path: /dead/**, upstream: dead, permission: t.read}}
-  - {{path: /tiny/**, upstream: tiny, permission: t.read}}
-  - {{path: /unaccepting/**, upstream: unaccepting, permission: t.read}}
-"""
-
-
-@dataclass
-class Gateway:
-    """The running gateway, its upstream, and a user holding a `t.read` key."""
-
-    client: TestClient[Any, Any]
-    services: Services
-    upstream: EchoUpstream
-    key: str
-    key_id: str
-    user_id: str
-
-    @property
-    def port(self) -> int:
-        port = self.client.server.port
-        assert port is not None
-        return port
-
-    @property
-    def auth(self) -> dict[str, str]:
-        return {"X-API-KEY": self.key}
-
-    async def raw(self, data: bytes, *, seconds: float = 10) -> bytes:
-        """Send raw bytes on one connection; read until the gateway closes it."""
-        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-        try:
-            writer.write(data)
-            await writer.drain()
-            async with asyncio.timeout(seconds):
-                return await reader.read()
-        finally:
-            writer.close()
-
-
-MakeGateway = Callable[..., Awaitable[Gateway]]
-
-
-def write_policy(
-    folder: Path, upstream: EchoUpstream, raw: RawUpstream | None, unaccepting: int | None
-) -> Path:
-    """The test policy in front of these upstreams (free ports stand in for absent ones)."""
-    policy = folder / "policy.yaml"
-    policy.write_text(
-        POLICY.format(
-            main=upstream.url,
-            raw=raw.url if raw is not None else f"http://127.0.0.1:{free_port()}",
-            dead=free_port(),
-            unaccepting=unaccepting or free_port(),
-        )
-    )
-    return policy
-
-
-@pytest.fixture(name="make_gateway")
-async def make_gateway_fixture(
-    aiohttp_client: Callable[[web.Application], Awaitable[TestClient[Any, Any]]],
-    sqlite_url: str,
-    tmp_path: Path,
-) -> AsyncIterator[MakeGateway]:
-    """Start the gateway in front of `upstream` (an EchoUpstream), optionally `raw` (a
-    RawUpstream, also behind the one-connection `tiny` upstream) and `unaccepting` (a port)."""
-    async with contextlib.AsyncExitStack() as stack:
-
-        async def make(
-            upstream: EchoUpstream | None = None,
-            raw: RawUpstream | None = None,
-            unaccepting: int | None = None,
-            **settings: Any,
-        ) -> Gateway:
-            upstream = await stack.enter_async_context(upstream or EchoUpstream())
-            policy = write_policy(tmp_path, upstream, raw, unaccepting)
-            app = create_app(make_settings(sqlite_url, policy=(policy,), **settings))
-            client = await aiohttp_client(app)
-            services = client.app[SERVICES]
-            user = await services.users.create(
-                email="reader@example.com",
-                password=None,
-                actor="test",
-                is_service=True,
-                grants=["t.read"],
-            )
-            new = await services.keys.create(
-                owner=user, creator=None, label="reader", permissions=["t.read"]
-            )
-            return Gateway(client, services, upstream, new.text, new.record.id, user.id)
-
-        yield make
+from tests.integration.gateways import MakeGateway
+from tests.integration.upstream import EchoUpstream, RawUpstream
 
 
 def split_responses(data: bytes) -> list[tuple[int, dict[str, str], bytes]]:
@@ -404,6 +287,34 @@ async def test_each_request_on_a_connection_is_authenticated_afresh(
         request("/api/one", f"X-API-KEY: {gw.key}") + request("/api/two", close=True)
     )
     assert [s for s, _, _ in split_responses(raw)] == [200, 401]
+    assert [r.target for r in gw.upstream.received] == ["/api/one"]
+
+
+@pytest.mark.server(
+    "front",
+    reason="aiohttp closes the connection at the client's EOF and drops the answer in flight",
+)
+async def test_a_client_that_half_closes_still_gets_its_answers(
+    make_gateway: MakeGateway,
+) -> None:
+    """A request sent, then the sending side shut (FIN): the answer still arrives whole.
+
+    The front holds small answers until the end of the loop's pass (outbox.py); the EOF must
+    not close the connection under a held answer. Pipelined requests after the one in flight
+    are not answered once the client has shut its side."""
+    gw = await make_gateway()
+    for headers in ([f"X-API-KEY: {gw.key}"], []):
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        try:
+            writer.write(request("/api/one", *headers))
+            writer.write_eof()
+            async with asyncio.timeout(10):
+                raw = await reader.read()
+        finally:
+            writer.close()
+        [(status, _, body)] = split_responses(raw)
+        assert status == (200 if headers else 401)
+        assert body
     assert [r.target for r in gw.upstream.received] == ["/api/one"]
 
 

@@ -16,10 +16,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.integration.gateways import Gateway as FrontGateway
+from tests.integration.gateways import MakeGateway as MakeFront
 from tests.integration.test_forwarding import request, split_responses
-from tests.integration.test_front_forwarding import FrontGateway, MakeFront
-from tests.integration.test_front_forwarding import make_front_gateway as make_front_gateway
 from tests.integration.upstream import EchoUpstream, RawUpstream, download_upstream, generated
+
+pytestmark = pytest.mark.server("front", reason="behaviours of the fast front itself")
 
 TOTAL = 100 * 1024 * 1024  # bytes streamed each way
 CHUNK = b"\x5a" * (1024 * 1024)
