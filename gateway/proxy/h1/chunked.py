@@ -71,8 +71,13 @@ class ChunkedDecoder:
             eol = buf.find(b"\n", pos)
             limit = self._limits.max_chunk_line
             if eol < 0:
-                if end - pos > limit:
+                # A line cut short is refused only once it cannot fit whole, so the outcome does
+                # not depend on where the reads split it (a CR at the end may be half its CRLF).
+                held = end - pos
+                if state == _SIZE and held > limit + 1:
                     raise BadChunk("a chunk line is too long")
+                if state == _TRAILER and held > 1 and held + 1 > self._trailer_room():
+                    raise BadChunk("the trailers are too large")
                 if b"\r" in buf[pos : end - 1]:  # a CR not at the very end is a bare CR
                     raise BadChunk("malformed chunked body")
                 break
@@ -88,9 +93,9 @@ class ChunkedDecoder:
                 self._remaining = int(match.group(1), 16)
                 self._state = _DATA if self._remaining else _TRAILER
             elif line:
-                self._trailer_bytes += len(line) + 2
-                if self._trailer_bytes > self._limits.max_trailer_bytes:
+                if len(line) + 2 > self._trailer_room():
                     raise BadChunk("the trailers are too large")
+                self._trailer_bytes += len(line) + 2
                 if _TRAILER_LINE.fullmatch(line) is None:
                     raise BadChunk("malformed trailer field")
             else:
@@ -99,3 +104,6 @@ class ChunkedDecoder:
             return buf[pos:]
         self._pending = buf[pos:]
         return b""
+
+    def _trailer_room(self) -> int:
+        return self._limits.max_trailer_bytes - self._trailer_bytes
