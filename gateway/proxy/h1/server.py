@@ -254,7 +254,12 @@ class ServerConnection:
             nl = buf.count(b"\n")
             if nl != buf.count(b"\r\n"):
                 raise MalformedMessage("the request is malformed")  # a bare LF
-            if nl == 0 and len(buf) > limits.max_request_line:
+            if nl:
+                # The request line is whole: judged now, so an HTTP/0.9 client (which sends
+                # no fields) is answered instead of left waiting for a head that never ends.
+                _check_request_line(buf, buf.find(b"\r\n"), limits)
+            elif len(buf) - (buf[-1] == 13) > limits.max_request_line:
+                # A CR at the very end may be half of the line's CRLF: not yet in the line.
                 raise HeadTooLarge("the request line is too long")
             if nl > limits.max_header_count + 1:
                 raise TooManyFields("the request has too many header fields")
@@ -310,6 +315,8 @@ class ServerConnection:
         if decoder.done:
             self._state = _DONE
             return END_OF_BODY
+        if self._eof:
+            raise MalformedMessage("the request body ended early")
         return NEED_DATA
 
     def _discard(self) -> RequestHead | _Sentinel:
@@ -329,13 +336,15 @@ class ServerConnection:
             done = decoder.done
         self._buf = rest
         self._discard_left -= dropped
-        if done:
-            self._state = _IDLE
-            return self._next_head()
-        if self._discard_left < 0:
+        # The limit is checked first, so whether a body is drained does not depend on how its
+        # bytes were split into reads.
+        if self._discard_left < 0 or (not done and self._eof):
             self._state = _CLOSED
             self._keep_alive = False
             return CLOSED
+        if done:
+            self._state = _IDLE
+            return self._next_head()
         return NEED_DATA
 
 
@@ -367,21 +376,29 @@ class _Fields:
 _NOTED_SIZES = frozenset({4, 6, 9, 13, 14, 17})
 
 
+def _check_request_line(buf: bytes, line_end: int, limits: Limits) -> None:
+    """What llhttp does not hold the request line `buf[:line_end]` to."""
+    if line_end > limits.max_request_line:
+        raise HeadTooLarge("the request line is too long")
+    if buf.count(b" ", 0, line_end) != 2:
+        # method SP target SP version (RFC 9112 §3): llhttp also takes runs of spaces, which
+        # another parser along the way may split differently.
+        raise MalformedMessage("the request line is malformed")
+    claimed = buf[buf.rfind(b" ", 0, line_end) + 1 : line_end]
+    if claimed not in (b"HTTP/1.1", b"HTTP/1.0"):
+        if claimed.startswith(b"HTTP/"):
+            raise UnsupportedVersion("only HTTP/1.0 and HTTP/1.1 are served here")
+        raise MalformedMessage("the request line is malformed")  # HTTP/0.9 among others
+
+
 def _parse_head(block: bytes, limits: Limits) -> RequestHead:
     """One complete request head, through its CRLFCRLF (see the module docstring)."""
     lines = block.count(b"\n")
     if lines != block.count(b"\r\n"):
         raise MalformedMessage("the request is malformed")  # a bare LF
+    _check_request_line(block, block.find(b"\r\n"), limits)
     if lines - 2 > limits.max_header_count:
         raise TooManyFields("the request has too many header fields")
-    line_end = block.find(b"\r\n")
-    if line_end > limits.max_request_line:
-        raise HeadTooLarge("the request line is too long")
-    claimed = block[block.rfind(b" ", 0, line_end) + 1 : line_end]
-    if claimed not in (b"HTTP/1.1", b"HTTP/1.0"):
-        if claimed.startswith(b"HTTP/"):
-            raise UnsupportedVersion("only HTTP/1.0 and HTTP/1.1 are served here")
-        raise MalformedMessage("the request line is malformed")  # HTTP/0.9 among others
     fields = _Fields()
     parser = httptools.HttpRequestParser(fields)
     fields.parser = parser
@@ -403,8 +420,14 @@ def _parse_head(block: bytes, limits: Limits) -> RequestHead:
     hosts = 0
     authorization: list[str] = []
     api_keys: list[str] = []
+    raw_fields = fields.fields
+    if b" \r\n" in block or b"\t\r\n" in block:
+        # llhttp keeps a value's trailing whitespace; it is not part of the value (RFC 9112 §5)
+        # and would reach the upstream, the policy and the key lookup. Rare: one scan of the
+        # head decides, so the common head pays no per-field strip.
+        raw_fields = [(name, value.rstrip(b" \t")) for name, value in raw_fields]
     max_line = limits.max_header_line
-    for raw_name, raw_value in fields.fields:
+    for raw_name, raw_value in raw_fields:
         if len(raw_name) + len(raw_value) > max_line:
             raise HeadTooLarge("a request header field is too large")
         # The same decoding aiohttp applies, so both servers see the same strings.
