@@ -43,8 +43,9 @@ VALID = [
     (b"5;a=b\r\nhello\r\n0\r\n\r\n", b"hello"),
     (b'5;a="b c;d"\r\nhello\r\n0\r\n\r\n', b"hello"),
     (b'5;a="q\\"x"\r\nhello\r\n0\r\n\r\n', b"hello"),
-    (b"5 ; a = b ;c\r\nhello\r\n0\r\n\r\n", b"hello"),  # BWS around ; and =
-    (b"5\t;\ta\t\r\nhello\r\n0\r\n\r\n", b"hello"),
+    (b"5; a = b ;c\r\nhello\r\n0\r\n\r\n", b"hello"),  # BWS around = and later ;
+    (b"5;\ta\t\r\nhello\r\n0\r\n\r\n", b"hello"),
+    (b"5 \r\nhello\r\n0\t\r\n\r\n", b"hello"),  # trailing whitespace
     (b"5\r\nhello\r\n0;last\r\n\r\n", b"hello"),
     (b"5\r\nhello\r\n0\r\nX-T: v\r\n\r\n", b"hello"),
     (b"5\r\nhello\r\n0\r\nX-T: v w\r\nY:\r\n\r\n", b"hello"),
@@ -81,6 +82,8 @@ INVALID = [
     b'5;a="unterminated\r\nhello\r\n0\r\n\r\n',
     b"5;a=b\x00\r\nhello\r\n0\r\n\r\n",
     b"5 5\r\nhello\r\n0\r\n\r\n",
+    b"5 ;a\r\nhello\r\n0\r\n\r\n",  # whitespace between the size and the first ;
+    b"5\t;a\r\nhello\r\n0\r\n\r\n",
     b"0\r\nX-T v\r\n\r\n",  # a trailer without a colon
     b"0\r\nX-T: v\r\n w\r\n\r\n",  # obs-fold in the trailers
     b"0\r\n: v\r\n\r\n",
@@ -162,7 +165,7 @@ _quoted = st.binary(max_size=6).map(
 )
 _ows = st.sampled_from([b"", b" ", b"\t", b" \t"])
 _extension = st.builds(
-    lambda ows1, name, value, ows2: b"%b;%b%b%b" % (ows1, ows2, name, value),
+    lambda ows1, name, value, ows2: b";%b%b%b%b" % (ows1, name, value, ows2),
     _ows,
     _token,
     st.one_of(st.just(b""), st.builds(lambda v: b"=" + v, st.one_of(_token, _quoted))),

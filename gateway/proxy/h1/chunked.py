@@ -15,11 +15,12 @@ from gateway.proxy.h1.limits import DEFAULT_LIMITS, Limits
 
 _TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 _QUOTED = rb'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*"'
-# size, then extensions; the whole line (without its CRLF) must match.
-_SIZE_LINE = re.compile(
-    rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;[ \t]*%b(?:[ \t]*=[ \t]*(?:%b|%b))?)*[ \t]*"
-    % (_TOKEN, _TOKEN, _QUOTED)
-)
+_EXT = rb"[ \t]*%b(?:[ \t]*=[ \t]*(?:%b|%b))?" % (_TOKEN, _TOKEN, _QUOTED)
+# size, then extensions; the whole line (without its CRLF) must match. No whitespace between
+# the size and the first `;`: RFC 9112 allows it there only as BWS, which no sender may
+# generate, and parsers split on it differently (h11 refuses it), which is how bodies get
+# smuggled past one of them.
+_SIZE_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:;%b(?:[ \t]*;%b)*)?[ \t]*" % (_EXT, _EXT))
 _TRAILER_LINE = re.compile(
     rb"%b:[ \t]*[\x21-\x7e\x80-\xff]*(?:[ \t]+[\x21-\x7e\x80-\xff]+)*[ \t]*" % _TOKEN
 )
