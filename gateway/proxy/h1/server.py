@@ -257,7 +257,10 @@ class ServerConnection:
             if nl:
                 # The request line is whole: judged now, so an HTTP/0.9 client (which sends
                 # no fields) is answered instead of left waiting for a head that never ends.
-                _check_request_line(buf, buf.find(b"\r\n"), limits)
+                line_end = buf.find(b"\r\n")
+                _check_request_line(buf, line_end, limits)
+                if buf.count(b" ", 0, line_end) != 2:  # see _parse_head
+                    raise MalformedMessage("the request line is malformed")
             elif len(buf) - (buf[-1] == 13) > limits.max_request_line:
                 # A CR at the very end may be half of the line's CRLF: not yet in the line.
                 raise HeadTooLarge("the request line is too long")
@@ -377,13 +380,9 @@ _NOTED_SIZES = frozenset({4, 6, 9, 13, 14, 17})
 
 
 def _check_request_line(buf: bytes, line_end: int, limits: Limits) -> None:
-    """What llhttp does not hold the request line `buf[:line_end]` to."""
+    """The length and version of the request line `buf[:line_end]` (llhttp takes any)."""
     if line_end > limits.max_request_line:
         raise HeadTooLarge("the request line is too long")
-    if buf.count(b" ", 0, line_end) != 2:
-        # method SP target SP version (RFC 9112 §3): llhttp also takes runs of spaces, which
-        # another parser along the way may split differently.
-        raise MalformedMessage("the request line is malformed")
     claimed = buf[buf.rfind(b" ", 0, line_end) + 1 : line_end]
     if claimed not in (b"HTTP/1.1", b"HTTP/1.0"):
         if claimed.startswith(b"HTTP/"):
@@ -396,7 +395,8 @@ def _parse_head(block: bytes, limits: Limits) -> RequestHead:
     lines = block.count(b"\n")
     if lines != block.count(b"\r\n"):
         raise MalformedMessage("the request is malformed")  # a bare LF
-    _check_request_line(block, block.find(b"\r\n"), limits)
+    line_end = block.find(b"\r\n")
+    _check_request_line(block, line_end, limits)
     if lines - 2 > limits.max_header_count:
         raise TooManyFields("the request has too many header fields")
     fields = _Fields()
@@ -411,6 +411,11 @@ def _parse_head(block: bytes, limits: Limits) -> RequestHead:
         raise MalformedMessage("the request is malformed") from None
     if not fields.complete:
         raise MalformedMessage("the request is malformed")
+    method = parser.get_method().decode("ascii")
+    if len(method) + len(fields.url) + 10 != line_end:
+        # Not `method SP target SP HTTP/1.x` (RFC 9112 §3): llhttp also takes runs of spaces,
+        # which another parser along the way may split differently. Counted, not scanned.
+        raise MalformedMessage("the request line is malformed")
     version = parser.get_http_version()
     keep_alive = fields.keep_alive
     headers: list[Header] = []
@@ -420,14 +425,14 @@ def _parse_head(block: bytes, limits: Limits) -> RequestHead:
     hosts = 0
     authorization: list[str] = []
     api_keys: list[str] = []
-    raw_fields = fields.fields
-    if b" \r\n" in block or b"\t\r\n" in block:
-        # llhttp keeps a value's trailing whitespace; it is not part of the value (RFC 9112 §5)
-        # and would reach the upstream, the policy and the key lookup. Rare: one scan of the
-        # head decides, so the common head pays no per-field strip.
-        raw_fields = [(name, value.rstrip(b" \t")) for name, value in raw_fields]
     max_line = limits.max_header_line
-    for raw_name, raw_value in raw_fields:
+    for raw_name, raw_value in fields.fields:
+        if raw_value and raw_value[-1] <= 32:
+            # llhttp keeps a value's trailing whitespace, which is not part of it (RFC 9112
+            # §5): aiohttp strips it, and the policy, the key lookup and the upstream must see
+            # the same value whichever server parsed the head. llhttp lets no control byte but
+            # HTAB through, so this is SP or HTAB (one compare: cheaper than a scan of the head).
+            raw_value = raw_value.rstrip(b" \t")
         if len(raw_name) + len(raw_value) > max_line:
             raise HeadTooLarge("a request header field is too large")
         # The same decoding aiohttp applies, so both servers see the same strings.
@@ -460,7 +465,6 @@ def _parse_head(block: bytes, limits: Limits) -> RequestHead:
     if chunked and version == "1.0":
         # RFC 9112 §6.1: a transfer coding in an HTTP/1.0 message is faulty framing.
         raise MalformedMessage("HTTP/1.0 requests cannot use a transfer coding")
-    method = parser.get_method().decode("ascii")
     return RequestHead(
         method,
         fields.url.decode("utf-8", "surrogateescape"),
