@@ -403,6 +403,16 @@ def test_an_unread_body_beyond_the_limit_closes() -> None:
     assert take(conn) == [CLOSED]
 
 
+def test_broken_framing_while_draining_closes_without_an_error() -> None:
+    """A body being discarded whose chunked framing breaks closes the connection: its request
+    was answered already, so there is nothing more to answer."""
+    conn, _ = feed(req(HOST, TE, body=b"3\r\nab"))
+    conn.answered(True)
+    conn.receive(b"c\r\nzz\r\n")
+    assert take(conn) == [CLOSED]
+    assert conn.closed
+
+
 def test_eof_while_draining_closes() -> None:
     """EOF before a discarded body's end closes."""
     conn, _ = feed(req(HOST, b"Content-Length: 5", body=b"ab"))

@@ -4,7 +4,8 @@
 events (`next_event`): a `RequestHead`, body pieces (`bytes`), `END_OF_BODY`, or one of the
 sentinels `NEED_DATA` (nothing complete yet), `PAUSED` (a request is in flight: what follows
 waits until `answered`) and `CLOSED` (the client has finished). Broken framing raises a
-`ProtocolError`; the connection is then answered once and closed.
+`ProtocolError`; the connection is then answered once and closed (in the body of a request
+already answered, it is just CLOSED).
 
 Requests are taken strictly one at a time: the driver answers a request, calls `answered`,
 and only then sees the next (pipelined) one. `answered` also decides whether the connection
@@ -29,6 +30,7 @@ import httptools
 
 from gateway.proxy.h1.chunked import ChunkedDecoder
 from gateway.proxy.h1.errors import (
+    BadChunk,
     HeadTooLarge,
     MalformedMessage,
     ProtocolError,
@@ -334,7 +336,14 @@ class ServerConnection:
             dropped = take
             done = not self._remaining
         else:
-            rest = decoder.feed(buf, [])
+            try:
+                rest = decoder.feed(buf, [])
+            except BadChunk:
+                # The request has its answer already: a second one (for the broken framing)
+                # would reach the client as the answer to a request it did not send.
+                self._state = _CLOSED
+                self._keep_alive = False
+                return CLOSED
             dropped = len(buf) - len(rest)
             done = decoder.done
         self._buf = rest
