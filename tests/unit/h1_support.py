@@ -19,6 +19,19 @@ MAX_EVENTS = 10_000
 GET = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
 
 
+def head_of(events: list[object]) -> RequestHead:
+    assert isinstance(events[0], RequestHead), events
+    return events[0]
+
+
+def req(*fields: bytes, line: bytes = b"GET / HTTP/1.1", body: bytes = b"") -> bytes:
+    return line + b"\r\n" + b"".join(f + b"\r\n" for f in fields) + b"\r\n" + body
+
+
+HOST = b"Host: a"
+TE = b"Transfer-Encoding: chunked"
+
+
 def take(conn: ServerConnection) -> list[object]:
     """Events until the connection waits (NEED_DATA, PAUSED, CLOSED); a ProtocolError is
     recorded as its class and ends the list."""
