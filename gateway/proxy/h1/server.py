@@ -4,7 +4,8 @@
 events (`next_event`): a `RequestHead`, body pieces (`bytes`), `END_OF_BODY`, or one of the
 sentinels `NEED_DATA` (nothing complete yet), `PAUSED` (a request is in flight: what follows
 waits until `answered`) and `CLOSED` (the client has finished). Broken framing raises a
-`ProtocolError`; the connection is then answered once and closed.
+`ProtocolError`; the connection is then answered once and closed (in the body of a request
+already answered, it is just CLOSED).
 
 Requests are taken strictly one at a time: the driver answers a request, calls `answered`,
 and only then sees the next (pipelined) one. `answered` also decides whether the connection
@@ -29,6 +30,7 @@ import httptools
 
 from gateway.proxy.h1.chunked import ChunkedDecoder
 from gateway.proxy.h1.errors import (
+    BadChunk,
     HeadTooLarge,
     MalformedMessage,
     ProtocolError,
@@ -254,7 +256,15 @@ class ServerConnection:
             nl = buf.count(b"\n")
             if nl != buf.count(b"\r\n"):
                 raise MalformedMessage("the request is malformed")  # a bare LF
-            if nl == 0 and len(buf) > limits.max_request_line:
+            if nl:
+                # The request line is whole: judged now, so an HTTP/0.9 client (which sends
+                # no fields) is answered instead of left waiting for a head that never ends.
+                line_end = buf.find(b"\r\n")
+                _check_request_line(buf, line_end, limits)
+                if buf.count(b" ", 0, line_end) != 2:  # see _parse_head
+                    raise MalformedMessage("the request line is malformed")
+            elif len(buf) - (buf[-1] == 13) > limits.max_request_line:
+                # A CR at the very end may be half of the line's CRLF: not yet in the line.
                 raise HeadTooLarge("the request line is too long")
             if nl > limits.max_header_count + 1:
                 raise TooManyFields("the request has too many header fields")
@@ -310,6 +320,8 @@ class ServerConnection:
         if decoder.done:
             self._state = _DONE
             return END_OF_BODY
+        if self._eof:
+            raise MalformedMessage("the request body ended early")
         return NEED_DATA
 
     def _discard(self) -> RequestHead | _Sentinel:
@@ -324,18 +336,27 @@ class ServerConnection:
             dropped = take
             done = not self._remaining
         else:
-            rest = decoder.feed(buf, [])
+            try:
+                rest = decoder.feed(buf, [])
+            except BadChunk:
+                # The request has its answer already: a second one (for the broken framing)
+                # would reach the client as the answer to a request it did not send.
+                self._state = _CLOSED
+                self._keep_alive = False
+                return CLOSED
             dropped = len(buf) - len(rest)
             done = decoder.done
         self._buf = rest
         self._discard_left -= dropped
-        if done:
-            self._state = _IDLE
-            return self._next_head()
-        if self._discard_left < 0:
+        # The limit is checked first, so whether a body is drained does not depend on how its
+        # bytes were split into reads.
+        if self._discard_left < 0 or (not done and self._eof):
             self._state = _CLOSED
             self._keep_alive = False
             return CLOSED
+        if done:
+            self._state = _IDLE
+            return self._next_head()
         return NEED_DATA
 
 
@@ -367,21 +388,26 @@ class _Fields:
 _NOTED_SIZES = frozenset({4, 6, 9, 13, 14, 17})
 
 
+def _check_request_line(buf: bytes, line_end: int, limits: Limits) -> None:
+    """The length and version of the request line `buf[:line_end]` (llhttp takes any)."""
+    if line_end > limits.max_request_line:
+        raise HeadTooLarge("the request line is too long")
+    claimed = buf[buf.rfind(b" ", 0, line_end) + 1 : line_end]
+    if claimed not in (b"HTTP/1.1", b"HTTP/1.0"):
+        if claimed.startswith(b"HTTP/"):
+            raise UnsupportedVersion("only HTTP/1.0 and HTTP/1.1 are served here")
+        raise MalformedMessage("the request line is malformed")  # HTTP/0.9 among others
+
+
 def _parse_head(block: bytes, limits: Limits) -> RequestHead:
     """One complete request head, through its CRLFCRLF (see the module docstring)."""
     lines = block.count(b"\n")
     if lines != block.count(b"\r\n"):
         raise MalformedMessage("the request is malformed")  # a bare LF
+    line_end = block.find(b"\r\n")
+    _check_request_line(block, line_end, limits)
     if lines - 2 > limits.max_header_count:
         raise TooManyFields("the request has too many header fields")
-    line_end = block.find(b"\r\n")
-    if line_end > limits.max_request_line:
-        raise HeadTooLarge("the request line is too long")
-    claimed = block[block.rfind(b" ", 0, line_end) + 1 : line_end]
-    if claimed not in (b"HTTP/1.1", b"HTTP/1.0"):
-        if claimed.startswith(b"HTTP/"):
-            raise UnsupportedVersion("only HTTP/1.0 and HTTP/1.1 are served here")
-        raise MalformedMessage("the request line is malformed")  # HTTP/0.9 among others
     fields = _Fields()
     parser = httptools.HttpRequestParser(fields)
     fields.parser = parser
@@ -394,6 +420,11 @@ def _parse_head(block: bytes, limits: Limits) -> RequestHead:
         raise MalformedMessage("the request is malformed") from None
     if not fields.complete:
         raise MalformedMessage("the request is malformed")
+    method = parser.get_method().decode("ascii")
+    if len(method) + len(fields.url) + 10 != line_end:
+        # Not `method SP target SP HTTP/1.x` (RFC 9112 §3): llhttp also takes runs of spaces,
+        # which another parser along the way may split differently. Counted, not scanned.
+        raise MalformedMessage("the request line is malformed")
     version = parser.get_http_version()
     keep_alive = fields.keep_alive
     headers: list[Header] = []
@@ -405,6 +436,12 @@ def _parse_head(block: bytes, limits: Limits) -> RequestHead:
     api_keys: list[str] = []
     max_line = limits.max_header_line
     for raw_name, raw_value in fields.fields:
+        if raw_value and raw_value[-1] <= 32:
+            # llhttp keeps a value's trailing whitespace, which is not part of it (RFC 9112
+            # §5): aiohttp strips it, and the policy, the key lookup and the upstream must see
+            # the same value whichever server parsed the head. llhttp lets no control byte but
+            # HTAB through, so this is SP or HTAB (one compare: cheaper than a scan of the head).
+            raw_value = raw_value.rstrip(b" \t")
         if len(raw_name) + len(raw_value) > max_line:
             raise HeadTooLarge("a request header field is too large")
         # The same decoding aiohttp applies, so both servers see the same strings.
@@ -437,7 +474,6 @@ def _parse_head(block: bytes, limits: Limits) -> RequestHead:
     if chunked and version == "1.0":
         # RFC 9112 §6.1: a transfer coding in an HTTP/1.0 message is faulty framing.
         raise MalformedMessage("HTTP/1.0 requests cannot use a transfer coding")
-    method = parser.get_method().decode("ascii")
     return RequestHead(
         method,
         fields.url.decode("utf-8", "surrogateescape"),
