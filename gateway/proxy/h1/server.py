@@ -388,26 +388,30 @@ class _Fields:
 _NOTED_SIZES = frozenset({4, 6, 9, 13, 14, 17})
 
 
-def _check_request_line(buf: bytes, line_end: int, limits: Limits) -> None:
-    """The length and version of the request line `buf[:line_end]` (llhttp takes any)."""
+def _check_request_line(buf: bytes, line_end: int, limits: Limits) -> bool:
+    """The length and version of the request line `buf[:line_end]` (llhttp takes any);
+    whether it is HTTP/1.1."""
     if line_end > limits.max_request_line:
         raise HeadTooLarge("the request line is too long")
+    claimed = buf[line_end - 8 : line_end]
+    if claimed == b"HTTP/1.1":
+        return True
+    if claimed == b"HTTP/1.0":
+        return False
     claimed = buf[buf.rfind(b" ", 0, line_end) + 1 : line_end]
-    if claimed not in (b"HTTP/1.1", b"HTTP/1.0"):
-        if claimed.startswith(b"HTTP/"):
-            raise UnsupportedVersion("only HTTP/1.0 and HTTP/1.1 are served here")
-        raise MalformedMessage("the request line is malformed")  # HTTP/0.9 among others
+    if claimed.startswith(b"HTTP/"):
+        raise UnsupportedVersion("only HTTP/1.0 and HTTP/1.1 are served here")
+    raise MalformedMessage("the request line is malformed")  # HTTP/0.9 among others
 
 
 def _parse_head(block: bytes, limits: Limits) -> RequestHead:
-    """One complete request head, through its CRLFCRLF (see the module docstring)."""
-    lines = block.count(b"\n")
-    if lines != block.count(b"\r\n"):
-        raise MalformedMessage("the request is malformed")  # a bare LF
+    """One complete request head, through its CRLFCRLF (see the module docstring).
+
+    llhttp refuses a bare CR or LF, obs-fold and malformed field lines in a complete head (a
+    head still arriving is checked for them in `_next_head`); what it allows is checked here,
+    each rule at the cost of a comparison or two on a head of the usual size."""
     line_end = block.find(b"\r\n")
-    _check_request_line(block, line_end, limits)
-    if lines - 2 > limits.max_header_count:
-        raise TooManyFields("the request has too many header fields")
+    http11 = _check_request_line(block, line_end, limits)
     fields = _Fields()
     parser = httptools.HttpRequestParser(fields)
     fields.parser = parser
@@ -420,12 +424,13 @@ def _parse_head(block: bytes, limits: Limits) -> RequestHead:
         raise MalformedMessage("the request is malformed") from None
     if not fields.complete:
         raise MalformedMessage("the request is malformed")
+    if len(fields.fields) > limits.max_header_count:
+        raise TooManyFields("the request has too many header fields")
     method = parser.get_method().decode("ascii")
     if len(method) + len(fields.url) + 10 != line_end:
         # Not `method SP target SP HTTP/1.x` (RFC 9112 §3): llhttp also takes runs of spaces,
         # which another parser along the way may split differently. Counted, not scanned.
         raise MalformedMessage("the request line is malformed")
-    version = parser.get_http_version()
     keep_alive = fields.keep_alive
     headers: list[Header] = []
     length = -1
@@ -434,7 +439,8 @@ def _parse_head(block: bytes, limits: Limits) -> RequestHead:
     hosts = 0
     authorization: list[str] = []
     api_keys: list[str] = []
-    max_line = limits.max_header_line
+    # Only a head longer than the field limit can hold a field over it.
+    max_line = limits.max_header_line if len(block) > limits.max_header_line else 1 << 30
     for raw_name, raw_value in fields.fields:
         if raw_value and raw_value[-1] <= 32:
             # llhttp keeps a value's trailing whitespace, which is not part of it (RFC 9112
@@ -469,9 +475,9 @@ def _parse_head(block: bytes, limits: Limits) -> RequestHead:
                 host = value
     if hosts > 1:
         raise MalformedMessage("the request has more than one Host header")
-    if version == "1.1" and hosts == 0:
+    if http11 and hosts == 0:
         raise MalformedMessage("an HTTP/1.1 request needs a Host header")
-    if chunked and version == "1.0":
+    if chunked and not http11:
         # RFC 9112 §6.1: a transfer coding in an HTTP/1.0 message is faulty framing.
         raise MalformedMessage("HTTP/1.0 requests cannot use a transfer coding")
     return RequestHead(
