@@ -64,13 +64,14 @@ async def _fails_in_time(call: Awaitable[object], bound: float = BOUND) -> None:
     """`call` raises StoreUnavailable, within `bound` seconds."""
     start = time.monotonic()
     with pytest.raises(StoreUnavailable):
-        await call
+        # Without a deadline the call would wait for the server: fail instead of hanging.
+        await asyncio.wait_for(call, HANG)
     assert time.monotonic() - start < bound
 
 
 async def _returns_in_time(call: Awaitable[T]) -> T:
     start = time.monotonic()
-    result = await call
+    result = await asyncio.wait_for(call, HANG)
     assert time.monotonic() - start < BOUND
     return result
 
@@ -120,7 +121,7 @@ async def test_taking_a_connection_from_an_exhausted_pool_has_a_deadline(
             await asyncio.sleep(0.05)  # the stuck call holds the only connection
             await _fails_in_time(db.fetchrow("SELECT 2 AS two"))
             with pytest.raises(StoreUnavailable):
-                await stuck
+                await asyncio.wait_for(stuck, HANG)
         await _eventually(lambda: db.fetchrow("SELECT 1 AS one"))
     finally:
         await db.close()
@@ -132,7 +133,7 @@ async def test_connecting_to_a_hung_postgres_fails_within_the_deadline(pg_server
     with hung(pg_server):
         start = time.monotonic()
         with pytest.raises(StoreUnavailable):
-            await open_store(pg_server.url, deadline=DEADLINE)
+            await asyncio.wait_for(open_store(pg_server.url, deadline=DEADLINE), HANG)
         assert time.monotonic() - start < BOUND
 
 
