@@ -276,8 +276,9 @@ def _seconds(minimum: float) -> Callable[[str, Any], float]:
 
 def _deadline(maximum: float) -> Callable[[str, Any], float]:
     """A call deadline: long enough to be met by a healthy server, short enough that a hung
-    one is noticed (and, for the database, shorter than the shared cache's tombstones, which
-    must outlive any lookup in flight)."""
+    one is noticed. The maxima keep a lookup in flight (database read, then Redis write) shorter
+    than the shared cache's tombstones (cache/redis.py TOMBSTONE_SECONDS), which must outlive
+    it."""
 
     def parse(name: str, value: Any) -> float:
         number = _number(name, value, minimum=0.05)
@@ -310,7 +311,7 @@ _PLAIN: dict[str, Callable[[str, Any], Any]] = {
     "stale_window": _seconds(0),
     "store_backoff": _seconds(0),
     "database_timeout": _deadline(20.0),
-    "redis_timeout": _deadline(10.0),
+    "redis_timeout": _deadline(5.0),
     "retrievable_keys": _bool,
     "allow_insecure_redirects": _bool,
     "max_body_bytes": _count(1024),

@@ -34,7 +34,7 @@ log = logging.getLogger("gateway.cache")
 DEFAULT_NAMESPACE = "keygate"
 NEGATIVE = "-"  # stored value for "no such key"
 TOMBSTONE = "x"  # stored value for "just invalidated: do not cache this key yet"
-TOMBSTONE_SECONDS = 30  # > the verifier's LOOKUP_TIMEOUT plus a Redis round trip
+TOMBSTONE_SECONDS = 30  # > the longest lookup: database_timeout (<= 20 s) + redis_timeout (<= 5 s)
 BACKOFF_SECONDS = 1.0
 # Bound on one Redis call (the `redis_timeout` setting), connecting included. Applied with
 # asyncio.timeout around our calls rather than as redis-py's socket_timeout, which wraps
