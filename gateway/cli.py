@@ -181,7 +181,7 @@ def cmd_migrate(args: argparse.Namespace) -> None:
     async def run() -> None:
         from gateway.store import open_store
 
-        store = await open_store(settings.database_url)
+        store = await open_store(settings.database_url, deadline=settings.database_timeout)
         try:
             applied = await store.migrate()
         finally:

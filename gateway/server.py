@@ -52,7 +52,7 @@ def _migrate(settings: Settings) -> None:
     async def run() -> None:
         from gateway.store import open_store
 
-        store = await open_store(settings.database_url)
+        store = await open_store(settings.database_url, deadline=settings.database_timeout)
         try:
             await store.migrate()
         finally:

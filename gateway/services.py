@@ -88,7 +88,7 @@ async def open_services(settings: Settings, *, migrate: bool = True) -> AsyncIte
     Raises PolicyError, StoreUnavailable: the callers turn them into one line and an exit.
     """
     policy = load_policy(settings.policy)
-    store = await open_store(settings.database_url)
+    store = await open_store(settings.database_url, deadline=settings.database_timeout)
     shared = None
     try:
         if migrate:
@@ -99,6 +99,7 @@ async def open_services(settings: Settings, *, migrate: bool = True) -> AsyncIte
                 ttl=settings.redis_cache_ttl,
                 negative_ttl=settings.negative_cache_ttl,
                 namespace=settings.redis_namespace,
+                deadline=settings.redis_timeout,
             )
         hasher = KeyHasher(settings.secret)
         verifier = KeyVerifier(
@@ -111,6 +112,7 @@ async def open_services(settings: Settings, *, migrate: bool = True) -> AsyncIte
             local_size=settings.local_cache_size,
             negative_ttl=settings.negative_cache_ttl,
             stale_window=settings.stale_window,
+            lookup_timeout=settings.database_timeout,
             store_backoff=settings.store_backoff,
         )
         vault = (

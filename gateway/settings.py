@@ -54,6 +54,12 @@ class Settings:
     negative_cache_ttl: float = 5.0
     stale_window: float = 60.0
     store_backoff: float = 1.0
+    # Deadlines on every call to the database and to Redis, so a server that hangs (rather
+    # than refusing connections) costs a request at most this long. The database's covers
+    # connecting, taking a pooled connection and each statement; on SQLite it is the busy
+    # timeout. Redis's covers connecting and each command.
+    database_timeout: float = 2.0
+    redis_timeout: float = 0.5
     retrievable_keys: bool = False
     key_encryption_key: bytes | None = field(default=None, repr=False)
     allow_insecure_redirects: bool = False
@@ -268,6 +274,21 @@ def _seconds(minimum: float) -> Callable[[str, Any], float]:
     return lambda name, value: _number(name, value, minimum=minimum)
 
 
+def _deadline(maximum: float) -> Callable[[str, Any], float]:
+    """A call deadline: long enough to be met by a healthy server, short enough that a hung
+    one is noticed. The maxima keep a lookup in flight (database read, then Redis write) shorter
+    than the shared cache's tombstones (cache/redis.py TOMBSTONE_SECONDS), which must outlive
+    it."""
+
+    def parse(name: str, value: Any) -> float:
+        number = _number(name, value, minimum=0.05)
+        if number > maximum:
+            raise SettingsError(f"{name}: {value!r} must be at most {maximum:g}")
+        return number
+
+    return parse
+
+
 def _count(minimum: int) -> Callable[[str, Any], int]:
     return lambda name, value: int(_number(name, value, minimum=minimum, integer=True))
 
@@ -289,6 +310,8 @@ _PLAIN: dict[str, Callable[[str, Any], Any]] = {
     "negative_cache_ttl": _seconds(0),
     "stale_window": _seconds(0),
     "store_backoff": _seconds(0),
+    "database_timeout": _deadline(20.0),
+    "redis_timeout": _deadline(5.0),
     "retrievable_keys": _bool,
     "allow_insecure_redirects": _bool,
     "max_body_bytes": _count(1024),

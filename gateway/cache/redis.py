@@ -34,10 +34,12 @@ log = logging.getLogger("gateway.cache")
 DEFAULT_NAMESPACE = "keygate"
 NEGATIVE = "-"  # stored value for "no such key"
 TOMBSTONE = "x"  # stored value for "just invalidated: do not cache this key yet"
-TOMBSTONE_SECONDS = 30  # > the verifier's LOOKUP_TIMEOUT plus a Redis round trip
+TOMBSTONE_SECONDS = 30  # > the longest lookup: database_timeout (<= 20 s) + redis_timeout (<= 5 s)
 BACKOFF_SECONDS = 1.0
-# Bound on one Redis call. Applied with asyncio.timeout around our calls rather than as
-# redis-py's socket_timeout, which wraps every send in wait_for (a task per command).
+# Bound on one Redis call (the `redis_timeout` setting), connecting included. Applied with
+# asyncio.timeout around our calls rather than as redis-py's socket_timeout, which wraps
+# every send in wait_for (a task per command). A Redis that hangs accepts connections (the
+# kernel completes them) and never answers, so only this bound notices it.
 SOCKET_TIMEOUT = 0.5
 # An invalidation that could not be published is retried this often, for as long as an entry
 # written before it could live in Redis (its TTL): until then another instance could serve it.
@@ -73,8 +75,10 @@ class SharedCache:
         listener: aioredis.Redis | None = None,
         namespace: str = DEFAULT_NAMESPACE,
         ping_seconds: float = PING_SECONDS,
+        deadline: float = SOCKET_TIMEOUT,
     ) -> None:
         self._redis = client
+        self._deadline = deadline
         # Pub/sub idles for long stretches, so its connection must not use the short read
         # timeout of the cache connection.
         self._listener = listener or client
@@ -96,14 +100,17 @@ class SharedCache:
         negative_ttl: float,
         namespace: str = DEFAULT_NAMESPACE,
         ping_seconds: float = PING_SECONDS,
+        deadline: float = SOCKET_TIMEOUT,
     ) -> SharedCache:
+        # socket_connect_timeout also bounds closing a connection (redis-py waits for the
+        # close under it), so shutting down with Redis hung stays bounded.
         client = aioredis.Redis.from_url(
             url,
-            socket_connect_timeout=SOCKET_TIMEOUT,
+            socket_connect_timeout=deadline,
             health_check_interval=30,
         )
         listener = aioredis.Redis.from_url(
-            url, socket_connect_timeout=SOCKET_TIMEOUT, socket_keepalive=True
+            url, socket_connect_timeout=deadline, socket_keepalive=True
         )
         return cls(
             client,
@@ -112,6 +119,7 @@ class SharedCache:
             listener=listener,
             namespace=namespace,
             ping_seconds=ping_seconds,
+            deadline=deadline,
         )
 
     def name(self, digest: bytes) -> str:
@@ -128,7 +136,7 @@ class SharedCache:
 
     async def ping(self) -> bool:
         try:
-            async with asyncio.timeout(SOCKET_TIMEOUT):
+            async with asyncio.timeout(self._deadline):
                 return bool(await self._redis.ping())
         except (RedisError, OSError) as exc:
             self._failed("ping", exc)
@@ -139,7 +147,7 @@ class SharedCache:
         if not self.available:
             return None
         try:
-            async with asyncio.timeout(SOCKET_TIMEOUT):
+            async with asyncio.timeout(self._deadline):
                 raw = await self._redis.get(self.name(digest))
         except (RedisError, OSError) as exc:
             self._failed("get", exc)
@@ -164,7 +172,7 @@ class SharedCache:
             value, ttl = json.dumps(record, separators=(",", ":")), self._ttl
         try:
             # NX: never overwrite a tombstone (nor an entry another instance just wrote).
-            async with asyncio.timeout(SOCKET_TIMEOUT):
+            async with asyncio.timeout(self._deadline):
                 await self._redis.set(self.name(digest), value, ex=ttl, nx=True)
         except (RedisError, OSError) as exc:
             self._failed("set", exc)
@@ -190,7 +198,7 @@ class SharedCache:
     async def _publish(self, hexes: list[str]) -> bool:
         try:
             async with (
-                asyncio.timeout(SOCKET_TIMEOUT),
+                asyncio.timeout(self._deadline),
                 self._redis.pipeline(transaction=False) as pipe,
             ):
                 for item in hexes:

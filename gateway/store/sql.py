@@ -141,7 +141,8 @@ class SqlStore:
 
     async def _lock(self, tx: Database) -> None:
         if self.backend == "postgres":
-            await tx.execute("SELECT pg_advisory_xact_lock(7263041)")
+            # A script: waiting for another instance's migration is not bounded like a query.
+            await tx.run_script("SELECT pg_advisory_xact_lock(7263041)")
 
     # -- audit --------------------------------------------------------------------------
 

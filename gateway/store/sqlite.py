@@ -3,11 +3,17 @@
 SQLite has one writer; the adapter keeps a single connection and serialises every
 statement through one lock, so a transaction never interleaves with another coroutine's
 statements on the same connection.
+
+Deadlines: another process holding the database's write lock (the CLI, a backup) makes
+SQLite retry for its busy timeout, which is the store's deadline; a call outside a
+transaction is bounded as a whole, its wait for the lock above included, so a request queued
+behind a slow statement is answered (503) within the deadline instead of joining the queue.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
@@ -21,6 +27,7 @@ import aiosqlite
 from gateway.store.base import Conflict, StoreError, StoreUnavailable
 from gateway.store.sql import Row
 
+DEFAULT_TIMEOUT = 2.0
 _PLACEHOLDER = re.compile(r"\$(\d+)")
 
 
@@ -83,13 +90,14 @@ class _Tx:
 class SqliteDatabase:
     backend = "sqlite"
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    def __init__(self, conn: aiosqlite.Connection, deadline: float = DEFAULT_TIMEOUT) -> None:
         self._conn = conn
         self._lock = asyncio.Lock()
         self._tx = _Tx(conn)
+        self._deadline = deadline
 
     @classmethod
-    async def connect(cls, url: str) -> SqliteDatabase:
+    async def connect(cls, url: str, *, deadline: float = DEFAULT_TIMEOUT) -> SqliteDatabase:
         path = url.removeprefix("sqlite:///")
         if path != ":memory:":
             try:
@@ -114,23 +122,36 @@ class SqliteDatabase:
             # (or a read-only one); close the connection, or its thread keeps the process alive.
             await conn.execute("PRAGMA foreign_keys = ON")
             await conn.execute("PRAGMA journal_mode = WAL")
-            await conn.execute("PRAGMA busy_timeout = 5000")
+            await conn.execute(f"PRAGMA busy_timeout = {max(1, int(deadline * 1000))}")
         except sqlite3.Error as exc:
             await conn.close()
             raise StoreUnavailable(f"cannot open SQLite database {path!r}: {exc}") from None
-        return cls(conn)
+        return cls(conn, deadline)
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        async with self._lock:
+        async with self._turn():
             return await self._tx.fetch(sql, *args)
 
     async def fetchrow(self, sql: str, *args: Any) -> Row | None:
-        async with self._lock:
+        async with self._turn():
             return await self._tx.fetchrow(sql, *args)
 
     async def execute(self, sql: str, *args: Any) -> int:
-        async with self._lock:
+        async with self._turn():
             return await self._tx.execute(sql, *args)
+
+    @asynccontextmanager
+    async def _turn(self) -> AsyncIterator[None]:
+        """The connection to ourselves for one statement, within the deadline.
+
+        A statement abandoned at its deadline still finishes in aiosqlite's thread; the next
+        one queues behind it there, so statements never interleave on the connection.
+        """
+        try:
+            async with asyncio.timeout(self._deadline), self._lock:
+                yield
+        except TimeoutError:
+            raise self._late() from None
 
     async def run_script(self, script: str) -> None:
         async with self.transaction() as tx:
@@ -138,14 +159,31 @@ class SqliteDatabase:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[_Tx]:
-        async with self._lock:
-            await self._conn.execute("BEGIN IMMEDIATE")
+        # Our turn within the deadline; the statements inside are bounded by the busy timeout.
+        try:
+            async with asyncio.timeout(self._deadline):
+                await self._lock.acquire()
+        except TimeoutError:
+            raise self._late() from None
+        try:
+            with _translate():
+                await self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._tx
+                with _translate():
+                    await self._conn.execute("COMMIT")
             except BaseException:
-                await self._conn.execute("ROLLBACK")
+                # Also after a failed COMMIT, which leaves the transaction open.
+                with contextlib.suppress(sqlite3.Error):
+                    await self._conn.execute("ROLLBACK")
                 raise
-            await self._conn.execute("COMMIT")
+        finally:
+            self._lock.release()
+
+    def _late(self) -> StoreUnavailable:
+        return StoreUnavailable(
+            f"SQLite did not answer within {self._deadline:g}s (database_timeout)"
+        )
 
     async def close(self) -> None:
         await self._conn.close()

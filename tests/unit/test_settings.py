@@ -10,6 +10,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway import settings as settings_module
 from gateway.settings import Settings, SettingsError, load_settings, with_secret
@@ -145,6 +147,8 @@ BAD_VALUES: dict[str, str] = {
     "negative_cache_ttl": "soon",
     "stale_window": "nan",
     "store_backoff": "-1",
+    "database_timeout": "0",
+    "redis_timeout": "eleven",
     "retrievable_keys": "maybe",
     "allow_insecure_redirects": "perhaps",
     "max_body_bytes": "10",
@@ -435,3 +439,37 @@ def test_settings_are_frozen() -> None:
     s = Settings()
     with pytest.raises(AttributeError):
         s.mode = "development"  # type: ignore[misc]
+
+
+# ---- call deadlines ---------------------------------------------------------------------
+
+
+def test_call_deadlines_default_to_two_seconds_and_half_a_second() -> None:
+    """Without configuration a database call is bounded at 2 s and a Redis call at 0.5 s."""
+    s = load_settings(None, environ={})
+    assert (s.database_timeout, s.redis_timeout) == (2.0, 0.5)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("database_timeout", "21"), ("redis_timeout", "5.5"), ("database_timeout", "0.01")],
+)
+def test_call_deadlines_out_of_range_are_refused(key: str, value: str) -> None:
+    """A deadline too long to protect a request, or too short for a healthy server, is refused."""
+    message = error({f"GATEWAY_{key.upper()}": value})
+    assert message.startswith(f"GATEWAY_{key.upper()}: ")
+    assert value in message
+
+
+@given(st.floats(min_value=0.05, max_value=20.0))
+def test_any_database_deadline_in_range_is_kept_exactly(seconds: float) -> None:
+    """Every database_timeout within 0.05-20 s is taken as written."""
+    s = load_settings(None, environ={"GATEWAY_DATABASE_TIMEOUT": repr(seconds)})
+    assert s.database_timeout == seconds
+
+
+@given(st.floats(allow_nan=True, allow_infinity=True).filter(lambda x: not 0.05 <= x <= 5.0))
+def test_any_redis_deadline_out_of_range_is_an_error(seconds: float) -> None:
+    """Every redis_timeout outside 0.05-5 s (NaN and infinities included) is refused."""
+    with pytest.raises(SettingsError, match=r"^GATEWAY_REDIS_TIMEOUT: "):
+        load_settings(None, environ={"GATEWAY_REDIS_TIMEOUT": repr(seconds)})
