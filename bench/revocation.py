@@ -8,6 +8,11 @@ revokes itself: `DELETE /api/v1/api-keys/current`; or with `--via store`, the st
 Redis publish that `gateway keys revoke` runs). The delay is the time from sending the revoke
 to the first 401 B returns. Its resolution is one probe round trip (also reported).
 
+`--redis` picks the Redis condition during the revocations: `healthy` (the shared server),
+`down` (a redis-server of the benchmark's own, killed once the instances are up) or `hung`
+(the same, SIGSTOPped), or `all` three in turn. Without Redis, B learns the revocation from the
+database's invalidation log, read every `invalidation_poll_interval` (`--poll`, default 1 s).
+
 Prints a Markdown table and writes it to bench/results/revocation.md. Bounded: `--count`
 revocations, each waiting at most PER_REVOCATION_SECONDS, the whole run at most RUN_SECONDS.
 Servers: GATEWAY_BENCH_DATABASE_URL and GATEWAY_BENCH_REDIS_URL as in bench/verify.py.
@@ -21,6 +26,7 @@ import contextlib
 import os
 import platform
 import secrets
+import shutil
 import signal
 import socket
 import statistics
@@ -151,14 +157,55 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def run(count: int, via: str) -> str:
+@contextlib.contextmanager
+def own_redis() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A redis-server of the benchmark's own, to kill or hang; removed on exit."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("no redis-server binary for the down/hung rows")
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + START_SECONDS
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0", proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)
+            proc.kill()
+            proc.wait(15)
+
+
+async def run(count: int, via: str, mode: str = "healthy", poll: float = 1.0) -> str:
+    if mode == "healthy":
+        return await _run(count, via, mode, poll, REDIS_URL, None)
+    with own_redis() as (url, proc):
+        return await _run(count, via, mode, poll, url, proc)
+
+
+async def _run(
+    count: int,
+    via: str,
+    mode: str,
+    poll: float,
+    redis_url: str,
+    redis_proc: subprocess.Popen[bytes] | None,
+) -> str:
     namespace = f"kgbench{uuid.uuid4().hex[:10]}"
     delays: list[float] = []
     acks: list[float] = []
     rtts: list[float] = []
     missed = 0
     started = time.monotonic()
-    redis = aioredis.Redis.from_url(REDIS_URL)
+    redis = aioredis.Redis.from_url(redis_url)
     try:
         async with (
             fresh_database(DATABASE_URL) as database_url,
@@ -174,7 +221,8 @@ async def run(count: int, via: str) -> str:
                     "GATEWAY_MODE": "production",
                     "GATEWAY_SECRET": secrets.token_hex(32),
                     "GATEWAY_DATABASE_URL": database_url,
-                    "GATEWAY_REDIS_URL": REDIS_URL,
+                    "GATEWAY_REDIS_URL": redis_url,
+                    "GATEWAY_INVALIDATION_POLL_INTERVAL": str(poll),
                     "GATEWAY_REDIS_NAMESPACE": namespace,
                     "GATEWAY_POLICY": str(policy),
                     "GATEWAY_DATA_DIR": str(work),
@@ -210,6 +258,11 @@ async def run(count: int, via: str) -> str:
                         ).text
                         for i in range(count)
                     ]
+                    if redis_proc is not None and mode == "down":
+                        redis_proc.kill()
+                        redis_proc.wait(15)
+                    elif redis_proc is not None and mode == "hung":
+                        redis_proc.send_signal(signal.SIGSTOP)
                     for key in keys:
                         if time.monotonic() - started > RUN_SECONDS:
                             break
@@ -236,14 +289,22 @@ async def run(count: int, via: str) -> str:
                         else:
                             delays.append(refused - sent)
     finally:
-        names = await redis.keys(f"{namespace}:*")
-        if names:
-            await redis.delete(*names)
+        if redis_proc is None:
+            names = await redis.keys(f"{namespace}:*")
+            if names:
+                await redis.delete(*names)
         await redis.aclose()
-    return table(delays, acks, rtts, missed, via)
+    return table(delays, acks, rtts, missed, via, f"Redis {mode}, poll interval {poll:g} s")
 
 
-def table(delays: list[float], acks: list[float], rtts: list[float], missed: int, via: str) -> str:
+def table(
+    delays: list[float],
+    acks: list[float],
+    rtts: list[float],
+    missed: int,
+    via: str,
+    condition: str = "Redis healthy",
+) -> str:
     ms = 1000.0
     how = (
         "the key revokes itself through A (`DELETE /api/v1/api-keys/current`)"
@@ -251,7 +312,8 @@ def table(delays: list[float], acks: list[float], rtts: list[float], missed: int
         else "store change + Redis publish (the `gateway keys revoke` path)"
     )
     lines = [
-        f"# Revocation delay across instances ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)",
+        f"# Revocation delay across instances: {condition} "
+        f"({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)",
         "",
         f"Two `gateway serve` processes (A, B), PostgreSQL + Redis on 127.0.0.1, Python "
         f"{platform.python_version()}, {os.cpu_count()} CPUs. Revoke: {how}. Delay: from sending "
@@ -286,10 +348,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--via", choices=["api", "store"], default="api", help="how instance A revokes"
     )
+    parser.add_argument(
+        "--redis",
+        choices=["healthy", "down", "hung", "all"],
+        default="healthy",
+        help="the Redis condition during the revocations",
+    )
+    parser.add_argument(
+        "--poll", type=float, default=1.0, help="invalidation_poll_interval of the instances"
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.count <= 10_000:
         parser.error("--count must be between 1 and 10000")
-    text = asyncio.run(run(args.count, args.via))
+    modes = ["healthy", "down", "hung"] if args.redis == "all" else [args.redis]
+    text = "\n".join(asyncio.run(run(args.count, args.via, mode, args.poll)) for mode in modes)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(text, encoding="utf-8")
     print(text, end="")

@@ -12,6 +12,7 @@ from gateway.cache.redis import SharedCache
 from gateway.errors import TooManyRequests
 from gateway.keys.hashing import KeyHasher
 from gateway.keys.manage import KeyService
+from gateway.keys.poller import InvalidationPoller, retention_for
 from gateway.keys.vault import KeyVault
 from gateway.keys.verify import KeyVerifier
 from gateway.policy.loader import load_policy
@@ -161,8 +162,16 @@ async def open_services(settings: Settings, *, migrate: bool = True) -> AsyncIte
 
 @contextlib.asynccontextmanager
 async def run_background(services: Services) -> AsyncIterator[None]:
-    """Background tasks of a serving instance: invalidation listener, last-used flush."""
-    tasks = []
+    """Background tasks of a serving instance: invalidation listener and log poller,
+    last-used flush."""
+    poller = InvalidationPoller(
+        services.store,
+        services.verifier,
+        services.shared,
+        interval=services.settings.invalidation_poll_interval,
+        retention=retention_for(services.settings.redis_cache_ttl),
+    )
+    tasks = [asyncio.create_task(poller.run())]
     if services.shared is not None:
         tasks.append(
             asyncio.create_task(

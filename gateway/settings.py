@@ -53,6 +53,9 @@ class Settings:
     redis_cache_ttl: float = 300.0
     negative_cache_ttl: float = 5.0
     stale_window: float = 60.0
+    # Every instance reads the database's invalidation log this often: the bound on how long
+    # an acknowledged change takes to reach an instance when Redis is down or hung.
+    invalidation_poll_interval: float = 1.0
     store_backoff: float = 1.0
     # Deadlines on every call to the database and to Redis, so a server that hangs (rather
     # than refusing connections) costs a request at most this long. The database's covers
@@ -309,6 +312,7 @@ _PLAIN: dict[str, Callable[[str, Any], Any]] = {
     "redis_cache_ttl": _seconds(1),
     "negative_cache_ttl": _seconds(0),
     "stale_window": _seconds(0),
+    "invalidation_poll_interval": _seconds(0.05),
     "store_backoff": _seconds(0),
     "database_timeout": _deadline(20.0),
     "redis_timeout": _deadline(5.0),

@@ -11,6 +11,11 @@ published. So invalidation does not delete an entry, it overwrites it with a sho
 finds the tombstone and is dropped. The tombstone outlives any lookup (the verifier bounds a
 lookup at LOOKUP_TIMEOUT), so no reader that started before the change can cache it.
 
+Invalidation records in the database are the durable channel: a change made while Redis was
+unreachable leaves the old entry in Redis, so entries carry the id of the key's latest
+invalidation record when they were read (`version`) and the verifier refuses and replaces
+one older than a record it has seen (see keys/verify.py and keys/poller.py).
+
 Names: `<namespace>:key:<hmac hex>` and the channel `<namespace>:invalidate`, so deployments
 (or test runs) sharing a Redis keep apart; pub/sub channels are shared by every database
 number of a server, which the namespace also covers.
@@ -88,6 +93,9 @@ class SharedCache:
         self.channel = f"{namespace}:invalidate"
         self._ping_seconds = ping_seconds
         self._down_until = 0.0
+        # Monotonic time of Redis's last answer: with the database's, it starts the stale
+        # window of an instance that can reach neither.
+        self.last_contact = 0.0
         self._unpublished: dict[str, float] = {}  # hmac hex -> give up retrying at (monotonic)
         self._retry: asyncio.Task[None] | None = None
 
@@ -152,6 +160,7 @@ class SharedCache:
         except (RedisError, OSError) as exc:
             self._failed("get", exc)
             return None
+        self.last_contact = time.monotonic()
         if raw is None or raw == TOMBSTONE.encode():
             return None
         if raw == NEGATIVE.encode():
@@ -162,8 +171,13 @@ class SharedCache:
             return None
         return value if isinstance(value, dict) else None
 
-    async def put(self, digest: bytes, record: dict[str, Any] | None) -> None:
-        """Cache a record (None: "no such key") unless the key was invalidated recently."""
+    async def put(
+        self, digest: bytes, record: dict[str, Any] | None, *, replace: bool = False
+    ) -> None:
+        """Cache a record (None: "no such key") unless the key was invalidated recently.
+
+        `replace`: the entry there was found older than a change (or unreadable), so it is
+        overwritten rather than kept."""
         if not self.available:
             return
         if record is None:
@@ -173,9 +187,28 @@ class SharedCache:
         try:
             # NX: never overwrite a tombstone (nor an entry another instance just wrote).
             async with asyncio.timeout(self._deadline):
-                await self._redis.set(self.name(digest), value, ex=ttl, nx=True)
+                await self._redis.set(self.name(digest), value, ex=ttl, nx=not replace)
         except (RedisError, OSError) as exc:
             self._failed("set", exc)
+            return
+        self.last_contact = time.monotonic()
+
+    async def forget(self, digests: Iterable[bytes]) -> None:
+        """Tombstone entries without publishing (the instances learn the change from the
+        database's invalidation log); best effort, as versions guard what this misses."""
+        names = [self.name(d) for d in digests]
+        if not names or not self.available:
+            return
+        try:
+            async with (
+                asyncio.timeout(self._deadline),
+                self._redis.pipeline(transaction=False) as pipe,
+            ):
+                for name in names:
+                    pipe.set(name, TOMBSTONE, ex=TOMBSTONE_SECONDS)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self._failed("invalidate", exc)
 
     async def invalidate(self, digests: Iterable[bytes]) -> None:
         """Tombstone entries and tell every instance to drop its in-process copy.
@@ -208,6 +241,7 @@ class SharedCache:
         except (RedisError, OSError) as exc:
             self._failed("invalidate", exc)
             return False
+        self.last_contact = time.monotonic()
         return True
 
     async def _retry_unpublished(self) -> None:
@@ -260,7 +294,7 @@ class SharedCache:
             _raise_if_cancelled()
             now = time.monotonic()
             if message is not None:
-                heard = now
+                heard = self.last_contact = now
                 if message.get("type") == "message":
                     for item in bytes(message["data"]).split():
                         with contextlib.suppress(ValueError):
@@ -277,11 +311,10 @@ class SharedCache:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._retry
         if self._unpublished:
-            log.error(
-                "%d key invalidation(s) could not be published to Redis; other instances "
-                "may accept those keys until their cache entries expire (at most %ds)",
+            log.warning(
+                "%d key invalidation(s) could not be published to Redis; running instances "
+                "apply them from the database's invalidation log instead",
                 len(self._unpublished),
-                self._ttl,
             )
         await self._redis.aclose()
         if self._listener is not self._redis:

@@ -21,10 +21,16 @@ Consistency: an invalidation (revoke, disable, change, owner change) drops the e
 forgets the lookup in flight for it, so a load that read the database before the change
 committed may answer the request it was started for (that request raced the change) but is
 never cached. `reset()` (the invalidation channel was lost) makes every entry stale at once.
+Invalidations arrive from Redis pub/sub and, always, from the database's invalidation log
+(`gateway/keys/poller.py`), which also tells `invalidated()` the record's id: a Redis entry
+carries the id of the key's latest record when it was read (its version), and one older than
+a record this instance has seen is refused, so Redis cannot bring a changed key back.
 
-Outages: if the database cannot be reached, an in-process entry is served only within
-`stale_window` seconds past its expiry; otherwise 503. Never fail open: a revoked key has no
-entry to serve (its entry was dropped), and an unknown one is refused or answered 503.
+Outages: if neither the database nor Redis can be reached, an in-process entry is served
+only within `stale_window` seconds of the last successful contact with either (not of when
+the entry was loaded: a change committed since then may be unknown here); otherwise 503.
+Never fail open: a revoked key has no entry to serve (its entry was dropped), and an unknown
+one is refused or answered 503.
 """
 
 from __future__ import annotations
@@ -33,20 +39,18 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from gateway.cache.local import Entry, LocalCache
 from gateway.cache.redis import NEGATIVE, SharedCache
 from gateway.errors import Unauthenticated, Unavailable
 from gateway.keys import format as keyformat
 from gateway.keys.hashing import KeyHasher
-from gateway.policy.evaluate import Principal, owner_grants
+from gateway.keys.state import KeyState as KeyState
+from gateway.keys.state import VerifiedKey as VerifiedKey
+from gateway.keys.state import principal_for as principal_for
 from gateway.policy.model import Catalog
-from gateway.policy.pathrule import parse_path_rule
-from gateway.store.base import KeyWithOwner, Store, StoreError
+from gateway.store.base import Store, StoreError
 
 log = logging.getLogger("gateway.keys")
 
@@ -54,98 +58,6 @@ log = logging.getLogger("gateway.keys")
 # a load that read a record before a revocation committed can take to try to cache it, which
 # the shared cache's tombstones must outlive (see cache/redis.py TOMBSTONE_SECONDS).
 LOOKUP_TIMEOUT = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class KeyState:
-    """What the caches hold for a key: plain data, JSON-serialisable, no secret."""
-
-    key_id: str
-    user_id: str
-    email: str
-    label: str
-    status: str
-    expires_at: float | None  # unix time
-    owner_disabled: bool
-    is_admin: bool
-    permissions: tuple[str, ...]
-    grants: tuple[str, ...]
-    path_rule: str | None
-
-    @classmethod
-    def from_store(cls, found: KeyWithOwner) -> KeyState:
-        key, owner = found.key, found.owner
-        return cls(
-            key_id=key.id,
-            user_id=owner.id,
-            email=owner.email,
-            label=key.label,
-            status=key.status,
-            expires_at=key.expires_at.timestamp() if key.expires_at else None,
-            owner_disabled=owner.disabled,
-            is_admin=owner.is_admin,
-            permissions=key.permissions,
-            grants=owner.grants,
-            path_rule=key.path_rule,
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "key_id": self.key_id,
-            "user_id": self.user_id,
-            "email": self.email,
-            "label": self.label,
-            "status": self.status,
-            "expires_at": self.expires_at,
-            "owner_disabled": self.owner_disabled,
-            "is_admin": self.is_admin,
-            "permissions": list(self.permissions),
-            "grants": list(self.grants),
-            "path_rule": self.path_rule,
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> KeyState:
-        return cls(
-            key_id=str(data["key_id"]),
-            user_id=str(data["user_id"]),
-            email=str(data["email"]),
-            label=str(data["label"]),
-            status=str(data["status"]),
-            expires_at=float(data["expires_at"]) if data["expires_at"] is not None else None,
-            owner_disabled=bool(data["owner_disabled"]),
-            is_admin=bool(data["is_admin"]),
-            permissions=tuple(str(p) for p in data["permissions"]),
-            grants=tuple(str(g) for g in data["grants"]),
-            path_rule=str(data["path_rule"]) if data["path_rule"] is not None else None,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class VerifiedKey:
-    """A key that authenticated: its state and the principal built from it."""
-
-    state: KeyState
-    principal: Principal
-
-
-def principal_for(state: KeyState, catalog: Catalog) -> Principal:
-    """The principal a key state stands for, parsed against the current catalog."""
-    perms = []
-    for text in state.permissions:
-        try:
-            perms.append(catalog.parse(text))
-        except ValueError:
-            continue  # a permission the policy no longer knows grants nothing
-    return Principal(
-        user_id=state.user_id,
-        email=state.email,
-        grants=owner_grants(catalog, state.grants, is_admin=state.is_admin),
-        key_id=state.key_id,
-        key_permissions=tuple(perms),
-        path_rule=parse_path_rule(state.path_rule) if state.path_rule else None,
-        is_admin=state.is_admin,
-    )
 
 
 _Cached = VerifiedKey | None  # None: a negative entry (no such key)
@@ -188,6 +100,9 @@ class KeyVerifier:
         # longer registered here when it finishes must not cache what it read.
         self._inflight: dict[bytes, asyncio.Task[_Cached]] = {}
         self._last_used: dict[str, float] = {}  # key id -> unix time; flushed in batches
+        # digest -> id of the latest invalidation record seen for it (and when, to prune).
+        self._versions: dict[bytes, tuple[int, float]] = {}
+        self._contact = time.monotonic()  # last successful database answer
         self.lookups = 0  # database lookups, for tests and metrics
 
     # -- the hot path -------------------------------------------------------------------
@@ -293,16 +208,20 @@ class KeyVerifier:
         return self._inflight.get(digest) is asyncio.current_task()
 
     async def _fetch(self, digest: bytes, stale: Entry[_Cached] | None) -> _Cached:
+        outdated = False  # Redis holds a record older than a change seen here: replace it
         if self._shared is not None:
             cached = await self._shared.get(digest)
             if cached == NEGATIVE:
                 self._remember(digest, None)
                 return None
             if isinstance(cached, dict):
+                verified: _Cached = None
                 try:
-                    verified: _Cached = self._verified(KeyState.from_json(cached))
+                    outdated = int(cached.get("version", 0)) < self.version(digest)
+                    if not outdated:
+                        verified = self._verified(KeyState.from_json(cached))
                 except (KeyError, TypeError, ValueError):
-                    verified = None  # an unreadable record: ask the database instead
+                    outdated = True  # an unreadable record: ask the database instead
                 if verified is not None:
                     self._remember(digest, verified)
                     return verified
@@ -315,6 +234,7 @@ class KeyVerifier:
                 self.lookups += 1
                 async with asyncio.timeout(self._lookup_timeout):
                     found = await self._store.find_key_by_hash(digest)
+                self._contact = time.monotonic()
             except (StoreError, TimeoutError) as exc:
                 failure = type(exc).__name__
                 self._store_down_until = time.monotonic() + self._store_backoff
@@ -323,11 +243,11 @@ class KeyVerifier:
             # was invalidated meanwhile (then this lookup is no longer current).
             if (
                 stale is not None
-                and time.monotonic() < stale.expires + self._stale_window
+                and time.monotonic() < self.last_contact + self._stale_window
                 and self._current(digest)
             ):
                 log.warning(
-                    "database unavailable (%s); serving a cached key record in its stale window",
+                    "database unavailable (%s); serving a cached key record in the stale window",
                     failure,
                 )
                 return stale.value
@@ -337,12 +257,14 @@ class KeyVerifier:
             raise Unavailable("the key store is unavailable; try again shortly")
         if found is None:
             if self._remember(digest, None) and self._shared is not None:
-                await self._shared.put(digest, None)
+                await self._shared.put(digest, None, replace=outdated)
             return None
         state = KeyState.from_store(found)
         verified = self._verified(state)
         if self._remember(digest, verified) and self._shared is not None:
-            await self._shared.put(digest, state.to_json())
+            record = state.to_json()
+            record["version"] = found.version
+            await self._shared.put(digest, record, replace=outdated)
         return verified
 
     def _remember(self, digest: bytes, value: _Cached) -> bool:
@@ -381,6 +303,34 @@ class KeyVerifier:
         self._known.expire_all(now)
         self._unknown.expire_all(now)
         self._inflight.clear()
+
+    @property
+    def last_contact(self) -> float:
+        """Monotonic time of the last successful answer from the database or Redis."""
+        if self._shared is None:
+            return self._contact
+        return max(self._contact, self._shared.last_contact)
+
+    def contact(self) -> None:
+        """The database answered (the invalidation log was read)."""
+        self._contact = time.monotonic()
+
+    def version(self, digest: bytes) -> int:
+        """The id of the latest invalidation record seen here for a key (0: none)."""
+        seen = self._versions.get(digest)
+        return seen[0] if seen is not None else 0
+
+    def invalidated(self, digest: bytes, version: int) -> None:
+        """Apply one invalidation record: cached copies older than `version` are stale."""
+        if version > self.version(digest):
+            self._versions[digest] = (version, time.monotonic())
+        self.drop(digest)
+
+    def prune_versions(self, before: float) -> None:
+        """Forget versions seen before monotonic time `before` (by then no cached record
+        older than them can be left anywhere)."""
+        for digest in [d for d, (_, at) in self._versions.items() if at < before]:
+            del self._versions[digest]
 
     async def invalidate(self, digests: list[bytes]) -> None:
         """Forget keys here and (through Redis) on every instance."""

@@ -69,10 +69,25 @@ class ApiKey:
 
 @dataclass(frozen=True, slots=True)
 class KeyWithOwner:
-    """What verifying a presented key needs, read in one query."""
+    """What verifying a presented key needs, read in one query.
+
+    `version` is the id of the key's latest invalidation record (0: none) read in the same
+    snapshot: a cached copy of this record is stale once a record with a higher id exists.
+    """
 
     key: ApiKey
     owner: User
+    version: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Invalidation:
+    """A change made this key's cached record stale (written with the change)."""
+
+    id: int
+    key_hash: bytes = field(repr=False)
+    user_id: str | None
+    created_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +147,8 @@ class Store(Protocol):
     """Persistence for users, grants, resources, keys and the audit log.
 
     Every mutating call takes the `Audit` record that describes it and writes both in one
-    transaction, so the log cannot miss a change.
+    transaction, so the log cannot miss a change. Changes to keys and to users' keys write
+    their invalidation records in that transaction too.
     """
 
     backend: str
@@ -165,6 +181,13 @@ class Store(Protocol):
     ) -> ApiKey | None: ...
     async def delete_key(self, key_id: str, audit: Audit) -> ApiKey | None: ...
     async def touch_keys(self, last_used: Mapping[str, datetime]) -> None: ...
+
+    # invalidation log: key and user changes above write its rows in their transaction
+    async def read_invalidations(self, after: int, limit: int) -> list[Invalidation]:
+        """Records with an id above `after`, by increasing id; ids commit in order."""
+        ...
+
+    async def prune_invalidations(self, before: datetime) -> int: ...
 
     # audit
     async def list_audit(

@@ -8,12 +8,13 @@ migration folders.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from importlib import resources as pkg_resources
 from typing import Any, Protocol
 
+from gateway.store import invalidations
 from gateway.store.base import (
     KEY_FIELDS,
     USER_FIELDS,
@@ -26,6 +27,7 @@ from gateway.store.base import (
     Session,
     User,
 )
+from gateway.store.invalidations import InvalidationLog
 
 Row = Mapping[str, Any]
 
@@ -95,7 +97,7 @@ _CODE_COLUMNS = (
 )
 
 
-class SqlStore:
+class SqlStore(InvalidationLog):
     """`Store` over any `Database` adapter."""
 
     def __init__(self, db: Database) -> None:
@@ -217,7 +219,17 @@ class SqlStore:
     async def update_user(
         self, user_id: str, changes: Mapping[str, Any], audit: Audit
     ) -> User | None:
-        row = await self._update("users", _USER_COLUMNS, USER_FIELDS, user_id, changes, audit)
+        # A password is not part of what a key's cached record holds; anything else is.
+        stale = set(changes) - {"password_hash"}
+        row = await self._update(
+            "users",
+            _USER_COLUMNS,
+            USER_FIELDS,
+            user_id,
+            changes,
+            audit,
+            _invalidate_user if stale else None,
+        )
         return _user(row) if row else None
 
     async def _update(
@@ -228,8 +240,10 @@ class SqlStore:
         row_id: str,
         changes: Mapping[str, Any],
         audit: Audit,
+        invalidate: Callable[[Database, Row], Awaitable[None]] | None = None,
     ) -> Row | None:
-        """Update one row by id and audit it in one transaction; the row after, or None."""
+        """Update one row by id, audit it and (given `invalidate`) write its invalidation
+        records, in one transaction; the row after, or None."""
         sets, args = _assignments(changes, allowed)
         async with self._db.transaction() as tx:
             count = await tx.execute(
@@ -238,7 +252,10 @@ class SqlStore:
             if count == 0:
                 return None
             await self._audit(tx, audit)
-            return await tx.fetchrow(f"SELECT {columns} FROM {table} WHERE id = $1", row_id)
+            row = await tx.fetchrow(f"SELECT {columns} FROM {table} WHERE id = $1", row_id)
+            if row is not None and invalidate is not None:
+                await invalidate(tx, row)
+            return row
 
     # -- resources ----------------------------------------------------------------------
 
@@ -297,14 +314,17 @@ class SqlStore:
     async def find_key_by_hash(self, key_hash: bytes) -> KeyWithOwner | None:
         owner_cols = ", ".join(f"u.{c.strip()} AS u_{c.strip()}" for c in _USER_COLUMNS.split(","))
         key_cols = ", ".join(f"k.{c.strip()}" for c in _KEY_COLUMNS.split(","))
+        # The version is read in the same statement, hence the same snapshot, as the record.
         row = await self._db.fetchrow(
-            f"SELECT {key_cols}, {owner_cols} FROM api_keys k JOIN users u ON u.id = k.user_id "
+            f"SELECT {key_cols}, {owner_cols}, "
+            "(SELECT COALESCE(MAX(i.id), 0) FROM invalidations i WHERE i.key_hash = $1) "
+            "AS version FROM api_keys k JOIN users u ON u.id = k.user_id "
             "WHERE k.key_hash = $1",
             key_hash,
         )
         if row is None:
             return None
-        return KeyWithOwner(_key(row), _user(row, "u_"))
+        return KeyWithOwner(_key(row), _user(row, "u_"), int(row["version"]))
 
     async def get_key(self, key_id: str) -> ApiKey | None:
         row = await self._db.fetchrow(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = $1", key_id)
@@ -320,7 +340,9 @@ class SqlStore:
     async def update_key(
         self, key_id: str, changes: Mapping[str, Any], audit: Audit
     ) -> ApiKey | None:
-        row = await self._update("api_keys", _KEY_COLUMNS, KEY_FIELDS, key_id, changes, audit)
+        row = await self._update(
+            "api_keys", _KEY_COLUMNS, KEY_FIELDS, key_id, changes, audit, _invalidate_key
+        )
         return _key(row) if row else None
 
     async def delete_key(self, key_id: str, audit: Audit) -> ApiKey | None:
@@ -330,6 +352,7 @@ class SqlStore:
                 return None
             await tx.execute("DELETE FROM api_keys WHERE id = $1", key_id)
             await self._audit(tx, audit)
+            await _invalidate_key(tx, row)
         return _key(row)
 
     async def touch_keys(self, last_used: Mapping[str, datetime]) -> None:
@@ -424,6 +447,14 @@ class SqlStore:
             created_at=row["created_at"],
             expires_at=row["expires_at"],
         )
+
+
+async def _invalidate_key(tx: Database, row: Row) -> None:
+    await invalidations.record_key(tx, bytes(row["key_hash"]), row["user_id"], now())
+
+
+async def _invalidate_user(tx: Database, row: Row) -> None:
+    await invalidations.record_user(tx, row["id"], now())
 
 
 def _assignments(changes: Mapping[str, Any], allowed: frozenset[str]) -> tuple[str, list[Any]]:

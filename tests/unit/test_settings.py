@@ -146,6 +146,7 @@ BAD_VALUES: dict[str, str] = {
     "redis_cache_ttl": "0.5",
     "negative_cache_ttl": "soon",
     "stale_window": "nan",
+    "invalidation_poll_interval": "0",
     "store_backoff": "-1",
     "database_timeout": "0",
     "redis_timeout": "eleven",

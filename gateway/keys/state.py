@@ -1,0 +1,104 @@
+"""What the caches hold for a key, and the principal it stands for."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.policy.evaluate import Principal, owner_grants
+from gateway.policy.model import Catalog
+from gateway.policy.pathrule import parse_path_rule
+from gateway.store.base import KeyWithOwner
+
+
+@dataclass(frozen=True, slots=True)
+class KeyState:
+    """What the caches hold for a key: plain data, JSON-serialisable, no secret."""
+
+    key_id: str
+    user_id: str
+    email: str
+    label: str
+    status: str
+    expires_at: float | None  # unix time
+    owner_disabled: bool
+    is_admin: bool
+    permissions: tuple[str, ...]
+    grants: tuple[str, ...]
+    path_rule: str | None
+
+    @classmethod
+    def from_store(cls, found: KeyWithOwner) -> KeyState:
+        key, owner = found.key, found.owner
+        return cls(
+            key_id=key.id,
+            user_id=owner.id,
+            email=owner.email,
+            label=key.label,
+            status=key.status,
+            expires_at=key.expires_at.timestamp() if key.expires_at else None,
+            owner_disabled=owner.disabled,
+            is_admin=owner.is_admin,
+            permissions=key.permissions,
+            grants=owner.grants,
+            path_rule=key.path_rule,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key_id": self.key_id,
+            "user_id": self.user_id,
+            "email": self.email,
+            "label": self.label,
+            "status": self.status,
+            "expires_at": self.expires_at,
+            "owner_disabled": self.owner_disabled,
+            "is_admin": self.is_admin,
+            "permissions": list(self.permissions),
+            "grants": list(self.grants),
+            "path_rule": self.path_rule,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> KeyState:
+        return cls(
+            key_id=str(data["key_id"]),
+            user_id=str(data["user_id"]),
+            email=str(data["email"]),
+            label=str(data["label"]),
+            status=str(data["status"]),
+            expires_at=float(data["expires_at"]) if data["expires_at"] is not None else None,
+            owner_disabled=bool(data["owner_disabled"]),
+            is_admin=bool(data["is_admin"]),
+            permissions=tuple(str(p) for p in data["permissions"]),
+            grants=tuple(str(g) for g in data["grants"]),
+            path_rule=str(data["path_rule"]) if data["path_rule"] is not None else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedKey:
+    """A key that authenticated: its state and the principal built from it."""
+
+    state: KeyState
+    principal: Principal
+
+
+def principal_for(state: KeyState, catalog: Catalog) -> Principal:
+    """The principal a key state stands for, parsed against the current catalog."""
+    perms = []
+    for text in state.permissions:
+        try:
+            perms.append(catalog.parse(text))
+        except ValueError:
+            continue  # a permission the policy no longer knows grants nothing
+    return Principal(
+        user_id=state.user_id,
+        email=state.email,
+        grants=owner_grants(catalog, state.grants, is_admin=state.is_admin),
+        key_id=state.key_id,
+        key_permissions=tuple(perms),
+        path_rule=parse_path_rule(state.path_rule) if state.path_rule else None,
+        is_admin=state.is_admin,
+    )
