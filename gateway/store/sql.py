@@ -26,6 +26,7 @@ from gateway.store.base import (
     Session,
     User,
 )
+from gateway.store.sql_secrets import SecretQueries
 
 Row = Mapping[str, Any]
 
@@ -75,6 +76,7 @@ def _key(row: Row) -> ApiKey:
         application_identifier=row["application_identifier"],
         redirect_origin=row["redirect_origin"],
         encrypted_key=bytes(row["encrypted_key"]) if row["encrypted_key"] is not None else None,
+        secret_fingerprint=row["secret_fingerprint"],
     )
 
 
@@ -87,7 +89,7 @@ def _db_value(field: str, value: Any) -> Any:
 _USER_COLUMNS = "id, email, password_hash, is_admin, is_service, disabled, grants, created_at"
 _KEY_COLUMNS = (
     "id, key_hash, user_id, label, permissions, path_rule, status, created_at, expires_at, "
-    "last_used_at, application_identifier, redirect_origin, encrypted_key"
+    "last_used_at, application_identifier, redirect_origin, encrypted_key, secret_fingerprint"
 )
 _CODE_COLUMNS = (
     "code_hash, user_id, permissions, label, application_identifier, redirect_origin, "
@@ -95,7 +97,7 @@ _CODE_COLUMNS = (
 )
 
 
-class SqlStore:
+class SqlStore(SecretQueries):
     """`Store` over any `Database` adapter."""
 
     def __init__(self, db: Database) -> None:
@@ -276,7 +278,7 @@ class SqlStore:
         async with self._db.transaction() as tx:
             await tx.execute(
                 f"INSERT INTO api_keys ({_KEY_COLUMNS}) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
                 key.id,
                 key.key_hash,
                 key.user_id,
@@ -290,6 +292,7 @@ class SqlStore:
                 key.application_identifier,
                 key.redirect_origin,
                 key.encrypted_key,
+                key.secret_fingerprint,
             )
             await self._audit(tx, audit)
 
