@@ -64,7 +64,7 @@ async def _settle(store: Store, current: KeyHasher, previous: Sequence[KeyHasher
         )
     if recorded is None:
         await store.adopt_secret(mine, None, Audit("system", "secret.adopt", f"secret:{mine}"))
-        log.info("recorded the hashing secret's fingerprint %s", mine)
+        log.debug("recorded the hashing secret's fingerprint %s", mine)
         return
     if recorded in {p.fingerprint for p in previous}:
         await store.adopt_secret(
