@@ -20,6 +20,8 @@ from typing import Any, NoReturn
 from gateway import logs
 from gateway.errors import GatewayError
 from gateway.keys import format as keyformat
+from gateway.keys.hashing import KeyHasher
+from gateway.keys.rehash import rehash_status
 from gateway.policy.loader import PolicyError, load_policy
 from gateway.services import Services, open_services
 from gateway.settings import Settings, SettingsError, load_settings, with_secret
@@ -120,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     klist.add_argument("--user", required=True, metavar="EMAIL")
     for name in ("revoke", "disable", "enable"):
         keys.add_parser(name, help=f"{name} a key").add_argument("key_id")
+    keys.add_parser("rehash-status", help="how many keys still depend on each of previous_secrets")
 
     policy = sub.add_parser("policy", help="check and explain policies").add_subparsers(
         dest="action", required=True, parser_class=_Parser
@@ -179,11 +182,13 @@ def cmd_migrate(args: argparse.Namespace) -> None:
     settings = _prepared(_settings(args))
 
     async def run() -> None:
+        from gateway.keys.secret_check import check_configured
         from gateway.store import open_store
 
         store = await open_store(settings.database_url, deadline=settings.database_timeout)
         try:
             applied = await store.migrate()
+            await check_configured(store, settings)
         finally:
             await store.close()
         _say(f"applied migrations {applied}" if applied else "database is up to date")
@@ -274,6 +279,10 @@ def cmd_keys(args: argparse.Namespace) -> None:
                     f"expires={k.expires_at.isoformat() if k.expires_at else '-'}  "
                     f"last-used={k.last_used_at.isoformat() if k.last_used_at else '-'}"
                 )
+        elif args.action == "rehash-status":
+            previous = [KeyHasher(p) for p in settings.previous_secrets]
+            for line in await rehash_status(s.store, s.hasher, previous):
+                _say(line)
         else:
             key = await s.keys.get_owned(args.key_id, None)
             if args.action == "revoke":

@@ -50,11 +50,14 @@ async def _freeze_on_startup(_app: web.Application) -> None:
 
 def _migrate(settings: Settings) -> None:
     async def run() -> None:
+        from gateway.keys.secret_check import check_configured
         from gateway.store import open_store
 
         store = await open_store(settings.database_url, deadline=settings.database_timeout)
         try:
             await store.migrate()
+            # Before any worker starts: a wrong secret stops the start with one line.
+            await check_configured(store, settings)
         finally:
             await store.close()
 

@@ -13,6 +13,8 @@ from gateway.errors import TooManyRequests
 from gateway.keys.hashing import KeyHasher
 from gateway.keys.manage import KeyService
 from gateway.keys.poller import InvalidationPoller, retention_for
+from gateway.keys.rehash import PreviousSecrets
+from gateway.keys.secret_check import check_secret
 from gateway.keys.vault import KeyVault
 from gateway.keys.verify import KeyVerifier
 from gateway.policy.loader import load_policy
@@ -103,6 +105,8 @@ async def open_services(settings: Settings, *, migrate: bool = True) -> AsyncIte
                 deadline=settings.redis_timeout,
             )
         hasher = KeyHasher(settings.secret)
+        previous = [KeyHasher(s) for s in settings.previous_secrets]
+        await check_secret(store, hasher, previous)
         verifier = KeyVerifier(
             store=store,
             catalog=policy.catalog,
@@ -115,6 +119,8 @@ async def open_services(settings: Settings, *, migrate: bool = True) -> AsyncIte
             stale_window=settings.stale_window,
             lookup_timeout=settings.database_timeout,
             store_backoff=settings.store_backoff,
+            accepted_prefixes=settings.accepted_key_prefixes,
+            previous=PreviousSecrets(store, hasher, previous) if previous else None,
         )
         vault = (
             KeyVault(settings.key_encryption_key)
@@ -128,6 +134,7 @@ async def open_services(settings: Settings, *, migrate: bool = True) -> AsyncIte
             prefix=settings.key_prefix,
             invalidate=verifier.invalidate,
             vault=vault,
+            accepted_prefixes=settings.accepted_key_prefixes,
         )
         services: Services | None = None
 

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from gateway.keys.format import validate_prefix
+from gateway.secret_list import SecretListError, secret_list
 
 Mode = Literal["development", "production"]
 DEV_SECRET_FILE = "secret"  # noqa: S105 - a file name, not a secret
@@ -41,11 +42,15 @@ class Settings:
     redis_namespace: str = "keygate"
     secret: bytes = field(default=b"", repr=False)
     secret_source: str = ""
+    # Secrets keys were hashed with before `secret` (rotation); tried only on a lookup miss.
+    previous_secrets: tuple[bytes, ...] = field(default=(), repr=False)
     listen_host: str = "127.0.0.1"
     listen_port: int = 8080
     workers: int = 1
     policy: tuple[Path, ...] = (Path("policies/example.yaml"),)
     key_prefix: str = "apk"
+    # Former key prefixes whose keys are still accepted after a prefix change.
+    accepted_key_prefixes: tuple[str, ...] = ()
     data_dir: Path = Path("var")
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     local_cache_ttl: float = 5.0
@@ -273,6 +278,11 @@ def _prefix(name: str, value: Any) -> str:
         raise SettingsError(f"{name}: {exc}") from None
 
 
+def _prefixes(name: str, value: Any) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else str(value).split(",")
+    return tuple(dict.fromkeys(_prefix(name, str(p).strip()) for p in items if str(p).strip()))
+
+
 def _seconds(minimum: float) -> Callable[[str, Any], float]:
     return lambda name, value: _number(name, value, minimum=minimum)
 
@@ -305,6 +315,7 @@ _PLAIN: dict[str, Callable[[str, Any], Any]] = {
     "workers": _count(1),
     "policy": _policy,
     "key_prefix": _prefix,
+    "accepted_key_prefixes": _prefixes,
     "data_dir": _folder,
     "trusted_proxies": _networks,
     "local_cache_ttl": _seconds(0),
@@ -340,6 +351,8 @@ _SPECIAL = {
     "listen",
     "secret",
     "secret_file",
+    "previous_secrets",
+    "previous_secrets_file",
     "key_encryption_key",
     "key_encryption_key_file",
 }
@@ -383,6 +396,7 @@ def load_settings(
 
     secret, secret_source = _load_secret(sources, values)
     values["secret"], values["secret_source"] = secret, secret_source
+    values["previous_secrets"] = _load_previous_secrets(sources)
     values["key_encryption_key"] = _load_kek(sources)
     settings = Settings(**values)
     _check(settings)
@@ -421,6 +435,24 @@ def _load_secret(
     return b"", ""
 
 
+def _load_previous_secrets(sources: Mapping[str, tuple[str, Any]]) -> tuple[bytes, ...]:
+    if "previous_secrets" in sources and "previous_secrets_file" in sources:
+        raise SettingsError(
+            "GATEWAY_PREVIOUS_SECRETS and GATEWAY_PREVIOUS_SECRETS_FILE are both set; use one"
+        )
+    if "previous_secrets" in sources:
+        label, value = sources["previous_secrets"]
+    elif "previous_secrets_file" in sources:
+        label, path = sources["previous_secrets_file"]
+        value = _read_secret_file(label, path)
+    else:
+        return ()
+    try:
+        return secret_list(label, value)
+    except SecretListError as exc:
+        raise SettingsError(str(exc)) from None
+
+
 def _load_kek(sources: Mapping[str, tuple[str, Any]]) -> bytes | None:
     if "key_encryption_key" in sources:
         label, value = sources["key_encryption_key"]
@@ -432,6 +464,13 @@ def _load_kek(sources: Mapping[str, tuple[str, Any]]) -> bytes | None:
 
 
 def _check(s: Settings) -> None:
+    if s.secret and s.secret in s.previous_secrets:
+        raise SettingsError("previous_secrets: one of them is the current secret; remove it")
+    if s.key_prefix in s.accepted_key_prefixes:
+        raise SettingsError(
+            f"accepted_key_prefixes: {s.key_prefix!r} is the current key_prefix; list only "
+            "former prefixes"
+        )
     if s.retrievable_keys and s.key_encryption_key is None:
         raise SettingsError(
             "GATEWAY_RETRIEVABLE_KEYS: true needs GATEWAY_KEY_ENCRYPTION_KEY or "

@@ -52,7 +52,8 @@ async def _caller(request: web.Request, need: str) -> Principal:
 
 async def _own_key(request: web.Request, services: Services, principal: Principal) -> ApiKey:
     key_id = request.match_info["id"]
-    if not keyformat.looks_like_key_id(key_id, services.settings.key_prefix):
+    settings = services.settings
+    if not keyformat.looks_like_key_id(key_id, settings.key_prefix, settings.accepted_key_prefixes):
         raise NotFound(
             "API key not found (use the key's id, e.g. apk_0123456789abcdef)",
             code="apikey-not-found",

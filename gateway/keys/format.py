@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import secrets
 import zlib
+from collections.abc import Collection
 from dataclasses import dataclass
 
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -84,25 +85,34 @@ def generate(prefix: str = "apk") -> ParsedKey:
     return ParsedKey(prefix, text[: len(prefix) + 1 + ID_LEN], text)
 
 
-def parse(text: str, prefix: str = "apk") -> ParsedKey:
-    """Check a presented key offline: prefix, length, alphabet, checksum. Raises MalformedKey."""
+def parse(text: str, prefix: str = "apk", accepted: Collection[str] = ()) -> ParsedKey:
+    """Check a presented key offline: prefix, length, alphabet, checksum. Raises MalformedKey.
+
+    `accepted` are former prefixes still honoured after a prefix change: such keys parse like
+    current ones, keeping their own prefix (their id and stored hash were made with it).
+    """
     if len(text) > MAX_KEY_LEN:
         raise MalformedKey("too-long")
     head, sep, body = text.partition("_")
-    if not sep or head != prefix:
+    if not sep or (head != prefix and head not in accepted):
         raise MalformedKey("wrong-prefix")
     if not _BODY_RE.fullmatch(body):
         raise MalformedKey("malformed")
     if checksum(text[:-CHECK_LEN]) != body[-CHECK_LEN:]:
         raise MalformedKey("bad-checksum")
-    return ParsedKey(prefix, text[: len(prefix) + 1 + ID_LEN], text)
+    return ParsedKey(head, text[: len(head) + 1 + ID_LEN], text)
 
 
-def looks_like_key_id(text: str, prefix: str = "apk") -> bool:
-    """Whether `text` has the shape of a public key id (`apk_` + 16 base62)."""
+def looks_like_key_id(text: str, prefix: str = "apk", accepted: Collection[str] = ()) -> bool:
+    """Whether `text` has the shape of a public key id (`apk_` + 16 base62), with the current
+    prefix or one of the `accepted` former ones."""
     head, sep, body = text.partition("_")
     return (
-        bool(sep) and head == prefix and len(body) == ID_LEN and body.isascii() and body.isalnum()
+        bool(sep)
+        and (head == prefix or head in accepted)
+        and len(body) == ID_LEN
+        and body.isascii()
+        and body.isalnum()
     )
 
 

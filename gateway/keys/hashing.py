@@ -8,8 +8,19 @@ database alone cannot even confirm a guessed key.
 from __future__ import annotations
 
 import hashlib
+import hmac
 
 _BLOCK = 64  # SHA-256 block size
+# What the fingerprint is an HMAC of. A fixed label, never a key: the fingerprint identifies
+# the secret without being usable to check a guessed key against a stolen database.
+_FINGERPRINT_LABEL = b"keygate hashing-secret fingerprint v1"
+FINGERPRINT_LEN = 16  # hex characters (64 bits): enough to tell secrets apart, nothing more
+
+
+def fingerprint(secret: bytes) -> str:
+    """A short public name for a hashing secret, stored in the database and shown to
+    operators so a changed secret is noticed at start instead of as a wave of 401s."""
+    return hmac.digest(secret, _FINGERPRINT_LABEL, "sha256").hex()[:FINGERPRINT_LEN]
 
 
 class KeyHasher:
@@ -21,7 +32,7 @@ class KeyHasher:
     `hmac.digest`.
     """
 
-    __slots__ = ("_inner", "_outer")
+    __slots__ = ("_inner", "_outer", "fingerprint")
 
     def __init__(self, pepper: bytes) -> None:
         if len(pepper) < 32:
@@ -30,6 +41,7 @@ class KeyHasher:
         key = key.ljust(_BLOCK, b"\0")
         self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
         self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+        self.fingerprint = fingerprint(pepper)
 
     def digest(self, key_text: str) -> bytes:
         inner = self._inner.copy()
@@ -39,4 +51,4 @@ class KeyHasher:
         return outer.digest()
 
     def __repr__(self) -> str:
-        return "KeyHasher(<secret>)"
+        return f"KeyHasher(fingerprint={self.fingerprint!r})"

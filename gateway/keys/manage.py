@@ -57,11 +57,13 @@ class KeyService:
         prefix: str,
         invalidate: Invalidate,
         vault: KeyVault | None = None,
+        accepted_prefixes: tuple[str, ...] = (),
     ) -> None:
         self._store = store
         self._catalog = catalog
         self._hasher = hasher
         self._prefix = prefix
+        self._accepted_prefixes = accepted_prefixes
         self._invalidate = invalidate
         self._vault = vault
 
@@ -156,6 +158,7 @@ class KeyService:
         record = ApiKey(
             id=generated.key_id,
             key_hash=self._hasher.digest(generated.text),
+            secret_fingerprint=self._hasher.fingerprint,
             user_id=owner.id,
             label=clean_label,
             permissions=tuple(str(p) for p in perms),
@@ -186,10 +189,10 @@ class KeyService:
 
     def key_id_of(self, id_or_key: str) -> str | None:
         """A public key id from either a key id or a whole key (Greenfield accepts both)."""
-        if keyformat.looks_like_key_id(id_or_key, self._prefix):
+        if keyformat.looks_like_key_id(id_or_key, self._prefix, self._accepted_prefixes):
             return id_or_key
         try:
-            return keyformat.parse(id_or_key, self._prefix).key_id
+            return keyformat.parse(id_or_key, self._prefix, self._accepted_prefixes).key_id
         except keyformat.MalformedKey:
             return None
 

@@ -46,6 +46,7 @@ from gateway.cache.redis import NEGATIVE, SharedCache
 from gateway.errors import Unauthenticated, Unavailable
 from gateway.keys import format as keyformat
 from gateway.keys.hashing import KeyHasher
+from gateway.keys.rehash import PreviousSecrets
 from gateway.keys.state import KeyState as KeyState
 from gateway.keys.state import VerifiedKey as VerifiedKey
 from gateway.keys.state import principal_for as principal_for
@@ -80,11 +81,16 @@ class KeyVerifier:
         stale_window: float,
         lookup_timeout: float = LOOKUP_TIMEOUT,
         store_backoff: float = 0.0,
+        accepted_prefixes: tuple[str, ...] = (),
+        previous: PreviousSecrets | None = None,
     ) -> None:
         self._store = store
         self._catalog = catalog
         self._hasher = hasher
         self._prefix = prefix
+        self._accepted_prefixes = accepted_prefixes
+        # Keys hashed with a rotated-out secret: tried only when the database misses.
+        self._previous = previous
         self._shared = shared
         self._known: LocalCache[_Cached] = LocalCache(local_size)
         self._unknown: LocalCache[_Cached] = LocalCache(local_size)
@@ -142,7 +148,7 @@ class KeyVerifier:
         if found is not None:
             return found
         stale = self._known.get(digest) or self._unknown.get(digest)
-        found = await self._load(digest, stale)
+        found = await self._load(text, digest, stale)
         if found is None:
             raise Unauthenticated("the API key is not known", code="key-unknown")
         return self._usable(found)
@@ -158,7 +164,7 @@ class KeyVerifier:
 
     def _parse(self, text: str) -> None:
         try:
-            keyformat.parse(text, self._prefix)
+            keyformat.parse(text, self._prefix, self._accepted_prefixes)
         except keyformat.MalformedKey as exc:
             raise Unauthenticated(
                 f"the API key is malformed ({exc.reason})", code="key-malformed"
@@ -188,10 +194,10 @@ class KeyVerifier:
 
     # -- misses ---------------------------------------------------------------------------
 
-    async def _load(self, digest: bytes, stale: Entry[_Cached] | None) -> _Cached:
+    async def _load(self, text: str, digest: bytes, stale: Entry[_Cached] | None) -> _Cached:
         task = self._inflight.get(digest)
         if task is None:
-            task = asyncio.get_running_loop().create_task(self._fetch(digest, stale))
+            task = asyncio.get_running_loop().create_task(self._fetch(text, digest, stale))
             self._inflight[digest] = task
             task.add_done_callback(functools.partial(self._landed, digest))
         # shield: a caller that is cancelled stops waiting; the lookup goes on for the others.
@@ -207,7 +213,7 @@ class KeyVerifier:
         """Whether the running lookup for `digest` was not invalidated since it started."""
         return self._inflight.get(digest) is asyncio.current_task()
 
-    async def _fetch(self, digest: bytes, stale: Entry[_Cached] | None) -> _Cached:
+    async def _fetch(self, text: str, digest: bytes, stale: Entry[_Cached] | None) -> _Cached:
         outdated = False  # Redis holds a record older than a change seen here: replace it
         if self._shared is not None:
             cached = await self._shared.get(digest)
@@ -226,6 +232,7 @@ class KeyVerifier:
                     self._remember(digest, verified)
                     return verified
         failure: str | None = None
+        cacheable = True
         backing_off = time.monotonic() < self._store_down_until
         if backing_off:
             failure = "backing off after a failure"
@@ -234,6 +241,8 @@ class KeyVerifier:
                 self.lookups += 1
                 async with asyncio.timeout(self._lookup_timeout):
                     found = await self._store.find_key_by_hash(digest)
+                    if found is None and self._previous is not None:
+                        found, cacheable = await self._previous.find(text, digest, self.invalidate)
                 self._contact = time.monotonic()
             except (StoreError, TimeoutError) as exc:
                 failure = type(exc).__name__
@@ -261,6 +270,8 @@ class KeyVerifier:
             return None
         state = KeyState.from_store(found)
         verified = self._verified(state)
+        if not cacheable:  # found under a previous secret's hash, which it still has
+            return verified
         if self._remember(digest, verified) and self._shared is not None:
             record = state.to_json()
             record["version"] = found.version

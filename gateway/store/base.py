@@ -65,6 +65,8 @@ class ApiKey:
     application_identifier: str | None = None
     redirect_origin: str | None = None
     encrypted_key: bytes | None = field(default=None, repr=False)
+    # Fingerprint of the hashing secret `key_hash` was made with (keys/hashing.py).
+    secret_fingerprint: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +190,27 @@ class Store(Protocol):
         ...
 
     async def prune_invalidations(self, before: datetime) -> int: ...
+
+    # hashing secrets (store/sql_secrets.py)
+    async def hashing_secrets(self) -> dict[str, str]:
+        """Fingerprint -> "current" or "retired", for every secret this database has known."""
+        ...
+
+    async def adopt_secret(self, fingerprint: str, replaces: str | None, audit: Audit) -> None:
+        """Record `fingerprint` as the current secret: the first one (`replaces` None, which
+        also labels every key not yet labelled), or the successor of `replaces`. Conflict if
+        another process changed the current secret meanwhile."""
+        ...
+
+    async def rehash_key(
+        self, key_id: str, old_hash: bytes, new_hash: bytes, fingerprint: str, audit: Audit
+    ) -> bool:
+        """Replace a key's hash made with a previous secret by one made with the current
+        secret `fingerprint`; False if the key changed meanwhile or `fingerprint` is not the
+        database's current secret (an instance not yet rotated must not undo a rotation)."""
+        ...
+
+    async def count_keys_by_secret(self) -> dict[str | None, int]: ...
 
     # audit
     async def list_audit(

@@ -28,6 +28,7 @@ from gateway.store.base import (
     User,
 )
 from gateway.store.invalidations import InvalidationLog
+from gateway.store.sql_secrets import SecretQueries
 
 Row = Mapping[str, Any]
 
@@ -77,6 +78,7 @@ def _key(row: Row) -> ApiKey:
         application_identifier=row["application_identifier"],
         redirect_origin=row["redirect_origin"],
         encrypted_key=bytes(row["encrypted_key"]) if row["encrypted_key"] is not None else None,
+        secret_fingerprint=row["secret_fingerprint"],
     )
 
 
@@ -89,7 +91,7 @@ def _db_value(field: str, value: Any) -> Any:
 _USER_COLUMNS = "id, email, password_hash, is_admin, is_service, disabled, grants, created_at"
 _KEY_COLUMNS = (
     "id, key_hash, user_id, label, permissions, path_rule, status, created_at, expires_at, "
-    "last_used_at, application_identifier, redirect_origin, encrypted_key"
+    "last_used_at, application_identifier, redirect_origin, encrypted_key, secret_fingerprint"
 )
 _CODE_COLUMNS = (
     "code_hash, user_id, permissions, label, application_identifier, redirect_origin, "
@@ -97,7 +99,7 @@ _CODE_COLUMNS = (
 )
 
 
-class SqlStore(InvalidationLog):
+class SqlStore(InvalidationLog, SecretQueries):
     """`Store` over any `Database` adapter."""
 
     def __init__(self, db: Database) -> None:
@@ -294,7 +296,7 @@ class SqlStore(InvalidationLog):
         async with self._db.transaction() as tx:
             await tx.execute(
                 f"INSERT INTO api_keys ({_KEY_COLUMNS}) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
                 key.id,
                 key.key_hash,
                 key.user_id,
@@ -308,6 +310,7 @@ class SqlStore(InvalidationLog):
                 key.application_identifier,
                 key.redirect_origin,
                 key.encrypted_key,
+                key.secret_fingerprint,
             )
             await self._audit(tx, audit)
 

@@ -3,8 +3,10 @@ line on stderr (never a traceback) for every failure."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -127,9 +129,12 @@ def test_key_printed_alone_on_stdout_when_the_secret_is_created(
     gateway: Gateway, tmp_path: Path
 ) -> None:
     """Even when `keys create` creates the development secret, stdout holds only the key,
-    so `KEY=$(gateway keys create ...)` works."""
+    so `KEY=$(gateway keys create ...)` works (on a database with no secret recorded yet, as
+    one from before secrets were fingerprinted: any other would refuse the new secret)."""
     create_user(gateway, "first@example.com", "--grant", "demo.reports.read")
     (tmp_path / "var" / "secret").unlink()
+    with contextlib.closing(sqlite3.connect(tmp_path / "db")) as db, db:
+        db.execute("DELETE FROM hashing_secrets")
     made = gateway(
         "keys", "create", "--user", "first@example.com", "--permission", "demo.reports.read"
     )

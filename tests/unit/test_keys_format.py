@@ -131,3 +131,29 @@ def test_precomputed_hmac_equals_stdlib_hmac(pepper_len: int) -> None:
     pepper = os.urandom(pepper_len)
     key = kf.generate().text
     assert KeyHasher(pepper).digest(key) == hmac.digest(pepper, key.encode(), hashlib.sha256)
+
+
+# ---- accepted former prefixes ----------------------------------------------------------------
+
+
+@given(st.sampled_from(["old", "legacy2", "ab"]), st.sampled_from(["apk", "kg", "newprefix"]))
+def test_keys_with_an_accepted_prefix_parse(old: str, current: str) -> None:
+    """A key made with a former prefix parses when that prefix is accepted, keeping its own
+    prefix and id; without it, it is refused as wrong-prefix."""
+    key = kf.generate(old)
+    parsed = kf.parse(key.text, current, accepted=(old,))
+    assert (parsed.prefix, parsed.key_id, parsed.text) == (old, key.key_id, key.text)
+    assert kf.looks_like_key_id(key.key_id, current, (old,))
+    assert not kf.looks_like_key_id(key.key_id, current)
+    with pytest.raises(kf.MalformedKey) as exc:
+        kf.parse(key.text, current, accepted=("other",))
+    assert exc.value.reason == "wrong-prefix"
+
+
+def test_accepted_prefix_still_checks_the_checksum() -> None:
+    """An accepted prefix changes nothing else: a bad checksum is still refused offline."""
+    key = kf.generate("old")
+    broken = key.text[:-1] + ("A" if key.text[-1] != "A" else "B")
+    with pytest.raises(kf.MalformedKey) as exc:
+        kf.parse(broken, "apk", accepted=("old",))
+    assert exc.value.reason == "bad-checksum"

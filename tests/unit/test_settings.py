@@ -173,9 +173,12 @@ BAD_VALUES: dict[str, str] = {
     "secret_file": "/nonexistent/keygate-secret",
     "key_encryption_key": "not-hex",
     "key_encryption_key_file": "/nonexistent/keygate-kek",
+    "previous_secrets": "a-previous-secret-that-is-short",
+    "previous_secrets_file": "/nonexistent/keygate-previous",
+    "accepted_key_prefixes": "Bad_Prefix",
 }
 # Secret values must not be echoed: for these the message names the setting only.
-SECRET_SETTINGS = {"secret", "key_encryption_key"}
+SECRET_SETTINGS = {"secret", "key_encryption_key", "previous_secrets"}
 # An empty value has nothing to echo.
 BLANK = {"policy", "data_dir"}
 
@@ -474,3 +477,71 @@ def test_any_redis_deadline_out_of_range_is_an_error(seconds: float) -> None:
     """Every redis_timeout outside 0.05-5 s (NaN and infinities included) is refused."""
     with pytest.raises(SettingsError, match=r"^GATEWAY_REDIS_TIMEOUT: "):
         load_settings(None, environ={"GATEWAY_REDIS_TIMEOUT": repr(seconds)})
+
+
+# ---- previous secrets and accepted key prefixes ---------------------------------------------
+
+OLD_A = "a" * 32
+OLD_B = "b" * 40
+
+
+@pytest.mark.parametrize(
+    "text", [f"{OLD_A},{OLD_B}", f"{OLD_A}\n{OLD_B}\n", f" {OLD_A} ,\n{OLD_B}"]
+)
+def test_previous_secrets_from_environment(text: str) -> None:
+    """GATEWAY_PREVIOUS_SECRETS is comma- or newline-separated; blanks around entries go."""
+    s = load_settings(None, environ={"GATEWAY_PREVIOUS_SECRETS": text})
+    assert s.previous_secrets == (OLD_A.encode(), OLD_B.encode())
+
+
+def test_previous_secrets_from_file_and_yaml(tmp_path: Path) -> None:
+    """previous_secrets_file holds one secret per line; YAML takes a list; duplicates go."""
+    path = tmp_path / "previous"
+    path.write_text(f"{OLD_A}\n{OLD_B}\n{OLD_A}\n")
+    s = load_settings(None, environ={"GATEWAY_PREVIOUS_SECRETS_FILE": str(path)})
+    assert s.previous_secrets == (OLD_A.encode(), OLD_B.encode())
+    config = write_yaml(tmp_path, f"previous_secrets: [{OLD_B}, {OLD_A}]\n")
+    assert load_settings(config, environ={}).previous_secrets == (OLD_B.encode(), OLD_A.encode())
+
+
+def test_short_previous_secret_is_refused_without_echoing_any(tmp_path: Path) -> None:
+    """A previous secret under 32 bytes names its position and length, never any secret."""
+    message = error({"GATEWAY_PREVIOUS_SECRETS": f"{OLD_A},tooshort-old"})
+    assert message.startswith("GATEWAY_PREVIOUS_SECRETS: secret 2 is 12 bytes")
+    assert OLD_A not in message
+    assert "tooshort-old" not in message
+    config = write_yaml(tmp_path, "previous_secrets: [true]\n")
+    assert "secret 1 is not text" in error({}, config)
+
+
+def test_previous_secrets_exclude_the_current_one() -> None:
+    """Listing the current secret among the previous ones is refused, echoing neither."""
+    message = error({"GATEWAY_SECRET": SECRET, "GATEWAY_PREVIOUS_SECRETS": f"{OLD_A},{SECRET}"})
+    assert message.startswith("previous_secrets: ")
+    assert SECRET not in message
+
+
+def test_previous_secrets_and_file_together_are_refused(tmp_path: Path) -> None:
+    """Setting both previous_secrets and previous_secrets_file is ambiguous: refused."""
+    path = tmp_path / "previous"
+    path.write_text(OLD_A)
+    message = error({"GATEWAY_PREVIOUS_SECRETS": OLD_B, "GATEWAY_PREVIOUS_SECRETS_FILE": str(path)})
+    assert "GATEWAY_PREVIOUS_SECRETS_FILE" in message
+    assert OLD_A not in message
+    assert OLD_B not in message
+
+
+def test_previous_secrets_stay_out_of_repr() -> None:
+    """repr(settings) never shows a previous secret."""
+    s = load_settings(None, environ={"GATEWAY_PREVIOUS_SECRETS": OLD_A})
+    assert OLD_A not in repr(s)
+    assert "previous_secrets" not in repr(s)
+
+
+def test_accepted_key_prefixes() -> None:
+    """accepted_key_prefixes: a comma list or a YAML list of prefixes; the current one refused."""
+    s = load_settings(None, environ={"GATEWAY_ACCEPTED_KEY_PREFIXES": "old, older,old"})
+    assert s.accepted_key_prefixes == ("old", "older")
+    assert load_settings(None, environ={}).accepted_key_prefixes == ()
+    message = error({"GATEWAY_KEY_PREFIX": "kg", "GATEWAY_ACCEPTED_KEY_PREFIXES": "apk,kg"})
+    assert message.startswith("accepted_key_prefixes: 'kg' is the current key_prefix")
