@@ -26,13 +26,17 @@ def unknown_key() -> dict[str, str]:
     return {"X-API-KEY": generate().text}
 
 
-async def lookups(gw: Any) -> float:
+async def gauge(gw: Any, name: str) -> float:
     async with gw.client.get("/metrics") as response:
         assert response.status == 200
         text = await response.text()
-    found = re.search(r"^keygate_key_db_lookups (\S+)$", text, re.M)
+    found = re.search(rf"^{name} (\S+)$", text, re.M)
     assert found is not None
     return float(found.group(1))
+
+
+async def lookups(gw: Any) -> float:
+    return await gauge(gw, "keygate_key_db_lookups")
 
 
 async def status_of(gw: Any, headers: dict[str, str], path: str = "/api/x") -> int:
@@ -65,6 +69,7 @@ async def test_bad_keys_from_one_address_end_in_429_and_cost_no_more_lookups(
             assert (await response.json())["code"] == "too-many-failed-keys"
     assert await lookups(gw) - before == 5
     assert gw.upstream.received == []
+    assert await gauge(gw, "keygate_key_budget_addresses") == 1
 
 
 async def test_malformed_keys_count_against_the_address_too(make_gateway: MakeGateway) -> None:
