@@ -126,7 +126,7 @@ async def measure(settings: Settings, scale: float) -> list[tuple[str, float, st
 
         def auth_step() -> object:
             # What the fast front runs for every request whose key is in the in-process cache.
-            decision = decide_now(services, "GET", raw_target, values)
+            decision = decide_now(services, "GET", raw_target, values, "127.0.0.1")
             if not isinstance(decision, Allowed):
                 raise RuntimeError(f"the benchmark request was not allowed: {decision!r}")
             return decision

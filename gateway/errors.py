@@ -125,8 +125,8 @@ class TooManyRequests(GatewayError):
     status = 429
     code = "too-many-requests"
 
-    def __init__(self, message: str, *, retry_after: int) -> None:
-        super().__init__(message, headers={"Retry-After": str(retry_after)})
+    def __init__(self, message: str, *, retry_after: int, code: str | None = None) -> None:
+        super().__init__(message, code=code, headers={"Retry-After": str(retry_after)})
 
 
 class BadGateway(GatewayError):

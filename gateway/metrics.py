@@ -58,6 +58,11 @@ KEY_CACHE_ENTRIES = Gauge(
 KEY_DB_LOOKUPS = Gauge(
     "keygate_key_db_lookups", "Database lookups made by the key verifier.", registry=REGISTRY
 )
+KEY_BUDGET_ADDRESSES = Gauge(
+    "keygate_key_budget_addresses",
+    "Client addresses with failed keys counted in an open window (the failed-key budget).",
+    registry=REGISTRY,
+)
 OPEN_CONNECTIONS = Gauge(
     "keygate_open_connections",
     "Client connections open on this worker's public listener.",

@@ -41,9 +41,11 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
-    verifier = request.app[SERVICES].verifier
+    services = request.app[SERVICES]
+    verifier = services.verifier
     metrics.KEY_CACHE_ENTRIES.set(verifier.cache_size)
     metrics.KEY_DB_LOOKUPS.set(verifier.lookups)
+    metrics.KEY_BUDGET_ADDRESSES.set(len(services.key_budget))
     body = generate_latest(metrics.REGISTRY)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

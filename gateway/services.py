@@ -9,14 +9,15 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from gateway.cache.redis import SharedCache
-from gateway.errors import TooManyRequests
+from gateway.errors import GatewayError, TooManyRequests
+from gateway.keys.budget import KEY_FAILURES, KeyBudget
 from gateway.keys.hashing import KeyHasher
 from gateway.keys.manage import KeyService
 from gateway.keys.poller import InvalidationPoller, retention_for
 from gateway.keys.rehash import PreviousSecrets
 from gateway.keys.secret_check import check_secret
 from gateway.keys.vault import KeyVault
-from gateway.keys.verify import KeyVerifier
+from gateway.keys.verify import KeyVerifier, VerifiedKey
 from gateway.policy.loader import load_policy
 from gateway.policy.model import Policy
 from gateway.settings import Settings
@@ -37,6 +38,10 @@ def _default_throttle() -> Throttle:
     return Throttle(limit=5, window_seconds=300.0)
 
 
+def _default_key_budget() -> KeyBudget:
+    return KeyBudget(limit=20, window_seconds=60.0)
+
+
 @dataclass(slots=True)
 class Services:
     settings: Settings
@@ -52,6 +57,8 @@ class Services:
     # and against one account from many.
     ip_throttle: Throttle = field(default_factory=_default_throttle)
     account_throttle: Throttle = field(default_factory=_default_throttle)
+    # Failed keys per client address, checked before a key's lookup (keys/budget.py).
+    key_budget: KeyBudget = field(default_factory=_default_key_budget)
 
     async def check_password(self, email: str, password: str, address: str) -> User | None:
         """Every password check (login page, Basic email:password, re-authentication) goes
@@ -77,6 +84,23 @@ class Services:
         # more guesses at other accounts.
         self.account_throttle.succeeded(account)
         return user
+
+    async def lookup_key(self, key: str, digest: bytes, address: str) -> VerifiedKey:
+        """Every lookup of a key that is not in memory (`verifier.known` said None) goes
+        through here, within the failed-key budget of the client's `address`.
+
+        Raises TooManyRequests, before any lookup, while the address is over budget; an
+        unknown or malformed key is charged to it; otherwise as `KeyVerifier.lookup`.
+        """
+        over = self.key_budget.refusal(address)
+        if over is not None:
+            raise over
+        try:
+            return await self.verifier.lookup(key, digest)
+        except GatewayError as exc:
+            if exc.code in KEY_FAILURES:
+                self.key_budget.failed(address)
+            raise
 
     async def invalidate_user(self, user_id: str) -> None:
         """Drop every cached key of a user (disabled, re-granted...) on every instance."""
@@ -158,6 +182,9 @@ async def open_services(settings: Settings, *, migrate: bool = True) -> AsyncIte
             ),
             account_throttle=Throttle(
                 limit=settings.login_max_failures, window_seconds=settings.login_window
+            ),
+            key_budget=KeyBudget(
+                limit=settings.key_max_failures, window_seconds=settings.key_failure_window
             ),
         )
         yield services

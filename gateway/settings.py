@@ -92,6 +92,10 @@ class Settings:
     session_ttl: float = 12 * 3600.0
     login_max_failures: int = 5
     login_window: float = 300.0
+    # Failed keys (unknown, malformed) per client address and window before 429, checked
+    # before any lookup (gateway/keys/budget.py).
+    key_max_failures: int = 20
+    key_failure_window: float = 60.0
     authorization_code_ttl: float = 60.0
 
     @property
@@ -344,6 +348,8 @@ _PLAIN: dict[str, Callable[[str, Any], Any]] = {
     "session_ttl": _seconds(60),
     "login_max_failures": _count(1),
     "login_window": _seconds(1),
+    "key_max_failures": _count(1),
+    "key_failure_window": _seconds(1),
     "authorization_code_ttl": _seconds(1),
 }
 # Settings that are not plain fields: listen, secret(_file), key_encryption_key(_file).

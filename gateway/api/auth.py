@@ -7,8 +7,10 @@ A request carries exactly one credential (`credentials.extract`): a key in any c
 the page's CSRF token, because a browser sends the cookie on cross-site requests too.
 
 A key's path restriction (Haplo's `/prefix`, `=/exact`) applies to the gateway's own endpoints
-as to proxied ones: a key limited to `/api/reports` cannot manage keys. Failed passwords are
-throttled per client address, in the surface's own error shape (429 + Retry-After).
+as to proxied ones: a key limited to `/api/reports` cannot manage keys. Failed passwords, and
+failed keys (`keys/budget.py`, one budget with the data plane), are throttled per client
+address, in the surface's own error shape (429 + Retry-After); an address over its key budget
+costs no lookup.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from gateway.credentials import KeyCredential, PasswordCredential, extract
-from gateway.errors import Forbidden, Unauthenticated
+from gateway.errors import Forbidden, GatewayError, Unauthenticated
+from gateway.keys.budget import KEY_FAILURES
+from gateway.keys.verify import VerifiedKey
 from gateway.policy.evaluate import Principal, owner_grants
 from gateway.policy.model import UNRESTRICTED, Catalog, Perm
 from gateway.policy.paths import TargetRejected, canonicalize
@@ -55,7 +59,10 @@ async def authenticate(
     """
     services = request.app[SERVICES]
     headers = request.headers
-    credential = extract(headers.getall("Authorization", ()), headers.getall("X-API-KEY", ()))
+    try:
+        credential = extract(headers.getall("Authorization", ()), headers.getall("X-API-KEY", ()))
+    except GatewayError as exc:
+        raise _charged(request, services, exc) from None
     if credential is None:
         principal = await _session_principal(request) if sessions else None
         if principal is None:
@@ -66,7 +73,7 @@ async def authenticate(
             )
         return Caller(principal)
     if isinstance(credential, KeyCredential):
-        verified = await services.verifier.verify(credential.key)
+        verified = await _verified_key(request, services, credential.key)
         if path_rule:
             check_path_rule(request, verified.principal)
         return Caller(verified.principal, credential.key)
@@ -76,6 +83,25 @@ async def authenticate(
             code="password-not-allowed",
         )
     return Caller(await _password_principal(request, services, credential))
+
+
+async def _verified_key(request: web.Request, services: Services, key: str) -> VerifiedKey:
+    """`verifier.verify`, within the client address's failed-key budget."""
+    verifier = services.verifier
+    try:
+        digest = verifier.digest(key)
+        found = verifier.known(digest)
+    except GatewayError as exc:
+        raise _charged(request, services, exc) from None
+    return found or await services.lookup_key(key, digest, _address(request))
+
+
+def _charged(request: web.Request, services: Services, error: GatewayError) -> GatewayError:
+    """`error`, charged to the client's failed-key budget when it is a bad key; the 429
+    instead once the address is over budget."""
+    if error.code not in KEY_FAILURES:
+        return error
+    return services.key_budget.charge(_address(request)) or error
 
 
 def check_path_rule(request: web.Request, principal: Principal) -> None:
@@ -196,7 +222,7 @@ async def reauthenticate(request: web.Request, principal: Principal, password: o
 
 
 def _address(request: web.Request) -> str:
-    """The client's address for the password throttles."""
+    """The client's address for the password throttles and the failed-key budget."""
     settings = request.app[SETTINGS]
     return client_ip(
         request.remote, request.headers.getall("X-Forwarded-For", ()), settings.trusted_proxies

@@ -70,7 +70,9 @@ class Exchanger:
         decided = None
         if body is None:
             try:
-                decided = decide_now(self._ctx.services, head.method, head.target, head.values)
+                decided = decide_now(
+                    self._ctx.services, head.method, head.target, head.values, self.peer
+                )
                 if not isinstance(decided, NeedsLookup) and self._answer_now(head, decided):
                     return
             except Exception:  # noqa: BLE001 - as in `_serve`
@@ -244,7 +246,7 @@ class Exchanger:
         services = self._ctx.services
         result = decided
         if result is None:
-            result = decide_now(services, head.method, head.target, head.values)
+            result = decide_now(services, head.method, head.target, head.values, self.peer)
         if isinstance(result, NeedsLookup):
             result = await finish(services, result, head.values, self.peer)
         if isinstance(result, Refused):

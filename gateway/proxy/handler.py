@@ -4,6 +4,11 @@ canonicalise → route → credential → verify → decide → forward. The dec
 `decision.decide`; this module adds the one lookup it may need (`finish`), counts and logs the
 outcome, and forwards. The fast front (`front.py`) calls `decide_now` and `finish` too, so both
 servers decide alike; every refusal is problem+json.
+
+Failed keys are charged to the client's address (`keys/budget.py`): a key refused from memory
+(malformed, or in the negative cache) when it is refused, a key that needed a lookup when the
+lookup says unknown. An address over budget gets 429 instead, and never a lookup. A key allowed
+from memory is never checked, so the hot path pays nothing for the budget.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from aiohttp import web
 from gateway import metrics
 from gateway.credentials import KeyCredential, PasswordCredential
 from gateway.errors import GatewayError, Unauthenticated
+from gateway.keys.budget import KEY_FAILURES
 from gateway.policy.evaluate import Principal, owner_grants
 from gateway.proxy.decision import (
     Allowed,
@@ -35,15 +41,28 @@ from gateway.state import FORWARDER, SERVICES
 log = logging.getLogger("gateway.proxy")
 
 
-def decide_now(services: Services, method: str, raw_target: str, values: HeaderValues) -> Decision:
+def decide_now(
+    services: Services, method: str, raw_target: str, values: HeaderValues, peer: str | None
+) -> Decision:
     """The decision from what is in memory (no I/O): Allowed, Refused, or NeedsLookup, which
-    `finish` completes. The fast front serves a request decided now without a task for it."""
+    `finish` completes. The fast front serves a request decided now without a task for it.
+    `peer` is the socket peer's address, for the failed-key budget."""
     decision = decide(services.policy, services.verifier, method, raw_target, values)
     if isinstance(decision, Allowed):
         metrics.PROXY_REQUESTS.inc("allowed")
     elif isinstance(decision, Refused):
+        if decision.outcome in KEY_FAILURES:
+            decision = _key_failed(services, decision, values, peer)
         _count_refusal(decision, method)
     return decision
+
+
+def _key_failed(
+    services: Services, refused: Refused, values: HeaderValues, peer: str | None
+) -> Refused:
+    """Charge a key refused from memory to its address; the 429 instead once it is over."""
+    over = services.key_budget.charge(client_address(values, peer, services))
+    return refused if over is None else Refused(over, refused.instance, over.code)
 
 
 async def finish(
@@ -51,12 +70,14 @@ async def finish(
 ) -> Allowed | Refused:
     """Complete a decision with its one lookup: the key's record from Redis or the database
     (hashed already), or the password check. `peer` is the socket peer's address, for
-    throttling password failures."""
+    throttling key and password failures."""
     credential = needs.credential
     try:
         if isinstance(credential, KeyCredential):
             assert needs.digest is not None  # a key's NeedsLookup always carries its hash
-            principal = (await services.verifier.lookup(credential.key, needs.digest)).principal
+            address = client_address(values, peer, services)
+            found = await services.lookup_key(credential.key, needs.digest, address)
+            principal = found.principal
         else:
             address = client_address(values, peer, services)
             principal = await password_principal(services, credential, address)
@@ -142,7 +163,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
         return headers.getall(name, ())
 
     services = request.app[SERVICES]
-    decision = decide_now(services, request.method, request.raw_path, values)
+    decision = decide_now(services, request.method, request.raw_path, values, request.remote)
     if isinstance(decision, NeedsLookup):
         decision = await finish(services, decision, values, request.remote)
     if isinstance(decision, Refused):

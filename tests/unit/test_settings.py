@@ -47,6 +47,15 @@ def test_defaults_without_file_or_environment() -> None:
     assert s.listen == "127.0.0.1:8080"
     assert s.key_prefix == "apk"
     assert s.retrievable_keys is False
+    assert (s.key_max_failures, s.key_failure_window) == (20, 60.0)
+
+
+def test_key_budget_settings_are_read_from_the_environment() -> None:
+    """GATEWAY_KEY_MAX_FAILURES and GATEWAY_KEY_FAILURE_WINDOW set the failed-key budget."""
+    s = load_settings(
+        None, environ={"GATEWAY_KEY_MAX_FAILURES": "3", "GATEWAY_KEY_FAILURE_WINDOW": "2.5"}
+    )
+    assert (s.key_max_failures, s.key_failure_window) == (3, 2.5)
 
 
 def test_yaml_then_environment_then_overrides(tmp_path: Path) -> None:
@@ -167,6 +176,8 @@ BAD_VALUES: dict[str, str] = {
     "session_ttl": "30",
     "login_max_failures": "0",
     "login_window": "inf",
+    "key_max_failures": "-3",
+    "key_failure_window": "0.5",
     "authorization_code_ttl": "-60",
     "listen": "abc",
     "secret": "short",
