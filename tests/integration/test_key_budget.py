@@ -1,9 +1,8 @@
-"""The failed-key budget per client address, through the aiohttp data plane and the APIs.
+"""The failed-key budget per client address, through both data planes and the APIs.
 
-The gateway runs in-process on a real port in front of a real upstream (test_forwarding's
-`make_gateway`); `test_front_key_budget.py` runs these same tests against a `gateway serve`
-process with the fast front. Lookups are counted by the verifier's own metric,
-`keygate_key_db_lookups`, read from /metrics.
+`make_gateway` (tests/integration/conftest.py) runs each test against the aiohttp server in
+this process and against a `gateway serve` process with the fast front. Lookups are counted
+by the verifier's own metric, `keygate_key_db_lookups`, read from /metrics.
 """
 
 from __future__ import annotations
@@ -14,9 +13,7 @@ import re
 from typing import Any
 
 from gateway.keys.format import generate
-from tests.integration.test_forwarding import MakeGateway, make_gateway_fixture
-
-__all__ = ["make_gateway_fixture"]  # the fixture, used by name below
+from tests.integration.gateways import MakeGateway
 
 PROXY = (ipaddress.ip_network("127.0.0.0/8"),)
 
