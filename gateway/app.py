@@ -10,6 +10,7 @@ from gateway import api, logs, ops, pages
 from gateway.assertion import AssertionSigner
 from gateway.proxy import handler as proxy
 from gateway.proxy.forward import Forwarder
+from gateway.server_limits import http11_only
 from gateway.services import Services, open_services, run_background
 from gateway.settings import Settings
 from gateway.state import FORWARDER, SERVICES, SETTINGS
@@ -24,6 +25,7 @@ def create_app(settings: Settings, services: Services | None = None) -> web.Appl
     logs.install()
     app = web.Application(client_max_size=CLIENT_MAX_SIZE, handler_args={"max_field_size": 16384})
     app[SETTINGS] = settings
+    app.middlewares.append(http11_only)
     app.cleanup_ctx.append(_services_ctx(services))
     app.cleanup_ctx.append(_forwarder_ctx)
     ops.setup(app)

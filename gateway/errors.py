@@ -15,6 +15,7 @@ policy, the upstream client and the HTTP/1.1 core name what went wrong, and `den
     ├── Invalid               422     a body that does not validate; carries [(path, message)]
     ├── TooManyRequests       429     throttled; carries Retry-After
     ├── HeadTooLarge          431     the request head, a field or the field count is over a limit
+    ├── NotImplementedHere    501     a method the gateway does not serve (CONNECT)
     ├── BadGateway            502     upstream refused or broke the connection
     ├── Unavailable           503     database (and cache) unreachable: never fail open
     ├── GatewayTimeout        504     upstream too slow
@@ -127,6 +128,11 @@ class TooManyRequests(GatewayError):
 
     def __init__(self, message: str, *, retry_after: int, code: str | None = None) -> None:
         super().__init__(message, code=code, headers={"Retry-After": str(retry_after)})
+
+
+class NotImplementedHere(GatewayError):
+    status = 501
+    code = "not-implemented"
 
 
 class BadGateway(GatewayError):

@@ -12,7 +12,13 @@ also
   gateway waits for it (a gateway that is not reading, e.g. pushing back on a slow upstream,
   does not count against the client);
 - closes a connection at once, and counts it, while `max_connections` are already open;
-- answers 431 rather than 400 when a head has more than `max_header_count` fields.
+- answers 431 rather than 400 when a head has more than `max_header_count` fields;
+- judges the request line of a connection's first request as soon as it is whole: an HTTP/0.9
+  line (no version; aiohttp would wait for a head that never comes) is a 400, a version other
+  than 1.0 and 1.1 a 505, and the connection closes (`http11_only` refuses the same for later
+  requests, once aiohttp has parsed them);
+- reads and drops at most `LINGER_BYTES` of a body left unread by an answer (aiohttp drains
+  for up to ten seconds, however much arrives), then closes.
 
 Both deadlines keep one timer per connection and move a deadline field, as aiohttp's own
 keep-alive does: a request on a busy connection costs a clock read, not a timer. Used for the
@@ -23,8 +29,10 @@ the fast front hands connections over to (`proxy/front_server.py`).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from email.utils import formatdate
+from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
@@ -34,11 +42,17 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 from gateway import metrics
+from gateway.errors import GatewayError, NotImplementedHere, VersionNotSupported
+from gateway.proxy.render import problem_response
 from gateway.settings import Settings
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # aiohttp's parser reports a head over `max_headers` fields as this 400.
 _TOO_MANY_FIELDS = "Too many headers received"
 _TIMEOUT_TEXT = b"408: Request Timeout"
+LINGER_BYTES = 1024 * 1024  # as the fast front (proxy/front.py)
+_MAX_REQUEST_LINE = 8 * 1024  # as h1.limits.Limits.max_request_line
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +97,9 @@ class LimitedHandler(RequestHandler):
         self._body: StreamReader | None = None  # the request body still arriving, if any
         self._body_deadline = 0.0
         self._body_timer: asyncio.TimerHandle | None = None
+        self._first_line: bytes | None = b""  # the first request line until judged, then None
+        self._dropped = 0  # body bytes read after the answer, to be dropped
+        self._answered = False  # the request of the body being read has its answer
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         gate = self._gate
@@ -112,12 +129,20 @@ class LimitedHandler(RequestHandler):
         if self._upgraded or self._payload_parser is not None:
             super().data_received(data)  # a WebSocket: its own heartbeats time it
             return
+        if self._first_line is not None and not self._judge_first_line(data):
+            return
         body = self._body
         if body is not None:
             if body.is_eof():
                 self._body = body = None
             else:
                 self._body_deadline = self._loop.time() + self._gate.limits.body_timeout
+                if self._answered:
+                    # Answered already: aiohttp reads the rest only to drop it. Bounded.
+                    self._dropped += len(data)
+                    if self._dropped > LINGER_BYTES:
+                        self.force_close()
+                        return
         if body is None and data:
             self._head_seen = True
             if not self._head_deadline:
@@ -128,11 +153,46 @@ class LimitedHandler(RequestHandler):
             # A head (or a parse error) is complete: stop its clock; time its body if any.
             self._head_deadline = 0.0
             payload = self._messages[-1][1]
+            self._dropped = 0
+            self._answered = False
             if not payload.is_eof():
                 self._body = payload
                 self._body_deadline = self._loop.time() + self._gate.limits.body_timeout
                 if self._body_timer is None:
                     self._body_timer = self._loop.call_at(self._body_deadline, self._check_body)
+
+    def _process_keepalive(self) -> None:
+        if self._head_deadline and self._head_seen:
+            # A head has begun: `client_header_timeout` times it, not the keep-alive.
+            self._keepalive_handle = None
+            return
+        super()._process_keepalive()
+
+    async def finish_response(
+        self, request: BaseRequest, resp: web.StreamResponse, start_time: float | None
+    ) -> tuple[web.StreamResponse, bool]:
+        result = await super().finish_response(request, resp, start_time)
+        self._answered = True  # what still arrives of its body is only read to be dropped
+        return result
+
+    def _judge_first_line(self, data: bytes) -> bool:
+        """Whether the connection's first request line (once whole) may go to aiohttp."""
+        assert self._first_line is not None
+        line = (self._first_line + data).lstrip(b"\r\n")
+        end = line.find(b"\r\n")
+        if end < 0:
+            self._first_line = line[:_MAX_REQUEST_LINE]
+            return True
+        self._first_line = None
+        version = line[line.rfind(b" ", 0, end) + 1 : end]
+        if version in (b"HTTP/1.1", b"HTTP/1.0") or self.transport is None:
+            return True
+        if version.startswith(b"HTTP/"):
+            self.transport.write(_plain_answer(505, b"505: HTTP Version Not Supported"))
+        else:
+            self.transport.write(_plain_answer(400, b"400: Bad Request"))
+        self.force_close()
+        return False
 
     def handle_error(
         self,
@@ -187,13 +247,19 @@ class LimitedHandler(RequestHandler):
 
 
 def _request_timeout() -> bytes:
+    return _plain_answer(408, _TIMEOUT_TEXT)
+
+
+def _plain_answer(status: int, text: bytes) -> bytes:
+    """An answer written by the connection itself, before aiohttp has a request to answer."""
+    reason = HTTPStatus(status).phrase.encode()
     return (
-        b"HTTP/1.1 408 Request Timeout\r\n"
+        b"HTTP/1.1 %d %s\r\n"
         b"Content-Type: text/plain; charset=utf-8\r\n"
         b"Content-Length: %d\r\n"
         b"Date: %s\r\n"
         b"Connection: close\r\n\r\n%s"
-    ) % (len(_TIMEOUT_TEXT), formatdate(usegmt=True).encode(), _TIMEOUT_TEXT)
+    ) % (status, reason, len(text), formatdate(usegmt=True).encode(), text)
 
 
 class _LimitedServer(web.Server):
@@ -229,3 +295,20 @@ class LimitedRunner(web.AppRunner):
         # aiohttp offers no hook for the handler class: wrap the server it builds (which
         # also starts the application) in one that builds ours, with the same arguments.
         return _LimitedServer(await super()._make_server(), self.gate)
+
+
+@web.middleware
+async def http11_only(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """What aiohttp's parser takes and the gateway does not serve, refused before any route
+    (the fast front refuses the same in its own HTTP/1.1 core): a version other than 1.0 and
+    1.1, and CONNECT. The connection closes after the answer."""
+    error: GatewayError | None = None
+    if request.version not in ((1, 1), (1, 0)):
+        error = VersionNotSupported("only HTTP/1.0 and HTTP/1.1 are served here")
+    elif request.method == "CONNECT":
+        error = NotImplementedHere("CONNECT is not supported by this gateway")
+    if error is None:
+        return await handler(request)
+    response = problem_response(error)
+    response.force_close()
+    return response

@@ -171,6 +171,12 @@ async def handle(request: web.Request) -> web.StreamResponse:
     if request.version >= (1, 1) and "Expect" in headers:
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     forwarder: Forwarder = request.app[FORWARDER]
-    return await forwarder.forward(
+    response = await forwarder.forward(
         request, decision.target, decision.upstream, decision.route, decision.principal
     )
+    if "Upgrade" in headers and response.status != 101:
+        # An upgrade the route does not take was forwarded as plain HTTP, but aiohttp's parser
+        # has taken every byte after its head as the payload: this connection can carry no
+        # other request. Closing it is the honest end (the fast front keeps serving).
+        response.force_close()
+    return response

@@ -26,9 +26,10 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_app
+from gateway.server_limits import ClientLimits, LimitedRunner
 from gateway.services import Services, open_services
 from gateway.settings import load_settings
 from gateway.state import SERVICES
@@ -154,6 +155,17 @@ async def _create_reader(services: Services, permissions: list[str]) -> tuple[st
     return new.text, new.record.id, user.id
 
 
+class LimitedTestServer(TestServer):
+    """aiohttp's test server on the runner `gateway serve` uses (server_limits.py)."""
+
+    def __init__(self, app: web.Application, limits: ClientLimits) -> None:
+        super().__init__(app)
+        self._limits = limits
+
+    async def _make_runner(self, **kwargs: Any) -> LimitedRunner:
+        return LimitedRunner(self.app, self._limits, **kwargs)
+
+
 @contextlib.asynccontextmanager
 async def aiohttp_gateways(
     aiohttp_client: AiohttpClient, sqlite_url: str, tmp_path: Path
@@ -171,8 +183,11 @@ async def aiohttp_gateways(
         ) -> Gateway:
             upstream = await stack.enter_async_context(upstream or EchoUpstream())
             policy = write_policy(tmp_path, upstream, raw, unaccepting)
-            app = create_app(make_settings(sqlite_url, policy=(policy,), **settings))
-            client = await aiohttp_client(app)
+            config = make_settings(sqlite_url, policy=(policy,), **settings)
+            app = create_app(config)
+            # The server `gateway serve` runs aiohttp with: its deadlines and caps included.
+            server = LimitedTestServer(app, ClientLimits.from_settings(config))
+            client = await aiohttp_client(server)
             key, key_id, user_id = await _create_reader(client.app[SERVICES], list(permissions))
             port = client.server.port
             assert port is not None
