@@ -28,7 +28,7 @@ from gateway.proxy.front_server import gateway_surfaces
 from gateway.services import Services, open_services
 from gateway.state import FORWARDER
 from tests.conftest import make_settings
-from tests.integration.test_forwarding import write_policy
+from tests.integration.gateways import write_policy
 from tests.integration.upstream import EchoUpstream
 
 
