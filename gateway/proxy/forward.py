@@ -114,7 +114,7 @@ class Forwarder:
         if body is not None and not body.is_eof() and self.live is not None:
             # An upload still arriving: its key is followed while it is forwarded.
             live = self.live.watch(
-                request.method, request.raw_path, request.headers.getall, principal, _abort(request)
+                request.method, request.raw_path, _values(request), principal, _abort(request)
             )
         try:
             try:
@@ -138,7 +138,7 @@ class Forwarder:
                 live.cut = cut  # the upload is sent: cutting now also closes the upstream
             elif self.live is not None:
                 live = self.live.watch(
-                    request.method, request.raw_path, request.headers.getall, principal, cut
+                    request.method, request.raw_path, _values(request), principal, cut
                 )
             return await _stream(request, response, out_headers, reason, upstream)
         finally:
@@ -153,7 +153,7 @@ class Forwarder:
 
         def follow(request: web.Request, cut: Callable[[], None]) -> LiveExchange | None:
             return registry.watch(
-                request.method, request.raw_path, request.headers.getall, principal, cut
+                request.method, request.raw_path, _values(request), principal, cut
             )
 
         return websocket.Follow(follow, registry.unwatch)
@@ -239,6 +239,15 @@ async def _stream(
         raise
     upstream_response.release()
     return response
+
+
+def _values(request: web.Request) -> Callable[[str], Sequence[str]]:
+    headers = request.headers
+
+    def values(name: str) -> Sequence[str]:
+        return headers.getall(name, ())
+
+    return values
 
 
 def _abort(request: web.Request) -> Callable[[], None]:
