@@ -10,16 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import secrets
 import time
+import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
+import redis.asyncio as aioredis
 from aiohttp import web
 
 from gateway.services import Services, open_services
 from gateway.settings import load_settings
 from gateway.state import SERVICES
-from tests.integration.gateways import Gateway, MakeGateway
+from tests.integration.gateways import Gateway, MakeGateway, _create_reader, write_policy
+from tests.integration.test_auth_support import free_port, wait_until
+from tests.integration.test_multi_instance import _ready, _subscribed, gateway_process
 from tests.integration.upstream import EchoUpstream
 
 BOUND = 10.0  # seconds: far above one poll interval (1 s) plus a request
@@ -176,3 +183,51 @@ async def test_a_revoked_keys_streamed_response_is_cut(make_gateway: MakeGateway
     assert received < 600 * 1024
     async with asyncio.timeout(BOUND):
         await seen.stream_cut.wait()
+
+
+async def test_a_key_revoked_through_instance_a_closes_its_websocket_on_instance_b(
+    pg_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    """Two `gateway serve` instances on PostgreSQL and Redis: a key revoking itself through
+    A's API closes its WebSocket open on B with 1008, by the Redis notice (the invalidation log
+    is read only every 30 s here)."""
+    namespace = f"kgtest{uuid.uuid4().hex[:10]}"
+    upstream, _ = live_upstream()
+    async with upstream, aiohttp.ClientSession() as session, contextlib.AsyncExitStack() as stack:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+        env.update(
+            {
+                "GATEWAY_MODE": "production",
+                "GATEWAY_SECRET": secrets.token_hex(32),
+                "GATEWAY_DATABASE_URL": pg_url,
+                "GATEWAY_REDIS_URL": redis_url,
+                "GATEWAY_REDIS_NAMESPACE": namespace,
+                "GATEWAY_POLICY": str(write_policy(tmp_path, upstream, None, None)),
+                "GATEWAY_DATA_DIR": str(tmp_path / "var"),
+                "GATEWAY_INVALIDATION_POLL_INTERVAL": "30",
+                "GATEWAY_LOCAL_CACHE_TTL": "600",
+                "GATEWAY_LOG_LEVEL": "WARNING",
+            }
+        )
+        ports = free_port(), free_port()
+        a, b = (f"http://127.0.0.1:{p}" for p in ports)
+        for port, url, name in zip(ports, (a, b), ("a", "b"), strict=True):
+            proc = stack.enter_context(gateway_process(env, port, tmp_path / f"{name}.log"))
+            ready = await wait_until(lambda u=url, p=proc: _ready(session, u, p), seconds=60)
+            assert ready, (tmp_path / f"{name}.log").read_text()
+        redis = aioredis.Redis.from_url(redis_url)
+        try:
+            assert await wait_until(lambda: _subscribed(redis, f"{namespace}:invalidate"))
+        finally:
+            await redis.aclose()
+        async with open_services(load_settings(environ=env), migrate=False) as services:
+            key, _, _ = await _create_reader(services, ["t.read"])
+        auth = {"X-API-KEY": key}
+        async with session.ws_connect(b + "/ws/echo", headers=auth) as ws:
+            await ws.send_str("hi")
+            assert await ws.receive_str(timeout=5) == "echo:hi"
+            async with session.delete(
+                a + "/api/v1/api-keys/current", headers={"Authorization": f"token {key}"}
+            ) as response:
+                assert response.status == 200, await response.text()
+            assert await closed_with(ws) == POLICY_VIOLATION
