@@ -18,12 +18,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
+import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
 
 from gateway.services import Services, open_services
 from gateway.settings import load_settings
-from gateway.state import SERVICES
+from gateway.state import FORWARDER, SERVICES
 from tests.integration.gateways import Gateway, MakeGateway, _create_reader, write_policy
 from tests.integration.test_auth_support import free_port, wait_until
 from tests.integration.test_multi_instance import _ready, _subscribed, gateway_process
@@ -231,3 +232,24 @@ async def test_a_key_revoked_through_instance_a_closes_its_websocket_on_instance
             ) as response:
                 assert response.status == 200, await response.text()
             assert await closed_with(ws) == POLICY_VIOLATION
+
+
+@pytest.mark.server("aiohttp", reason="reads the registry of the gateway in this process")
+async def test_ended_exchanges_leave_the_registry(make_gateway: MakeGateway) -> None:
+    """A WebSocket and a streamed response are registered while they run and not after."""
+    upstream, _ = live_upstream()
+    gw = await make_gateway(upstream)
+    live = gw.client.app[FORWARDER].live  # type: ignore[union-attr]  # a TestClient here
+    assert live is not None
+    async with gw.client.ws_connect("/ws/echo", headers=gw.auth) as ws:
+        await ws.send_str("hi")
+        assert await ws.receive_str(timeout=5) == "echo:hi"
+        assert len(live) == 1
+    async with gw.client.get("/api/slow", headers=gw.auth) as response:
+        await response.content.readany()
+        assert len(live) == 1
+
+    async def empty() -> bool:
+        return len(live) == 0
+
+    assert await wait_until(empty, seconds=BOUND)
