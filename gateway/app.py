@@ -10,6 +10,7 @@ from gateway import api, logs, ops, pages
 from gateway.assertion import AssertionSigner
 from gateway.proxy import handler as proxy
 from gateway.proxy.forward import Forwarder
+from gateway.proxy.live import LiveExchanges
 from gateway.server_limits import http11_only
 from gateway.services import Services, open_services, run_background
 from gateway.settings import Settings
@@ -68,6 +69,7 @@ async def _forwarder_ctx(app: web.Application) -> AsyncIterator[None]:
         settings.strip_request_headers,
     )
     await forwarder.start()
+    forwarder.live = LiveExchanges(app[SERVICES])
     app[FORWARDER] = forwarder
     yield
     await forwarder.close()

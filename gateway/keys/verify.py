@@ -40,6 +40,7 @@ import functools
 import logging
 import time
 from datetime import UTC, datetime
+from typing import Protocol
 
 from gateway.cache.local import Entry, LocalCache
 from gateway.cache.redis import NEGATIVE, SharedCache
@@ -62,6 +63,15 @@ LOOKUP_TIMEOUT = 5.0
 
 
 _Cached = VerifiedKey | None  # None: a negative entry (no such key)
+
+
+class Watcher(Protocol):
+    """Told when cached records are dropped, so what was allowed by them is decided again
+    (`gateway/proxy/live.py`: open WebSockets and streams)."""
+
+    def changed(self, digest: bytes) -> None: ...
+
+    def changed_all(self) -> None: ...
 
 
 class KeyVerifier:
@@ -110,6 +120,7 @@ class KeyVerifier:
         self._versions: dict[bytes, tuple[int, float]] = {}
         self._contact = time.monotonic()  # last successful database answer
         self.lookups = 0  # database lookups, for tests and metrics
+        self.watcher: Watcher | None = None
 
     # -- the hot path -------------------------------------------------------------------
 
@@ -305,6 +316,8 @@ class KeyVerifier:
         self._known.drop(digest)
         self._unknown.drop(digest)
         self._inflight.pop(digest, None)
+        if self.watcher is not None:
+            self.watcher.changed(digest)
 
     def reset(self) -> None:
         """Distrust everything cached: the invalidation channel was (re)connected and
@@ -314,6 +327,8 @@ class KeyVerifier:
         self._known.expire_all(now)
         self._unknown.expire_all(now)
         self._inflight.clear()
+        if self.watcher is not None:
+            self.watcher.changed_all()
 
     @property
     def last_contact(self) -> float:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import aiohttp
 from aiohttp import web
@@ -32,6 +32,7 @@ from gateway.proxy.headers import (
     request_headers,
     response_fields,
 )
+from gateway.proxy.live import LiveExchange, LiveExchanges
 from gateway.proxy.render import problem_response
 from gateway.proxy.response import Response
 from gateway.proxy.upstream_http import UpstreamError, decode_fields
@@ -65,6 +66,8 @@ class Forwarder:
         self._signer = signer
         self.client = UpstreamClient()
         self._ws_session: aiohttp.ClientSession | None = None
+        # Exchanges that outlive one read, followed by their key (set by the wiring).
+        self.live: LiveExchanges | None = None
         # slot -> (principal, identity, time after which the identity is rebuilt)
         self._identities: dict[
             tuple[str, str | None, str | None], tuple[Principal, Identity, float]
@@ -101,27 +104,59 @@ class Forwarder:
         if route.websocket and websocket.is_upgrade(request):
             assert self._ws_session is not None
             try:
-                return await websocket.proxy(request, self._ws_session, upstream, path, headers)
+                return await websocket.proxy(
+                    request, self._ws_session, upstream, path, headers, self._watcher(principal)
+                )
             except UpstreamError as exc:
                 return _failure(exc, upstream, target)
         body = request.content if request.body_exists else None
+        live = None
+        if body is not None and not body.is_eof() and self.live is not None:
+            # An upload still arriving: its key is followed while it is forwarded.
+            live = self.live.watch(
+                request.method, request.raw_path, _values(request), principal, _abort(request)
+            )
         try:
-            response = await self.client.request(
-                upstream, request.method, path, headers, body, request.content_length
+            try:
+                response = await self.client.request(
+                    upstream, request.method, path, headers, body, request.content_length
+                )
+            except UpstreamError as exc:
+                return _failure(exc, upstream, target)
+            out_headers = decode_fields(response_fields(response.fields))
+            reason = response.reason or None
+            if response.complete:
+                # The whole body came with the head (the common small answer): one write to
+                # the client instead of prepare + write + write_eof.
+                data = response.take_body()
+                response.release()
+                return web.Response(
+                    status=response.status, reason=reason, headers=out_headers, body=data or None
+                )
+            cut = _cut_stream(request, response)
+            if live is not None:
+                live.cut = cut  # the upload is sent: cutting now also closes the upstream
+            elif self.live is not None:
+                live = self.live.watch(
+                    request.method, request.raw_path, _values(request), principal, cut
+                )
+            return await _stream(request, response, out_headers, reason, upstream)
+        finally:
+            if live is not None and self.live is not None:
+                self.live.unwatch(live)
+
+    def _watcher(self, principal: Principal | None) -> websocket.Follow | None:
+        """How a WebSocket registers itself once both sides are upgraded."""
+        registry = self.live
+        if registry is None or principal is None:
+            return None
+
+        def follow(request: web.Request, cut: Callable[[], None]) -> LiveExchange | None:
+            return registry.watch(
+                request.method, request.raw_path, _values(request), principal, cut
             )
-        except UpstreamError as exc:
-            return _failure(exc, upstream, target)
-        out_headers = decode_fields(response_fields(response.fields))
-        reason = response.reason or None
-        if response.complete:
-            # The whole body came with the head (the common small answer): one write to the
-            # client instead of prepare + write + write_eof.
-            data = response.take_body()
-            response.release()
-            return web.Response(
-                status=response.status, reason=reason, headers=out_headers, body=data or None
-            )
-        return await _stream(request, response, out_headers, reason, upstream)
+
+        return websocket.Follow(follow, registry.unwatch)
 
     def upstream_headers(
         self,
@@ -204,6 +239,38 @@ async def _stream(
         raise
     upstream_response.release()
     return response
+
+
+def _values(request: web.Request) -> Callable[[str], Sequence[str]]:
+    headers = request.headers
+
+    def values(name: str) -> Sequence[str]:
+        return headers.getall(name, ())
+
+    return values
+
+
+def _abort(request: web.Request) -> Callable[[], None]:
+    """Cut an upload: the client's connection goes, so its body fails on the way upstream and
+    the upstream connection is closed with it."""
+
+    def cut() -> None:
+        if request.transport is not None:
+            request.transport.abort()
+
+    return cut
+
+
+def _cut_stream(request: web.Request, response: Response) -> Callable[[], None]:
+    """Cut a streamed response: the head is out, so the client connection is cut (a body
+    ending early is visible as truncated), and the upstream connection is closed."""
+
+    def cut() -> None:
+        if request.transport is not None:
+            request.transport.abort()
+        response.close()
+
+    return cut
 
 
 def _failure(exc: UpstreamError, upstream: Upstream, target: CanonicalTarget) -> web.Response:

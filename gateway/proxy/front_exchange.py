@@ -56,6 +56,7 @@ class Exchanger:
         self._body: RequestBody | None = None
         self._waiting: Allowed | None = None  # sent by `_answer_now`, heard by `_heard`
         self._task: asyncio.Task[None] | None = None
+        self._streaming: Response | None = None  # a response being streamed (`cut` closes it)
         self._drain: asyncio.Future[None] | None = None
         self.write_paused = False
         self.lost = False
@@ -235,7 +236,7 @@ class Exchanger:
             if answer.complete:
                 self._done(head, self._relay_whole(head, answer))
             else:  # a body still to come: streamed by a task
-                self._spawn(head, self._relay(head, answer))
+                self._spawn(head, self._relay(head, answer, decided))
         except Exception:  # noqa: BLE001 - as in `_serve`
             answer.close()
             self._crashed(head)
@@ -253,13 +254,21 @@ class Exchanger:
             return self._refuse(head, result)
         path, out_headers = self._upstream_request(head, result)
         length = head.length if head.length >= 0 and not head.chunked else None
+        live = self._ctx.forwarder.live
+        watched = None
+        if self._body is not None and not self._body.ended and live is not None:
+            # An upload still arriving: its key is followed while it is forwarded.
+            watched = live.watch(head.method, head.target, head.values, result.principal, self.cut)
         try:
             response = await self._ctx.forwarder.client.request(
                 result.upstream, head.method, path, out_headers, self._body, length
             )
         except UpstreamError as exc:
             return self._upstream_failed(head, exc, result)
-        return await self._relay(head, response)
+        finally:
+            if live is not None:
+                live.unwatch(watched)
+        return await self._relay(head, response, result)
 
     def _upstream_request(self, head: RequestHead, allowed: Allowed) -> tuple[str, list[Header]]:
         """The upstream request target and headers for an allowed request."""
@@ -309,10 +318,31 @@ class Exchanger:
             self._hold(out + data if data else out)
         return keep_alive
 
-    async def _relay(self, head: RequestHead, response: Response) -> bool:
+    def cut(self) -> None:
+        """The key no longer allows the exchange in flight: cut the client's connection (a
+        body being read fails, a head already out leaves a visibly truncated answer) and the
+        upstream's with it."""
+        self._transport.abort()
+        if self._streaming is not None:
+            self._streaming.close()
+
+    async def _relay(self, head: RequestHead, response: Response, allowed: Allowed) -> bool:
         """Write the upstream's answer, keeping its framing; whether to keep the connection."""
         if response.complete:
             return self._relay_whole(head, response)
+        live = self._ctx.forwarder.live
+        watched = None
+        if live is not None:  # a streamed answer: it follows its key while it runs
+            self._streaming = response
+            watched = live.watch(head.method, head.target, head.values, allowed.principal, self.cut)
+        try:
+            return await self._stream(head, response)
+        finally:
+            self._streaming = None
+            if live is not None:
+                live.unwatch(watched)
+
+    async def _stream(self, head: RequestHead, response: Response) -> bool:
         transport = self._transport
         out, keep_alive = self._response_head(head, response)
         framing = response.framing

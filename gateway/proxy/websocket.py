@@ -5,12 +5,18 @@ The upstream handshake happens first, with the same rewritten headers as any for
 client gets a plain 502/504 and is never upgraded. Then the client side is upgraded with the
 subprotocol the upstream chose, and messages are pumped both ways until either side closes;
 its close code is passed on to the other. Pings are answered on each hop (autoping).
+
+While both sides are open the exchange follows its key (`live.py`): if a re-check finds the
+request no longer allowed, the client side is closed with 1008 (policy violation) and the
+upstream side with the same code.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NamedTuple
 
 import aiohttp
 from aiohttp import web
@@ -25,6 +31,9 @@ from gateway.proxy.upstream_http import (
     UpstreamUnreachable,
 )
 
+if TYPE_CHECKING:
+    from gateway.proxy.live import LiveExchange
+
 # aiohttp writes its own handshake headers on the upstream side; the client's would clash.
 _HANDSHAKE = frozenset(
     {
@@ -38,6 +47,14 @@ _HANDSHAKE = frozenset(
 # Codes that must not be sent in a close frame (RFC 6455 §7.4.1): replaced when relayed.
 _RESERVED_CODES = frozenset({1005, 1006, 1015})
 GOING_AWAY = 1001
+POLICY_VIOLATION = 1008
+
+
+class Follow(NamedTuple):
+    """How an upgraded exchange registers to follow its key, and unregisters."""
+
+    watch: Callable[[web.Request, Callable[[], None]], LiveExchange | None]
+    unwatch: Callable[[LiveExchange | None], None]
 
 
 def is_upgrade(request: web.Request) -> bool:
@@ -51,6 +68,7 @@ async def proxy(
     upstream: Upstream,
     target: str,
     headers: list[Header],
+    follow: Follow | None = None,
 ) -> web.StreamResponse:
     """Upgrade both sides and relay messages; raises UpstreamError before any upgrade."""
     client = web.WebSocketResponse(autoping=True)
@@ -85,7 +103,13 @@ async def proxy(
             autoping=True, protocols=(remote.protocol,) if remote.protocol else ()
         )
         await client.prepare(request)
-        await _relay(client, remote)
+        revoked = asyncio.get_running_loop().create_future()
+        live = None if follow is None else follow.watch(request, _resolver(revoked))
+        try:
+            await _relay(client, remote, revoked)
+        finally:
+            if follow is not None:
+                follow.unwatch(live)
     finally:
         # Also reached when aiohttp cancels this handler because the client's connection is
         # gone: the upstream still learns the client's close code.
@@ -94,23 +118,41 @@ async def proxy(
     return client
 
 
-async def _relay(client: web.WebSocketResponse, remote: aiohttp.ClientWebSocketResponse) -> None:
+async def _relay(
+    client: web.WebSocketResponse,
+    remote: aiohttp.ClientWebSocketResponse,
+    revoked: asyncio.Future[None],
+) -> None:
     to_remote = asyncio.ensure_future(_pump(client, remote))
     to_client = asyncio.ensure_future(_pump(remote, client))
     try:
-        done, _ = await asyncio.wait((to_remote, to_client), return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(
+            (to_remote, to_client, revoked), return_when=asyncio.FIRST_COMPLETED
+        )
     finally:
         for task in (to_remote, to_client):
             task.cancel()
         for task in (to_remote, to_client):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+    if revoked in done:  # the key no longer allows this exchange
+        message = b"the API key no longer allows this connection"
+        await client.close(code=POLICY_VIOLATION, message=message)
+        await remote.close(code=POLICY_VIOLATION)
     # Whichever side closed first decides the code the other side sees.
-    if to_remote in done:
+    elif to_remote in done:
         await remote.close(code=_relayable(client.close_code))
         await client.close(code=_relayable(client.close_code))
     else:
         await client.close(code=_relayable(remote.close_code))
+
+
+def _resolver(future: asyncio.Future[None]) -> Callable[[], None]:
+    def resolve() -> None:
+        if not future.done():
+            future.set_result(None)
+
+    return resolve
 
 
 async def _pump(

@@ -114,6 +114,7 @@ class Gateway:
     user_id: str
     port: int
     process: asyncio.subprocess.Process | None = None
+    env: dict[str, str] | None = None  # the front process's GATEWAY_* environment
 
     @property
     def auth(self) -> dict[str, str]:
@@ -273,7 +274,7 @@ async def front_gateways(tmp_path: Path) -> AsyncIterator[MakeGateway]:
             stack.push_async_callback(stop)
             await _wait_until_serving(port, proc)
             return Gateway(
-                "front", Client(session, port), upstream, key, key_id, user_id, port, proc
+                "front", Client(session, port), upstream, key, key_id, user_id, port, proc, env
             )
 
         yield make
