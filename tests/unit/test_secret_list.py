@@ -24,12 +24,14 @@ def test_joined_text_round_trips(tokens: list[str], sep: str) -> None:
     assert secret_list("x", tokens) == expected
 
 
-@given(st.lists(_TOKEN, min_size=1, max_size=3), st.text(min_size=1, max_size=31))
+# Short secrets from characters the error message never contains, so finding one in it can
+# only mean it was echoed (a one-digit secret would otherwise match the byte count).
+_SHORT = st.text(alphabet="QXZ!@#%^*", min_size=4, max_size=MIN_SECRET_BYTES - 1)
+
+
+@given(st.lists(_TOKEN, min_size=1, max_size=3), _SHORT)
 def test_a_short_entry_is_refused_without_echoing_any(tokens: list[str], short: str) -> None:
     """An entry under 32 bytes is refused naming its position; no entry's text is shown."""
-    short = short.replace(",", "").replace("\n", "").strip()
-    if not short or len(short.encode()) >= MIN_SECRET_BYTES:
-        short = "tiny"
     with pytest.raises(SecretListError) as info:
         secret_list("GATEWAY_PREVIOUS_SECRETS", [*tokens, short])
     message = str(info.value)
