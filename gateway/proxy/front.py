@@ -32,7 +32,6 @@ from gateway.proxy.h1.server import (
     CLOSED,
     END_OF_BODY,
     HEADER,
-    IDLE,
     NEED_DATA,
     PAUSED,
     RequestHead,
@@ -65,7 +64,7 @@ class FrontProtocol(asyncio.Protocol):
         self._in_loop = False  # inside `_advance`: an answer given at once must not recurse
         self._counted = False  # holds one of the worker's `max_connections`
         self._linger = 0  # closing: bytes still to read and drop before the close
-        self._since = self._loop.time()  # when the running client deadline started
+        self._since = ctx.now  # when the running client deadline started (front_context.py)
 
     # asyncio.Protocol ---------------------------------------------------------------------
 
@@ -133,10 +132,8 @@ class FrontProtocol(asyncio.Protocol):
             if not self._linger and self._transport is not None:
                 self._transport.close()
             return
-        h1 = self._h1
-        if self._body is not None or h1.deadline is IDLE:
-            self._since = self._loop.time()  # a body read, or a new head begins
-        h1.receive(data)
+        if self._h1.receive(data) or self._body is not None:
+            self._since = self._ctx.now  # a new head begins, or a body read
         self._advance()
 
     # the request loop ---------------------------------------------------------------------
@@ -174,6 +171,8 @@ class FrontProtocol(asyncio.Protocol):
                     return
                 elif not self._start(cast(RequestHead, event)):
                     return
+                elif self._busy and self._body is None and not h1.buffered:
+                    return  # the usual case, answered later: the next event could only be PAUSED
         finally:
             self._in_loop = False
 
@@ -198,14 +197,18 @@ class FrontProtocol(asyncio.Protocol):
         body, self._body = self._body, None
         if body is not None and not body.ended:
             body.fail(ConnectionError("the request was answered before its body was read"))
-        self._since = self._loop.time()
+        self._since = self._ctx.now
         if self._transport is None or self._transport.is_closing():
             return
-        unread = self._h1.in_body
-        if not self._h1.answered(keep_alive and not self._ctx.draining):
+        h1 = self._h1
+        unread = h1.in_body
+        if not h1.answered(keep_alive and not self._ctx.draining):
             self._close(linger=unread)
             return
-        self._advance()
+        if h1.buffered or unread:
+            self._advance()  # pipelined bytes, or a body to drop
+        elif self._paused:
+            self.resume()
 
     def may_keep_alive(self) -> bool:
         return self._h1.can_keep_alive and not self._ctx.draining
@@ -280,7 +283,7 @@ class FrontProtocol(asyncio.Protocol):
         if linger and transport.can_write_eof():
             transport.write_eof()
             self._linger = LINGER_BYTES
-            self._since = self._loop.time()
+            self._since = self._ctx.now
             if self._paused:
                 self._paused = False
                 transport.resume_reading()

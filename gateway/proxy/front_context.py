@@ -45,6 +45,10 @@ class FrontContext:
     deadlines: ClientDeadlines = field(default_factory=ClientDeadlines)
     max_connections: int = 10_000
     open: int = 0  # client connections open, handed-over ones included
+    # The loop's clock as of the last sweep: connections note when a deadline starts from it
+    # (an attribute read, not a clock call per request). It lags by at most one sweep, so a
+    # deadline fires between its limit and its limit plus two sweeps.
+    now: float = 0.0
     connections: set[Served] = field(default_factory=set)  # served here, for deadlines
     draining: bool = False  # stopping: answer what is in flight, take no new requests
     drained: asyncio.Event = field(default_factory=asyncio.Event)  # draining, none left open
@@ -69,10 +73,12 @@ class Sweeper:
         self._every = min(1.0, max(0.05, shortest / 4))
         self._loop = loop
         self._ctx = ctx
+        ctx.now = loop.time()
         self._handle = loop.call_later(self._every, self._run)
 
     def _run(self) -> None:
-        self._ctx.sweep(self._loop.time())
+        now = self._ctx.now = self._loop.time()
+        self._ctx.sweep(now - self._every)  # `since` values lag by up to one sweep
         self._handle = self._loop.call_later(self._every, self._run)
 
     def stop(self) -> None:

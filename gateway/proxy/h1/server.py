@@ -139,11 +139,17 @@ class ServerConnection:
 
     # -- bytes in ---------------------------------------------------------------------------
 
-    def receive(self, data: bytes) -> None:
-        """Bytes from the client (take the events with `next_event`)."""
+    def receive(self, data: bytes) -> bool:
+        """Bytes from the client (take the events with `next_event`); True if they begin a
+        new head on a connection that has served a request (the IDLE deadline gives way to
+        HEADER: the driver restarts its clock)."""
         if self._state == _CLOSED or not data:
-            return
-        self._buf = self._buf + data if self._buf else data
+            return False
+        if self._buf:
+            self._buf += data
+            return False
+        self._buf = data
+        return self._state == _IDLE and self._served > 0
 
     def receive_eof(self) -> None:
         """The client will send nothing more."""
