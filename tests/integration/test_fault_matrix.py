@@ -1,6 +1,7 @@
 """The rest of the fault matrix: two real `gateway serve` processes on a throwaway PostgreSQL
 and a throwaway Redis, each under a bounded load. The database stopped or hung with Redis
-healthy, both down, and Redis hung while a revocation goes through the API.
+healthy, both down (a revocation before, and one attempted during), Redis hung while a
+revocation goes through the API, and Redis killed while one goes through the CLI.
 
 What is checked: a revocation that could not be written is never acknowledged (the CLI exits
 non-zero with one line, the API answers 503) and leaves the key as it was; a revocation
@@ -392,3 +393,59 @@ async def test_an_api_revocation_while_redis_hangs_holds_after_it_resumes(
             back = time.monotonic()
             await asyncio.sleep(3.0)
     _check_never_accepted_late(loads, acknowledged, back)
+
+
+async def test_a_cli_revocation_while_redis_is_dead_holds_after_a_restart(
+    postgres: OwnPostgres, own_redis: ThrowawayRedis, tmp_path: Path
+) -> None:
+    """Revoked through the CLI while Redis is killed: acknowledged through the database (exit
+    0), refused by both instances within the poll bound, and still after Redis restarts."""
+    async with cluster_on(postgres, own_redis, tmp_path) as cluster:
+        key = await cluster.new_key("load@example.com")
+        loads = cluster.loads(key)
+        async with running(loads):
+            assert await wait_until(lambda: _all(cluster, key, 200))
+            own_redis.kill()
+            try:
+                code, _, err = await cluster.cli("keys", "revoke", key[:20])
+                assert code == 0, err
+                assert "Traceback" not in err
+                acknowledged = time.monotonic()
+                await asyncio.sleep(LATE + 1.0)
+            finally:
+                own_redis.start()
+            back = time.monotonic()
+            await asyncio.sleep(3.0)
+    _check_never_accepted_late(loads, acknowledged, back)
+    _never_accepted_after(loads, acknowledged + LATE)
+
+
+async def test_with_both_down_a_revocation_changes_nothing_and_a_later_one_holds(
+    postgres: OwnPostgres, own_redis: ThrowawayRedis, tmp_path: Path
+) -> None:
+    """PostgreSQL stopped and Redis killed: a CLI revocation exits non-zero with one line, an
+    API one is a 503, the key stays valid on both once the servers return; an API revocation
+    then is enforced on both within the bound."""
+    async with cluster_on(postgres, own_redis, tmp_path) as cluster:
+        key = await cluster.new_key("kept@example.com")
+        assert await wait_until(lambda: _all(cluster, key, 200))
+        loads = cluster.loads(key)
+        async with running(loads):
+            try:
+                postgres.stop()
+                own_redis.kill()
+                code, _, err = await cluster.cli("keys", "revoke", key[:20])
+                _unacknowledged(code, err)
+                assert await cluster.revoke_through_api(key) == 503
+                await asyncio.sleep(1.0)
+            finally:
+                own_redis.start()
+                if not postgres.pid:
+                    postgres.start()
+            # Nothing was written: both instances accept the key once the servers are back.
+            assert await wait_until(lambda: _all(cluster, key, 200), seconds=LATE)
+            assert await cluster.revoke_through_api(key) == 200
+            acknowledged = time.monotonic()
+            await asyncio.sleep(LATE + 1.0)
+    _never_refused_before(loads, acknowledged)
+    _never_accepted_after(loads, acknowledged + LATE)
