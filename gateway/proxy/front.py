@@ -16,7 +16,6 @@ requests wait in the state machine (reading pauses when they grow).
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import cast
 from urllib.parse import unquote
 
@@ -37,8 +36,6 @@ from gateway.proxy.h1.server import (
     RequestHead,
     ServerConnection,
 )
-
-log = logging.getLogger("gateway.proxy")
 
 # Closing a socket with unread bytes in it resets the connection, and a reset can destroy the
 # answer before the client reads it. So a connection closed while its client may still be
