@@ -11,13 +11,40 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 
 from tests.services import ServiceUnavailable, _free_port, _local_postgres, _pg_binary, _wait_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def run_cli(env: Mapping[str, str], *args: str, seconds: float) -> tuple[int, str, str]:
+    """Exit status, stdout and stderr of one `gateway` command; killed (and the test failed by
+    the TimeoutError) if it takes longer than `seconds`."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway",
+        *args,
+        env=dict(env),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), seconds)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    assert proc.returncode is not None
+    return proc.returncode, out.decode().strip(), err.decode().strip()
 
 
 @contextlib.contextmanager

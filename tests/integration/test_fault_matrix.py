@@ -20,7 +20,6 @@ import secrets
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -34,9 +33,9 @@ import pytest
 
 from gateway.keys import format as keyformat
 from tests.faults import Server, _wait_gone, hung
-from tests.integration.faults import Load, ThrowawayRedis
+from tests.integration.faults import Load, ThrowawayRedis, run_cli
 from tests.integration.test_auth_support import free_port, policy_for, wait_until
-from tests.integration.test_multi_instance import ROOT, gateway_process
+from tests.integration.test_multi_instance import gateway_process
 from tests.integration.test_revocation_faults import _check_never_accepted_late, _ready
 from tests.integration.upstream import EchoUpstream
 from tests.services import _free_port, _pg_binary, database_url
@@ -136,24 +135,7 @@ class Cluster:
 
     async def cli(self, *args: str) -> tuple[int, str, str]:
         """Exit status, stdout and stderr of one `gateway` command."""
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "gateway",
-            *args,
-            env=self.env,
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), 2 * CLI_BOUND)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            raise
-        assert proc.returncode is not None
-        return proc.returncode, out.decode().strip(), err.decode().strip()
+        return await run_cli(self.env, *args, seconds=2 * CLI_BOUND)
 
     async def new_key(self, email: str) -> str:
         for args in (

@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -27,12 +25,12 @@ import pytest
 
 from gateway.keys import format as keyformat
 from tests.faults import Server, hung, throwaway_postgres, throwaway_redis
+from tests.integration.faults import run_cli
 from tests.integration.test_auth_support import free_port, policy_for, wait_until
 from tests.integration.test_multi_instance import gateway_process
 from tests.integration.upstream import EchoUpstream
 from tests.services import database_url
 
-ROOT = Path(__file__).resolve().parents[2]
 REPORT = "/api/reports/daily"
 DATABASE_DEADLINE, REDIS_DEADLINE = 0.5, 0.3
 # A miss asks Redis, then the database: both deadlines, plus room for a loaded machine.
@@ -70,24 +68,8 @@ class Gateway:
     async def cli(self, *args: str) -> tuple[int, str, float]:
         """Exit status, stdout and seconds taken by one `gateway` command."""
         start = time.monotonic()
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "gateway",
-            *args,
-            env=self.env,
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        try:
-            out, _ = await asyncio.wait_for(proc.communicate(), 2 * CLI_BOUND)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            raise
-        assert proc.returncode is not None
-        return proc.returncode, out.decode().strip(), time.monotonic() - start
+        status, out, _ = await run_cli(self.env, *args, seconds=2 * CLI_BOUND)
+        return status, out, time.monotonic() - start
 
     async def new_key(self, email: str) -> str:
         for args in (
