@@ -8,6 +8,7 @@ Precedence: environment variable > YAML file (`--config` / `GATEWAY_CONFIG`) > d
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import math
 import os
@@ -364,8 +365,35 @@ _SPECIAL = {
 }
 
 
+# Variables with the GATEWAY_ prefix that are not settings: the test suite's and the
+# benchmarks' own (README, development), never read by the gateway.
+_NOT_SETTINGS = ("GATEWAY_TEST_", "GATEWAY_BENCH_")
+
+
 def env_name(key: str) -> str:
     return "GATEWAY_" + key.upper()
+
+
+def environment_names() -> frozenset[str]:
+    """Every environment variable the gateway reads."""
+    return frozenset({"GATEWAY_CONFIG", *(env_name(k) for k in (*_PLAIN, *_SPECIAL))})
+
+
+def unknown_environment(environ: Mapping[str, str] | None = None) -> list[str]:
+    """One line for each `GATEWAY_*` variable that is no setting (a misspelt one would
+    otherwise be ignored in silence), with the closest real name when there is one."""
+    env = os.environ if environ is None else environ
+    known = environment_names()
+    lines = []
+    for name in sorted(env):
+        if not name.startswith("GATEWAY_") or name in known or name.startswith(_NOT_SETTINGS):
+            continue
+        # Compared without the shared prefix, which would make every name look alike.
+        suffixes = [k.removeprefix("GATEWAY_") for k in sorted(known)]
+        close = difflib.get_close_matches(name.removeprefix("GATEWAY_"), suffixes, n=1, cutoff=0.7)
+        hint = f"; did you mean GATEWAY_{close[0]}?" if close else ""
+        lines.append(f"{name} is not a Keygate setting and is ignored{hint}")
+    return lines
 
 
 def load_settings(
