@@ -17,19 +17,26 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
-from gateway import logs
+from gateway import cli_output, logs
 from gateway.errors import GatewayError
 from gateway.keys import format as keyformat
 from gateway.keys.hashing import KeyHasher
 from gateway.keys.rehash import rehash_status
 from gateway.policy.loader import PolicyError, load_policy
 from gateway.services import Services, open_services
-from gateway.settings import Settings, SettingsError, load_settings, with_secret
+from gateway.settings import (
+    Settings,
+    SettingsError,
+    load_settings,
+    unknown_environment,
+    with_secret,
+)
 from gateway.store.base import StoreError
 from gateway.text import encodable
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command stopped by Ctrl-C
 _DURATION = re.compile(r"^(\d{1,6})([smhdw])\Z")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # Arguments that name files may hold any bytes the filesystem allows; every other argument is
@@ -71,6 +78,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="gateway", description="Keygate API-key gateway")
+    parser.add_argument("--version", action="version", version=f"keygate {version()}")
     parser.add_argument("--config", help="YAML settings file (or GATEWAY_CONFIG)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -93,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument(
         "--password-stdin", action="store_true", help="read the password from stdin"
     )
-    users.add_parser("list", help="list users")
+    ulist = users.add_parser("list", help="list users")
+    ulist.add_argument("--json", action="store_true", help="a JSON array (stable field names)")
     for name, text in (
         ("disable", "disable a user (stops all his keys)"),
         ("enable", "enable a user"),
@@ -120,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     kcreate.add_argument("--expires", help="lifetime, e.g. 30d")
     klist = keys.add_parser("list", help="list a user's keys")
     klist.add_argument("--user", required=True, metavar="EMAIL")
+    klist.add_argument("--json", action="store_true", help="a JSON array (stable field names)")
     for name in ("revoke", "disable", "enable"):
         keys.add_parser(name, help=f"{name} a key").add_argument("key_id")
     keys.add_parser("rehash-status", help="how many keys still depend on each of previous_secrets")
@@ -165,12 +175,20 @@ def _read_password(from_stdin: bool) -> str:
     else:
         if not sys.stdin.isatty():
             raise CliError("no terminal to ask for a password; use --password-stdin")
-        password = getpass.getpass("Password: ")
-        if password != getpass.getpass("Again: "):
+        password = _prompt("Password: ")
+        if password != _prompt("Again: "):
             raise CliError("the passwords do not match")
     if not encodable(password):
         raise CliError("the password is not valid UTF-8 text")
     return password
+
+
+def _prompt(text: str) -> str:
+    try:
+        return getpass.getpass(text)
+    except EOFError:  # Ctrl-D: the prompt's line is left open, so end it first
+        print(file=sys.stderr)
+        raise CliError("no password given (end of input at the prompt)") from None
 
 
 async def _with_services(settings: Settings, work: Callable[[Services], Awaitable[None]]) -> None:
@@ -199,9 +217,14 @@ def cmd_migrate(args: argparse.Namespace) -> None:
 def cmd_users(args: argparse.Namespace) -> None:
     settings = _prepared(_settings(args))
 
+    # Asked before anything is opened: nothing waits on the database while a person types,
+    # and Ctrl-C at the prompt reaches Python directly, not an event loop's signal handler.
+    password = None
+    if (args.action == "create" and not args.service) or args.action == "password":
+        password = _read_password(args.password_stdin)
+
     async def work(s: Services) -> None:
         if args.action == "create":
-            password = None if args.service else _read_password(args.password_stdin)
             user = await s.users.create(
                 email=args.email,
                 password=password,
@@ -213,20 +236,12 @@ def cmd_users(args: argparse.Namespace) -> None:
             kind = "service user" if user.is_service else ("admin" if user.is_admin else "user")
             _say(f"created {kind} {user.email} (id {user.id})")
         elif args.action == "list":
-            for u in await s.store.list_users():
-                flags = (
-                    ",".join(
-                        f
-                        for f, on in (
-                            ("admin", u.is_admin),
-                            ("service", u.is_service),
-                            ("disabled", u.disabled),
-                        )
-                        if on
-                    )
-                    or "-"
-                )
-                _say(f"{u.id}  {u.email}  {flags}  grants={' '.join(u.grants) or '-'}")
+            users = await s.store.list_users()
+            if args.json:
+                _say(cli_output.as_json(map(cli_output.user_fields, users)))
+            else:
+                for u in users:
+                    _say(cli_output.user_line(u))
         elif args.action in {"disable", "enable"}:
             user = await s.users.find(args.email)
             await s.users.set_disabled(user, args.action == "disable", actor="cli")
@@ -242,7 +257,8 @@ def cmd_users(args: argparse.Namespace) -> None:
             _say(f"{user.email} now holds: {' '.join(user.grants) or 'nothing'}")
         elif args.action == "password":
             user = await s.users.find(args.email)
-            await s.users.set_password(user, _read_password(args.password_stdin), actor="cli")
+            assert password is not None  # read above for this action
+            await s.users.set_password(user, password, actor="cli")
             _say(f"password changed for {user.email} (existing keys stay valid)")
 
     asyncio.run(_with_services(settings, work))
@@ -272,13 +288,12 @@ def cmd_keys(args: argparse.Namespace) -> None:
             )
         elif args.action == "list":
             owner = await s.users.find(args.user)
-            for k in await s.keys.list_for(owner.id):
-                _say(
-                    f"{k.id}  {keyformat.mask(k.id)}  {k.status}  label={k.label!r}  "
-                    f"permissions={' '.join(k.permissions) or '-'}  path={k.path_rule or '-'}  "
-                    f"expires={k.expires_at.isoformat() if k.expires_at else '-'}  "
-                    f"last-used={k.last_used_at.isoformat() if k.last_used_at else '-'}"
-                )
+            listed = await s.keys.list_for(owner.id)
+            if args.json:
+                _say(cli_output.as_json(map(cli_output.key_fields, listed)))
+            else:
+                for k in listed:
+                    _say(cli_output.key_line(k))
         elif args.action == "rehash-status":
             previous = [KeyHasher(p) for p in settings.previous_secrets]
             for line in await rehash_status(s.store, s.hasher, previous):
@@ -351,8 +366,21 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
 }
 
 
+def version() -> str:
+    """The installed package's version (pyproject.toml)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as package_version
+
+    try:
+        return package_version("keygate")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    for line in unknown_environment():
+        _note(f"gateway: warning: {line}")
     try:
         check_text_arguments(args)
         COMMANDS[args.command](args)
@@ -363,7 +391,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StoreError as exc:
         return _fail(f"database: {exc}")
     except KeyboardInterrupt:
-        return 130
+        print(file=sys.stderr)  # after the ^C the terminal echoed, on a line of its own
+        _fail("interrupted")
+        return EXIT_INTERRUPTED
     except OSError as exc:
         return _fail(f"{exc.strerror or exc}")
     return 0
