@@ -3,8 +3,13 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
-LISTEN ?= 127.0.0.1:8080
+# Two install stamps: `make run` needs only Keygate and its runtime dependencies; the test and
+# lint tools come with `make test` / `make lint`. Either installs afresh when pyproject.toml changes.
+HASH := $(shell cat pyproject.toml | sha1sum | cut -c1-12)
+RUN_STAMP := $(VENV)/.installed-run-$(HASH)
+DEV_STAMP := $(VENV)/.installed-dev-$(HASH)
+# The address `make run` serves on and prints: GATEWAY_LISTEN when set, as `gateway serve` reads it.
+LISTEN ?= $(or $(GATEWAY_LISTEN),127.0.0.1:8080)
 DEMO_LISTEN ?= 127.0.0.1:8081
 
 .DEFAULT_GOAL := help
@@ -13,15 +18,21 @@ DEMO_LISTEN ?= 127.0.0.1:8081
 help: ## show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { \
 	  echo "could not create a virtual environment: install python3-venv (apt-get install -y python3-venv)"; exit 1; }
-	@echo "installing Keygate and its dependencies into $(VENV) (log: $(VENV)/install.log)"
-	@{ $(BIN)/python -m pip install --upgrade pip && $(BIN)/python -m pip install -e '.[dev]'; } \
+	@echo "installing Keygate and its runtime dependencies into $(VENV) (log: $(VENV)/install.log)"
+	@{ $(BIN)/python -m pip install --upgrade pip && $(BIN)/python -m pip install -e .; } \
 	  > $(VENV)/install.log 2>&1 || { tail -n 30 $(VENV)/install.log; echo "install failed; see $(VENV)/install.log"; exit 1; }
-	@rm -f $(VENV)/.installed-*; touch $(STAMP)
+	@rm -f $(VENV)/.installed-run-*; touch $(RUN_STAMP)
 
-run: $(STAMP) ## serve on 127.0.0.1:8080 (SQLite + in-process cache, example policy, demo upstream)
+$(DEV_STAMP): $(RUN_STAMP)
+	@echo "installing the test and lint tools into $(VENV) (log: $(VENV)/install-dev.log)"
+	@$(BIN)/python -m pip install -e '.[dev]' > $(VENV)/install-dev.log 2>&1 || { \
+	  tail -n 30 $(VENV)/install-dev.log; echo "install failed; see $(VENV)/install-dev.log"; exit 1; }
+	@rm -f $(VENV)/.installed-dev-*; touch $(DEV_STAMP)
+
+run: $(RUN_STAMP) ## serve on 127.0.0.1:8080 or GATEWAY_LISTEN (SQLite, in-process cache, example policy, demo upstream)
 	@mkdir -p var
 	@$(BIN)/python -m gateway.demo --listen $(DEMO_LISTEN) & demo=$$!; \
 	trap 'kill $$demo 2>/dev/null' EXIT INT TERM; \
@@ -33,7 +44,7 @@ run: $(STAMP) ## serve on 127.0.0.1:8080 (SQLite + in-process cache, example pol
 	echo "  KEY=\$$($(BIN)/gateway keys create --user admin@example.com --label first --permission demo.reports.read)"; \
 	echo "  curl -H \"X-API-KEY: \$$KEY\" http://$(LISTEN)/api/reports/daily"; \
 	echo ""; \
-	GATEWAY_MODE=$${GATEWAY_MODE:-development} GATEWAY_LISTEN=$${GATEWAY_LISTEN:-$(LISTEN)} $(BIN)/gateway serve
+	GATEWAY_MODE=$${GATEWAY_MODE:-development} GATEWAY_LISTEN=$(LISTEN) $(BIN)/gateway serve
 
 # The browser tests drive Debian's Chromium. Installed here when missing and we are root on a
 # Debian-like machine; otherwise the browser tests fail with the reason (they never skip).
@@ -44,23 +55,33 @@ run: $(STAMP) ## serve on 127.0.0.1:8080 (SQLite + in-process cache, example pol
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null || true; \
 	fi
 
-test: $(STAMP) /usr/bin/chromium ## run the whole test suite (real PostgreSQL and Redis; see README)
+# The nginx tests (tests/integration/test_deploy_nginx.py: `nginx -t` on deploy/'s configs and
+# WebSockets through them) need Debian's nginx. Installed as chromium is; its service is not
+# started (the tests run their own nginx on loopback ports).
+/usr/sbin/nginx:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing nginx for the deploy tests (apt-get)"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null || true; \
+	fi
+
+test: $(DEV_STAMP) /usr/bin/chromium /usr/sbin/nginx ## run the whole test suite (real PostgreSQL and Redis; see README)
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-lint: $(STAMP) ## ruff (lint + format check) and mypy --strict on gateway/
+lint: $(DEV_STAMP) ## ruff (lint + format check) and mypy --strict on gateway/
 	$(BIN)/ruff check gateway tests bench
 	$(BIN)/ruff format --check gateway tests bench
 	$(BIN)/mypy gateway
 
-format: $(STAMP) ## format the code with ruff
+format: $(DEV_STAMP) ## format the code with ruff
 	$(BIN)/ruff format gateway tests bench
 	$(BIN)/ruff check --fix gateway tests bench
 
-bench: $(STAMP) ## benchmark: upstream direct, nginx proxy_pass, Keygate; then bench-slow (bench/results/)
+bench: $(DEV_STAMP) ## benchmark: upstream direct, nginx proxy_pass, Keygate; then bench-slow (bench/results/)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 	$(BIN)/python -m bench.slow $(SLOW_ARGS)
 
-bench-slow: $(STAMP) ## one worker under idle and trickling clients (writes bench/results/slow.md)
+bench-slow: $(DEV_STAMP) ## one worker under idle and trickling clients (writes bench/results/slow.md)
 	$(BIN)/python -m bench.slow $(SLOW_ARGS)
 
 clean: ## remove the virtual environment, caches and local data
