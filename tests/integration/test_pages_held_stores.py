@@ -215,3 +215,32 @@ async def test_numeric_redirect_hosts_get_an_error_page(client: Any, redirect: s
     response = await client.get(url(("redirect", redirect)), allow_redirects=False)
     assert response.status == 400
     assert "dotted-quad" in await response.text()
+
+
+async def test_account_page_makes_an_all_stores_key(client: Any) -> None:
+    """The create form: "All stores" for a per-store owner gives the unscoped key."""
+    page = await client.get("/account/api-keys/new")
+    create = form(await page.text(), "/account/api-keys")
+    response = await client.post(
+        "/account/api-keys",
+        data=create.data(label="pos", permission=[VIEW, CREATE], **{"scope-store": "all"}),
+    )
+    assert response.status == 201, await response.text()
+    [key] = await keys(client)
+    assert key.permissions == (VIEW, CREATE)
+
+
+async def test_account_page_offers_her_unregistered_store(client: Any) -> None:
+    """ "Only these stores" lists S1 (named) and S2 (by id), not S9; S2 can be chosen."""
+    page = await client.get("/account/api-keys/new")
+    create = form(await page.text(), "/account/api-keys")
+    assert [v for n, v, _, _ in create.boxes if n == "resource"] == ["store:S1", "store:S2"]
+    response = await client.post(
+        "/account/api-keys",
+        data=create.data(
+            label="pos", permission=VIEW, resource="store:S2", **{"scope-store": "selected"}
+        ),
+    )
+    assert response.status == 201, await response.text()
+    [key] = await keys(client)
+    assert key.permissions == (f"{VIEW}:S2",)
