@@ -1,4 +1,4 @@
-"""The `gateway` command: serve, migrate, users, keys, policy.
+"""The `gateway` command: serve, migrate, users, keys, resources, policy.
 
 Every failure prints one line on stderr and exits non-zero; never a traceback.
 """
@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
-from gateway import cli_output, logs
+from gateway import cli_output, cli_resources, logs
 from gateway.errors import GatewayError
 from gateway.keys import format as keyformat
 from gateway.keys.hashing import KeyHasher
@@ -133,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("revoke", "disable", "enable"):
         keys.add_parser(name, help=f"{name} a key").add_argument("key_id")
     keys.add_parser("rehash-status", help="how many keys still depend on each of previous_secrets")
+
+    cli_resources.add_parser(sub, _Parser)
 
     policy = sub.add_parser("policy", help="check and explain policies").add_subparsers(
         dest="action", required=True, parser_class=_Parser
@@ -311,6 +313,11 @@ def cmd_keys(args: argparse.Namespace) -> None:
     asyncio.run(_with_services(settings, work))
 
 
+def cmd_resources(args: argparse.Namespace) -> None:
+    settings = _prepared(_settings(args))
+    asyncio.run(_with_services(settings, lambda s: cli_resources.run(s, args, _say)))
+
+
 def cmd_policy(args: argparse.Namespace) -> None:
     if args.action == "check":
         files = [Path(f) for f in args.files] or list(_settings(args).policy)
@@ -362,6 +369,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
     "migrate": cmd_migrate,
     "users": cmd_users,
     "keys": cmd_keys,
+    "resources": cmd_resources,
     "policy": cmd_policy,
 }
 

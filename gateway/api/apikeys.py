@@ -1,6 +1,6 @@
 """Buckaroo-style API-key management: `/v1/apikeys` (errors are problem+json).
 
-* `POST /v1/apikeys` `{name, scopes, path?}` -> 201 with the key, shown this once.
+* `POST /v1/apikeys` `{name, scopes, path?, expiresAt?}` -> 201 with the key, shown this once.
 * `GET /v1/apikeys?page=&pageSize=`, `GET /v1/apikeys/{id}`: masked, never the key.
 * `PATCH /v1/apikeys/{id}` `{status?: Active|Disabled, name?}`, `DELETE /v1/apikeys/{id}` (204).
 * `PATCH /v1/apikeys/{id}/decrypt` `{password}`: the stored key, only where the deployment
@@ -73,6 +73,7 @@ async def create_key(request: web.Request) -> web.StreamResponse:
         label=body.label,
         permissions=body.permissions,
         path_rule=body.path,
+        expires_at=body.expires_at,
     )
     return json_response(
         v1_key(new.record, new.text),

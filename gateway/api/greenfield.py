@@ -14,7 +14,8 @@ Who may do what:
 
 A new key never holds more than its creator or its owner (`KeyService.create`). `{apikey}`
 may be the key itself (as BTCPay's clients send it) or its public id; another user's key is
-"not found", never "forbidden", so its existence is not revealed.
+"not found", never "forbidden", so its existence is not revealed. Revoking by `{apikey}`
+answers an empty 200, as BTCPay does; revoking `current` answers its ApiKeyData (the spec's).
 """
 
 from __future__ import annotations
@@ -99,8 +100,8 @@ async def revoke_own_key(request: web.Request) -> web.StreamResponse:
     principal = (await authenticate(request, passwords=True)).principal
     _require_own_key_manager(principal, services.policy.catalog)
     key = await services.keys.get_owned(request.match_info["apikey"], principal.user_id)
-    revoked = await services.keys.revoke(key, actor=principal)
-    return json_response(api_key_data(revoked))
+    await services.keys.revoke(key, actor=principal)
+    return _revoked()
 
 
 async def revoke_user_key(request: web.Request) -> web.StreamResponse:
@@ -109,8 +110,14 @@ async def revoke_user_key(request: web.Request) -> web.StreamResponse:
     _require_user_manager(principal, services.policy.catalog)
     owner = await services.users.find(request.match_info["idOrEmail"])
     key = await services.keys.get_owned(request.match_info["apikey"], owner.id)
-    revoked = await services.keys.revoke(key, actor=principal)
-    return json_response(api_key_data(revoked))
+    await services.keys.revoke(key, actor=principal)
+    return _revoked()
+
+
+def _revoked() -> web.Response:
+    # BTCPay answers an empty 200 here (its spec: "The key has been deleted"); only
+    # DELETE /api/v1/api-keys/current answers the revoked key's ApiKeyData.
+    return web.Response(status=200, headers={"Cache-Control": "no-store"})
 
 
 def setup(app: web.Application) -> None:

@@ -76,6 +76,7 @@ class KeyRequest:
     label: object
     permissions: tuple[str, ...]
     path: str | None = None
+    expires_at: datetime | None = None
 
 
 def greenfield_key_request(body: object) -> KeyRequest:
@@ -105,9 +106,10 @@ def api_key_data(key: ApiKey, full_key: str | None = None) -> dict[str, Any]:
 # -- /v1/apikeys ----------------------------------------------------------------------------
 
 
-def v1_key_request(body: object) -> KeyRequest:
-    """`{name, scopes, path?}`: scopes space-separated `audience:operation`."""
-    data, errors = _object(body, required=("name", "scopes"), optional=("path",))
+def v1_key_request(body: object, *, now: datetime | None = None) -> KeyRequest:
+    """`{name, scopes, path?, expiresAt?}`: scopes space-separated `audience:operation`;
+    `expiresAt` an RFC 3339 date-time with its offset, in the future."""
+    data, errors = _object(body, required=("name", "scopes"), optional=("path", "expiresAt"))
     name = data.get("name")
     if "name" in data and not isinstance(name, str):
         errors.append(("name", "must be a string"))
@@ -119,9 +121,33 @@ def v1_key_request(body: object) -> KeyRequest:
     path = data.get("path")
     if path is not None and not isinstance(path, str):
         errors.append(("path", "must be a string ('/prefix' or '=/exact/path') or null"))
+    expires_at = _moment(data.get("expiresAt"), "expiresAt", now or datetime.now(UTC), errors)
     _raise(errors)
     assert isinstance(scopes, str)
-    return KeyRequest(name, tuple(scopes.split()), path if isinstance(path, str) else None)
+    return KeyRequest(
+        name, tuple(scopes.split()), path if isinstance(path, str) else None, expires_at
+    )
+
+
+def _moment(value: object, path: str, now: datetime, errors: Errors) -> datetime | None:
+    """An RFC 3339 date-time with an offset (`2030-12-31T23:59:59Z`), later than `now`."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        errors.append((path, "must be a date-time string such as 2030-12-31T23:59:59Z, or null"))
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        moment = None
+    # "T" required: RFC 3339 date-times only, not the other forms fromisoformat reads.
+    if moment is None or "T" not in value.upper() or moment.tzinfo is None:
+        errors.append((path, "expected a date-time with its offset, e.g. 2030-12-31T23:59:59Z"))
+        return None
+    if moment <= now:
+        errors.append((path, "the expiry must be in the future"))
+        return None
+    return moment.astimezone(UTC)
 
 
 @dataclass(frozen=True, slots=True)

@@ -131,7 +131,7 @@ class KeyService:
             raise Forbidden("the owner is disabled", code="user-disabled")
 
         held = owner_grants(self._catalog, owner.grants, is_admin=owner.is_admin)
-        beyond_owner = self._catalog.covers(held, perms)
+        beyond_owner = self._catalog.beyond(held, perms)
         if beyond_owner:
             raise Forbidden(
                 f"the owner does not hold {', '.join(map(str, beyond_owner))}",

@@ -7,7 +7,7 @@ in a URL, never cached); afterwards only its masked form is shown.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -15,6 +15,7 @@ from aiohttp import web
 
 from gateway import sessions
 from gateway.errors import BadRequest, Forbidden, Invalid
+from gateway.pages.consent import STORE, picker_stores
 from gateway.pages.login import login_url
 from gateway.pages.render import first, read_form, render, see_other
 from gateway.pages.views import describe, key_view, resource_names
@@ -46,6 +47,14 @@ async def _csrf_or_fail(request: web.Request, form: Mapping[str, list[str]]) -> 
 
 async def _all_resources(services: Services) -> list[Resource]:
     return await services.store.list_resources()
+
+
+async def _pickable(services: Services, held: Sequence[Perm]) -> list[Resource]:
+    """The resources the create form offers: stores as the consent page's picker lists them
+    (the user's, named where registered), other types as registered."""
+    registered = await _all_resources(services)
+    stores = picker_stores(held, services.policy.catalog, registered)
+    return [r for r in registered if r.type != STORE] + stores
 
 
 async def list_keys(request: web.Request) -> web.StreamResponse:
@@ -112,7 +121,7 @@ async def _form(
     services = request.app[SERVICES]
     catalog = services.policy.catalog
     held = sessions.principal_of(request, user).grants
-    context = _choices(catalog, held, await _all_resources(services))
+    context = _choices(catalog, held, await _pickable(services, held))
     context.update(
         {
             "form": {
@@ -180,7 +189,8 @@ async def create_key(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
     catalog = services.policy.catalog
     try:
-        resources = await _all_resources(services)
+        held = sessions.principal_of(request, user).grants
+        resources = await _pickable(services, held)
         permissions = _requested_permissions(catalog, form, resources)
         path = first(form, "path").strip()
         new = await services.keys.create(
@@ -195,7 +205,7 @@ async def create_key(request: web.Request) -> web.StreamResponse:
         return await _form(request, user, form, exc.errors, status=422)
     except Forbidden as exc:
         return await _form(request, user, form, [("permissions", exc.message)], status=403)
-    names = resource_names(resources)
+    names = resource_names(r for r in resources if r.name != r.id)  # registered names only
     return await render(
         request,
         "key_created.html",

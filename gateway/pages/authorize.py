@@ -23,6 +23,7 @@ from aiohttp import web
 
 from gateway import sessions
 from gateway.errors import BadRequest, Forbidden, Invalid, NotFound
+from gateway.keys.manage import MAX_LABEL
 from gateway.pages import consent
 from gateway.pages.account import KEYS_PATH
 from gateway.pages.authorize_request import (
@@ -91,12 +92,13 @@ async def _consent_page(
     error: str | None = None,
     status: int = 200,
     chosen: Sequence[str] | None = None,
+    label: str | None = None,
 ) -> web.Response:
     services, settings = request.app[SERVICES], request.app[SETTINGS]
     catalog = services.policy.catalog
     held = sessions.principal_of(request, user).grants
     resources = await services.store.list_resources()
-    stores = [r for r in resources if r.type == consent.STORE]
+    stores = consent.picker_stores(held, catalog, resources)
     names = resource_names(resources)
     view = consent.consent_view(req, held, catalog, stores)
     now = datetime.now(UTC)
@@ -104,11 +106,14 @@ async def _consent_page(
     checked = set(chosen) if chosen is not None else {str(p) for p in req.permissions}
 
     def line(offer: consent.Offer) -> dict[str, Any]:
+        kind = catalog.permissions[offer.perm.name].scope or ""
         return {
             "view": describe(catalog, offer.perm, names),
             "available": offer.available,
             "checked": str(offer.perm) in checked and offer.available,
             "selective": offer.perm in view.selective,
+            "reach": [names.get((kind, r), r) for r in offer.reach],
+            "reach_type": catalog.resource_types.get(kind, kind).lower(),
         }
 
     context = {
@@ -117,6 +122,9 @@ async def _consent_page(
         "requested": [line(o) for o in view.requested],
         "extra": [line(o) for o in view.extra],
         "blocked": view.blocked,
+        "dropped": req.dropped,
+        "label": label if label is not None else req.application_name or DEFAULT_LABEL,
+        "max_label": MAX_LABEL,
         "unavailable": [str(p) for p in view.unavailable],
         "stores": view.stores,
         "has_selective": bool(view.selective),
@@ -171,8 +179,17 @@ async def _grant(
     services, settings = request.app[SERVICES], request.app[SETTINGS]
     catalog = services.policy.catalog
     principal = sessions.principal_of(request, user)
-    stores = await services.store.list_resources(consent.STORE)
+    registered = await services.store.list_resources(consent.STORE)
+    stores = consent.picker_stores(principal.grants, catalog, registered)
     chosen = form.get("permission", [])
+    raw_label = first(form, "label")
+    try:
+        # The user may rename the key (BTCPay lets him); blank means the application's name.
+        label = services.keys.check_label(raw_label) or req.application_name or DEFAULT_LABEL
+    except Invalid as exc:
+        return await _consent_page(
+            request, user, req, raw_query, error=exc.message, status=400, chosen=chosen
+        )
     outcome = consent.decide(
         req,
         principal.grants,
@@ -183,12 +200,18 @@ async def _grant(
     )
     if isinstance(outcome, consent.ConsentRefused):
         return await _consent_page(
-            request, user, req, raw_query, error=outcome.message, status=403, chosen=chosen
+            request,
+            user,
+            req,
+            raw_query,
+            error=outcome.message,
+            status=403,
+            chosen=chosen,
+            label=label,
         )
     old = None
     if replace:
         old = await _key_to_replace(request, user, req, first(form, "replace"))
-    label = req.application_name or DEFAULT_LABEL
     if req.code_flow:
         code = await issue_code(
             services,
@@ -212,7 +235,7 @@ async def _grant(
         )
     except (Forbidden, Invalid) as exc:
         return await _consent_page(
-            request, user, req, raw_query, error=exc.message, status=403, chosen=chosen
+            request, user, req, raw_query, error=exc.message, status=403, chosen=chosen, label=label
         )
     if old is not None:
         with contextlib.suppress(NotFound):  # already gone: the replacement stands

@@ -7,9 +7,12 @@ the signed query, never the form) and the code flow all start from this one valu
 Parameters (BTCPay's, plus the code variant)::
 
     applicationName        text shown to the user (optional)
-    redirect               where the key is POSTed (optional; see redirect_url.py)
+    redirect               where the key is POSTed (optional; see redirect_url.py); empty
+                           is the same as absent
     applicationIdentifier  lets a re-authorization replace the app's key (only with redirect)
-    permissions            repeated; catalog permissions, `name` or `name:resourceId`
+    permissions            repeated; catalog permissions, `name` or `name:resourceId`;
+                           names the catalog does not know are dropped and listed in
+                           `dropped` (BTCPay drops them too), other mistakes are errors
     strict                 true (default): exactly the requested permissions
     selectiveStores        false (default); true: the user picks the stores
     response_type          absent: the key itself; `code`: a one-time code (needs redirect)
@@ -28,12 +31,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from gateway.pages.redirect_url import Redirect, RedirectRefused, check_redirect
-from gateway.policy.model import Catalog, Perm
+from gateway.policy.model import Catalog, Perm, UnknownPermission
 
 MAX_NAME = 200
 MAX_IDENTIFIER = 200
 MAX_STATE = 500
 MAX_PERMISSIONS = 256
+MAX_SHOWN = 100  # characters of a dropped permission shown back
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _STATE = re.compile(r"[\x20-\x7e]+")
 _CHALLENGE = re.compile(r"[A-Za-z0-9\-._~]{43,128}")
@@ -61,6 +65,7 @@ class AuthorizeRequest:
     response_type: str | None = None  # None (the key itself) or "code"
     state: str | None = None
     code_challenge: str | None = None
+    dropped: tuple[str, ...] = ()  # requested names this catalog does not know, as given
 
     @property
     def code_flow(self) -> bool:
@@ -86,7 +91,7 @@ def parse_authorize_request(
 
     name = _text(single.get("applicationName"), "applicationName", MAX_NAME, errors)
     redirect = None
-    if "redirect" in single:
+    if single.get("redirect"):  # `redirect=` empty means no redirect, as in BTCPay
         checked = check_redirect(single["redirect"], allow_insecure=allow_insecure_redirects)
         if isinstance(checked, RedirectRefused):
             errors.append(("redirect", checked.reason))
@@ -97,13 +102,13 @@ def parse_authorize_request(
     )
     strict = _boolean(single.get("strict"), "strict", True, errors)
     selective = _boolean(single.get("selectiveStores"), "selectiveStores", False, errors)
-    permissions = _permissions(values.get("permissions", []), catalog, errors)
+    permissions, dropped = _permissions(values.get("permissions", []), catalog, errors)
 
     response_type = single.get("response_type")
     if response_type is not None and response_type != "code":
         errors.append(("response_type", "only `code` is supported (or leave it out)"))
     code_flow = response_type == "code"
-    if code_flow and "redirect" not in single:
+    if code_flow and not single.get("redirect"):
         errors.append(("response_type", "the code flow needs a redirect"))
     state = single.get("state")
     if state is not None and (len(state) > MAX_STATE or not _STATE.fullmatch(state)):
@@ -132,6 +137,7 @@ def parse_authorize_request(
         response_type=response_type,
         state=state if code_flow else None,
         code_challenge=challenge,
+        dropped=dropped,
     )
 
 
@@ -162,14 +168,21 @@ def _boolean(value: str | None, name: str, default: bool, errors: list[tuple[str
 
 def _permissions(
     raws: list[str], catalog: Catalog, errors: list[tuple[str, str]]
-) -> tuple[Perm, ...]:
+) -> tuple[tuple[Perm, ...], tuple[str, ...]]:
     if len(raws) > MAX_PERMISSIONS:
         errors.append(("permissions", f"at most {MAX_PERMISSIONS} permissions"))
-        return ()
+        return (), ()
     out: dict[Perm, None] = {}
+    dropped: dict[str, None] = {}
     for raw in raws:
         try:
             out.setdefault(catalog.parse(raw), None)
+        except UnknownPermission:
+            # Shown back to the user: no control characters, and a bounded length.
+            text = _CONTROL.sub("?", raw.strip())
+            if len(text) > MAX_SHOWN:
+                text = text[:MAX_SHOWN] + "…"
+            dropped.setdefault(text, None)
         except ValueError as exc:
             errors.append(("permissions", str(exc)))
-    return tuple(out)
+    return tuple(out), tuple(dropped)

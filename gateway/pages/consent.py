@@ -2,7 +2,12 @@
 
 `consent_view` describes the page: each requested permission and whether the user holds it,
 under `strict=false` the other permissions he could add, and under `selectiveStores=true`
-the stores he may pick. `decide` turns a consent POST into the permissions of the new key.
+the stores he may pick (`picker_stores`). `decide` turns a consent POST into the permissions
+of the new key.
+
+An unscoped store permission means "every store I hold it on" (BTCPay's meaning; the catalog
+marks the resource types that behave so, see `Catalog.reaches_held`): a user who holds it on
+some stores only may grant it, and the page names those stores.
 
 Under `strict=true` the granted permissions come from the (signed) request alone: the form's
 permission fields are not even read, so a tampered form cannot add anything. Under
@@ -17,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from gateway.pages.authorize_request import AuthorizeRequest
-from gateway.policy.model import Catalog, Perm
+from gateway.policy.model import UNRESTRICTED, Catalog, Perm
 from gateway.store.base import ApiKey, Resource
 
 # The resource type that `selectiveStores` picks (BTCPay's stores).
@@ -31,6 +36,7 @@ class Offer:
     perm: Perm
     requested: bool
     available: bool  # the user holds it, so it can be granted
+    reach: tuple[str, ...] = ()  # unscoped, held on these resources only (ids)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,29 +82,66 @@ def _selective(req: AuthorizeRequest, perms: Iterable[Perm], catalog: Catalog) -
     ]
 
 
+def picker_stores(
+    held: Sequence[Perm], catalog: Catalog, registered: Sequence[Resource]
+) -> list[Resource]:
+    """The stores the store picker lists: those the user holds store permissions on, named
+    from the registered resources where they exist and by id where not. A user holding a
+    store permission unscoped (or `unrestricted`) may pick any registered store."""
+    names = {r.id: r.name for r in registered if r.type == STORE}
+    everywhere = any(
+        h.resource is None and (h.name == UNRESTRICTED or _scope(catalog, h.name) == STORE)
+        for h in held
+    )
+    ids: dict[str, None] = dict.fromkeys(names) if everywhere else {}
+    for h in held:
+        if h.resource is not None and _scope(catalog, h.name) == STORE:
+            ids.setdefault(h.resource, None)
+    return [Resource(STORE, i, names.get(i, i)) for i in ids]
+
+
+def _scope(catalog: Catalog, name: str) -> str | None:
+    definition = catalog.permissions.get(name)
+    return definition.scope if definition else None
+
+
+def _reach(held: Sequence[Perm], catalog: Catalog, p: Perm) -> tuple[str, ...]:
+    """The resources an unscoped "held" permission reaches when not held unscoped."""
+    if p.resource is not None or not catalog.reaches_held(p.name):
+        return ()
+    if catalog.satisfies(held, p):
+        return ()
+    return catalog.held_on(held, p.name)
+
+
 def consent_view(
     req: AuthorizeRequest, held: Sequence[Perm], catalog: Catalog, stores: Sequence[Resource]
 ) -> ConsentView:
     selective = _selective(req, req.permissions, catalog)
 
-    def holds(p: Perm) -> bool:
-        if catalog.satisfies(held, p):
-            return True
+    def offer(p: Perm, requested: bool) -> Offer:
+        reach = _reach(held, catalog, p)
+        available = catalog.satisfies(held, p) or bool(reach)
         # A store permission the user holds on some stores only can still be granted on those.
-        return p in selective and any(catalog.satisfies(held, Perm(p.name, s.id)) for s in stores)
+        if not available and p in selective:
+            available = any(catalog.satisfies(held, Perm(p.name, s.id)) for s in stores)
+        return Offer(p, requested=requested, available=available, reach=reach)
 
-    requested = tuple(Offer(p, requested=True, available=holds(p)) for p in req.permissions)
+    requested = tuple(offer(p, True) for p in req.permissions)
     extra: list[Offer] = []
     if not req.strict:
         asked = set(req.permissions)
         candidates = [Perm(name) for name in catalog.permissions]
         candidates += [p for p in held if p.resource is not None]
         for p in candidates:
-            if p in asked or not catalog.satisfies(held, p):
+            if p in asked:
+                continue
+            line = offer(p, False)
+            if not line.available:
                 continue
             if p.resource is not None and catalog.satisfies(extra_perms(extra), p):
                 continue  # already offered unscoped
-            extra.append(Offer(p, requested=False, available=True))
+            extra.append(line)
     choices: tuple[StoreChoice, ...] = ()
     if selective:
         choices = tuple(
@@ -139,7 +182,7 @@ def decide(
             if perm not in base:
                 base.append(perm)
     selective = _selective(req, base, catalog)
-    missing = catalog.covers(held, [p for p in base if p not in selective])
+    missing = catalog.beyond(held, [p for p in base if p not in selective])
     if missing:
         return ConsentRefused(
             f"you do not hold {', '.join(map(str, missing))}, so you cannot grant it"
@@ -165,9 +208,13 @@ def replaceable(
 ) -> ApiKey | None:
     """The user's key that this request may replace: same application identifier, same
     redirect origin (a different origin never matches), active, unexpired, and covering
-    every requested permission. The newest such key, or None."""
+    every requested permission. The newest such key, or None.
+
+    Under `selectiveStores=true` a store permission asked for unscoped is covered by a key
+    holding it on any store: the key was made from an earlier pick of stores."""
     if req.application_identifier is None or req.redirect is None:
         return None
+    selective = set(_selective(req, req.permissions, catalog))
     found = None
     for key in keys:
         if (
@@ -183,7 +230,8 @@ def replaceable(
                 perms.append(catalog.parse(raw))
             except ValueError:
                 continue  # a permission the catalog no longer knows covers nothing
-        if catalog.covers(perms, req.permissions):
+        uncovered = catalog.covers(perms, req.permissions)
+        if any(p not in selective or not catalog.held_on(perms, p.name) for p in uncovered):
             continue
         if found is None or key.created_at >= found.created_at:
             found = key

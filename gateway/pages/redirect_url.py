@@ -6,6 +6,12 @@ on the user's own machine. `localhost` is refused on purpose: it is a name, and 
 resolve elsewhere (RFC 8252 §8.3 prefers the literal addresses). Development mode may relax
 this to any `http` URL (`allow_insecure_redirects`).
 
+Hosts: a name, a dotted-quad IPv4 address (`127.0.0.1`) or a bracketed IPv6 address. Every
+other numeric form a browser would also read as IPv4 (`0x7f000001`, `0177.0.0.1`,
+`2130706433`, `127.1`) is refused: the page would show one thing while the browser goes to
+another. A fully qualified name's trailing dot (`app.example.`) is accepted and dropped, from
+the address shown and from the one the key is sent to.
+
 Refused whatever the mode: other schemes (`javascript:`, `data:` in any case, with or without
 leading whitespace), user information (`https://user@host` makes the address read as
 something it is not), fragments, backslashes (browsers read `https:\\\\evil.com` as
@@ -76,13 +82,23 @@ def check_redirect(raw: str, *, allow_insecure: bool = False) -> Redirect | Redi
     host = _host(parts.netloc, port)
     if host is None:
         return RedirectRefused("the redirect has no valid host name")
+    if _numeric_but_not_dotted_quad(host):
+        return RedirectRefused(
+            "the redirect's host is a number in a form other than a dotted-quad IPv4 address "
+            "(write it as 127.0.0.1) or a bracketed IPv6 address"
+        )
     if scheme == "http" and not allow_insecure and _bare(host) not in LOOPBACK_HOSTS:
         return RedirectRefused(
             "the redirect must use https:// (plain http:// is allowed only to 127.0.0.1 or [::1])"
         )
     default_port = 443 if scheme == "https" else 80
     origin = f"{scheme}://{host}" if port in (None, default_port) else f"{scheme}://{host}:{port}"
-    return Redirect(scheme + ":" + rest, origin)
+    url = scheme + ":" + rest
+    if parts.hostname is not None and parts.hostname.endswith("."):
+        # Drop the trailing dot where the URL names the host, so what is shown is what is used.
+        netloc = host if port is None else f"{host}:{port}"
+        url = f"{scheme}://{netloc}{rest[2 + len(parts.netloc) :]}"
+    return Redirect(url, origin)
 
 
 def _host(netloc: str, port: int | None) -> str | None:
@@ -96,9 +112,28 @@ def _host(netloc: str, port: int | None) -> str | None:
             return f"[{ipaddress.IPv6Address(host[1:-1]).compressed}]"
         except ValueError:
             return None
+    if host.endswith(".") and not host.endswith(".."):
+        host = host[:-1]  # a fully qualified name: the same host
     if not _HOSTNAME.fullmatch(host):
         return None
     return host
+
+
+def _numeric_but_not_dotted_quad(host: str) -> bool:
+    """Whether a browser would read `host` as an IPv4 address written in a form other than
+    the dotted quad: WHATWG URL parses a host whose last label is a number (decimal, or hex
+    with 0x) as IPv4, in octal, hex, dword or shortened forms alike."""
+    if host.startswith("["):
+        return False
+    last = host.rsplit(".", 1)[-1]
+    if not (last.isdigit() or last.startswith("0x")):
+        return False
+    labels = host.split(".")
+    return not (
+        len(labels) == 4
+        and all(x.isdigit() and (x == "0" or not x.startswith("0")) for x in labels)
+        and all(int(x) <= 255 for x in labels)
+    )
 
 
 def _bare(host: str) -> str:

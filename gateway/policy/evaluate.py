@@ -52,14 +52,38 @@ class Principal:
         return answer
 
     def missing(self, catalog: Catalog, wanted: Iterable[Perm]) -> tuple[Perm, ...]:
-        """The permissions of `wanted` this principal could not hand on to a new key."""
-        return tuple(p for p in wanted if not self.may(catalog, p))
+        """The permissions of `wanted` this principal could not hand on to a new key.
+
+        An unscoped `reaches_held` permission (BTCPay's "all my stores") can be handed on
+        when the owner holds it on some resource and the calling key, if any, holds it
+        unscoped: a key scoped to one store must not mint a key for every store.
+        """
+        return tuple(p for p in wanted if not self._may_hand_on(catalog, p))
+
+    def _may_hand_on(self, catalog: Catalog, p: Perm) -> bool:
+        if self.may(catalog, p):
+            return True
+        if p.resource is not None or not catalog.reaches_held(p.name):
+            return False
+        key_ok = self.key_permissions is None or catalog.satisfies(self.key_permissions, p)
+        return key_ok and bool(catalog.held_on(self.grants, p.name))
 
     def effective(self, catalog: Catalog) -> tuple[Perm, ...]:
-        """The key's permissions that the owner still holds (for identity headers and APIs)."""
+        """The key's permissions that the owner still holds (for identity headers and APIs).
+
+        An unscoped `reaches_held` permission whose owner holds it on some resources only is
+        reported scoped to each of them, so an upstream never reads it as "every resource".
+        """
         if self.key_permissions is None:
             return self.grants
-        return tuple(p for p in self.key_permissions if catalog.satisfies(self.grants, p))
+        out: dict[Perm, None] = {}
+        for p in self.key_permissions:
+            if catalog.satisfies(self.grants, p):
+                out.setdefault(p, None)
+            elif p.resource is None and catalog.reaches_held(p.name):
+                for resource in catalog.held_on(self.grants, p.name):
+                    out.setdefault(Perm(p.name, resource), None)
+        return tuple(out)
 
 
 def owner_grants(catalog: Catalog, raw: Iterable[str], *, is_admin: bool) -> tuple[Perm, ...]:

@@ -14,7 +14,8 @@ within one mapping.
 File schema (every section optional; a file may hold only a catalog, only routes, or both):
 
     resource_types:            # type -> title, for pickers
-      store: Store
+      store: Store             # or, long form:
+      # store: {title: Store, unscoped: held}
     permissions:               # the catalog
       - name: btcpay.store.canviewinvoices     # lower-case: a-z 0-9 . _ : -
         title: View invoices                   # required
@@ -45,6 +46,13 @@ Permissions: `implies` forms a DAG (cycles are errors, the cycle is named); noth
 `unrestricted`, which is built in and grants everything. `unrestricted` may be listed to give
 it a title, but without `implies` or `scope`. A name `X:Y` where `X` is a scopable permission
 is an error, because `X:Y` would also read as `X` scoped to resource `Y`.
+
+Resource types: `unscoped: all` (the default) makes an unscoped permission of that type mean
+every resource there is, so only someone who holds it unscoped can grant it; `unscoped: held`
+makes it mean every resource the key's owner holds it on (BTCPay's meaning for stores), so an
+owner holding it on some resources may grant it unscoped. Each request is checked against the
+owner's grants for the resource it names either way. A type declared in two files must have
+the same title; a file that leaves `unscoped` out agrees with one that says it.
 
 Routes: exactly one of `permission` and `auth: none`. A permission is a catalog name,
 `name:{param}` (the resource is that path parameter) or `name:resource` (a fixed resource);
@@ -90,6 +98,7 @@ HOST_RE = re.compile(r"^(?:[A-Za-z0-9.-]+|[0-9A-Fa-f:.]+)$")  # a DNS name, IPv4
 
 _TOP_KEYS = ("resource_types", "permissions", "upstreams", "routes")
 _PERMISSION_KEYS = ("name", "title", "description", "implies", "scope")
+_RESOURCE_TYPE_KEYS = ("title", "unscoped")
 _UPSTREAM_KEYS = ("url", "connect_timeout", "read_timeout", "pool_size")
 _ROUTE_KEYS = ("path", "methods", "upstream", "permission", "auth", "passwords", "websocket")
 _DEFAULTS = Upstream("defaults", "http://localhost")
@@ -208,7 +217,8 @@ class _Builder:
 
     def __init__(self) -> None:
         self.sources: list[str] = []
-        self.resource_types: dict[str, tuple[str, _Where]] = {}
+        # type -> ((title, "all" | "held" | None when no file says), where first declared)
+        self.resource_types: dict[str, tuple[tuple[str, str | None], _Where]] = {}
         self.permissions: dict[str, _PermEntry] = {}
         self.upstreams: dict[str, tuple[Upstream, _Where]] = {}
         self.routes: list[_RouteEntry] = []
@@ -232,14 +242,36 @@ class _Builder:
             _check_keys(raw, _ROUTE_KEYS, where)
             self.routes.append(_RouteEntry(raw, where, source))
 
-    def _add_resource_type(self, name: str, title: object, where: _Where) -> None:
+    def _add_resource_type(self, name: str, raw: object, where: _Where) -> None:
         if not RESOURCE_TYPE_RE.match(name):
             where.fail(f"bad resource type name {name!r} (lower-case letters, digits, _ or -)")
-        title = _str(title, where, "title")
+        unscoped = None  # not said: the short form, or the long form without `unscoped`
+        if isinstance(raw, dict):
+            _check_keys(raw, _RESOURCE_TYPE_KEYS, where)
+            title = _str(raw.get("title"), where, "title")
+            unscoped = raw.get("unscoped")
+            if unscoped not in (None, "all", "held"):
+                where.fail(f"unscoped must be 'all' or 'held', got {unscoped!r}")
+        else:
+            title = _str(raw, where, "title")
         earlier = self.resource_types.get(name)
-        if earlier is not None and earlier[0] != title:
-            where.fail(f"resource type {name!r} is declared in {earlier[1]} as {earlier[0]!r}")
-        self.resource_types.setdefault(name, (title, where))
+        if earlier is None:
+            self.resource_types[name] = ((title, unscoped), where)
+            return
+        (earlier_title, earlier_unscoped), earlier_where = earlier
+        if earlier_title != title:
+            where.fail(
+                f"resource type {name!r} is declared in {earlier_where} as {earlier_title!r}"
+            )
+        if unscoped is None or earlier_unscoped == unscoped:
+            return
+        if earlier_unscoped is not None:
+            where.fail(
+                f"resource type {name!r} is declared in {earlier_where} "
+                f"with unscoped: {earlier_unscoped}"
+            )
+        # One file says what the other left unsaid.
+        self.resource_types[name] = ((title, unscoped), where)
 
     def _add_permission(self, raw: object, file: str, index: int) -> None:
         name_hint = raw.get("name") if isinstance(raw, dict) else None
@@ -327,9 +359,10 @@ class _Builder:
                     f"permission {name!r} is ambiguous: it also reads as {head!r} "
                     f"scoped to resource {tail!r}"
                 )
-        types = {name: title for name, (title, _) in self.resource_types.items()}
+        types = {name: title for name, ((title, _), _) in self.resource_types.items()}
+        held = [name for name, ((_, how), _) in self.resource_types.items() if how == "held"]
         try:
-            return Catalog.build((e.definition for e in perms.values()), types)
+            return Catalog.build((e.definition for e in perms.values()), types, held)
         except ValueError as exc:  # already checked above; kept so nothing slips through
             raise PolicyError(f"{', '.join(self.sources)}: {exc}") from None
 

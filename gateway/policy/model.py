@@ -45,6 +45,11 @@ class PermissionError_(ValueError):  # noqa: N801 - trailing underscore avoids t
     """A permission string that the catalog cannot accept; the message says why."""
 
 
+class UnknownPermission(PermissionError_):
+    """A well-formed permission whose name the catalog does not hold (perhaps a newer
+    release's): the authorize flow drops these and says so, as BTCPay does."""
+
+
 @dataclass(frozen=True, slots=True)
 class Catalog:
     """The permission catalog with its transitive implication closure.
@@ -56,10 +61,16 @@ class Catalog:
     permissions: Mapping[str, PermissionDef]
     closure: Mapping[str, frozenset[str]] = field(default_factory=dict)
     resource_types: Mapping[str, str] = field(default_factory=dict)
+    # Resource types whose unscoped permissions mean "every resource the holder has it on"
+    # (BTCPay's stores), rather than "every resource there is". See `reaches_held`.
+    held_types: frozenset[str] = frozenset()
 
     @classmethod
     def build(
-        cls, defs: Iterable[PermissionDef], resource_types: Mapping[str, str] | None = None
+        cls,
+        defs: Iterable[PermissionDef],
+        resource_types: Mapping[str, str] | None = None,
+        held_types: Iterable[str] = (),
     ) -> Catalog:
         """Build a catalog and its closure; raises ValueError on cycles or unknown names."""
         perms: dict[str, PermissionDef] = {}
@@ -93,7 +104,7 @@ class Catalog:
         for name in perms:
             visit(name)
         closure[UNRESTRICTED] = frozenset(perms)
-        return cls(perms, closure, dict(resource_types or {}))
+        return cls(perms, closure, dict(resource_types or {}), frozenset(held_types))
 
     def __contains__(self, name: object) -> bool:
         return name in self.permissions
@@ -115,10 +126,10 @@ class Catalog:
             return Perm(lowered)
         name, sep, resource = text.rpartition(":")
         if not sep:
-            raise PermissionError_(f"unknown permission {text!r}")
+            raise UnknownPermission(f"unknown permission {text!r}")
         name = name.strip().lower()
         if name not in self.permissions:
-            raise PermissionError_(f"unknown permission {name or text!r}")
+            raise UnknownPermission(f"unknown permission {name or text!r}")
         if not resource or not RESOURCE_RE.match(resource):
             raise PermissionError_(f"malformed resource in permission {text!r}")
         definition = self.permissions[name]
@@ -151,6 +162,41 @@ class Catalog:
         """The permissions of `wanted` that `held` does not cover (empty when all are)."""
         held_t = tuple(held)
         return tuple(w for w in wanted if not self.satisfies(held_t, w))
+
+    def reaches_held(self, name: str) -> bool:
+        """Whether unscoped `name` means "on every resource the owner holds it on".
+
+        For such a permission an owner who holds it on some resources only may still put it
+        unscoped on a key: each request is checked against the owner's grants for the
+        resource it names, so the key reaches exactly those resources (BTCPay's meaning of
+        an unscoped store permission).
+        """
+        definition = self.permissions.get(name)
+        return definition is not None and definition.scope in self.held_types
+
+    def held_on(self, held: Iterable[Perm], name: str) -> tuple[str, ...]:
+        """The resources on which scoped permissions of `held` cover `name`, first seen first."""
+        definition = self.permissions.get(name)
+        if definition is None or definition.scope is None:
+            return ()
+        found: dict[str, None] = {}
+        for h in held:
+            if h.resource is not None and name in self.closure.get(h.name, ()):
+                found.setdefault(h.resource, None)
+        return tuple(found)
+
+    def beyond(self, held: Iterable[Perm], wanted: Iterable[Perm]) -> tuple[Perm, ...]:
+        """Like `covers`, but an unscoped `reaches_held` permission counts as held when
+        `held` has it on at least one resource: what a holder may put on a key."""
+        held_t = tuple(held)
+        return tuple(
+            w
+            for w in wanted
+            if not self.satisfies(held_t, w)
+            and not (
+                w.resource is None and self.reaches_held(w.name) and self.held_on(held_t, w.name)
+            )
+        )
 
 
 @dataclass(frozen=True, slots=True)

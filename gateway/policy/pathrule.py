@@ -5,11 +5,13 @@ matches the canonical path (see `paths.canonicalize`) on whole segments instead:
 
 * `/api/reports` allows `/api/reports`, `/api/reports/` and `/api/reports/x`, not `/api/reportsX`;
   `/` allows everything;
+* `/api/reports/` (a trailing slash) allows only what lies below: `/api/reports/` and
+  `/api/reports/x`, not `/api/reports` itself. That is Haplo's meaning (its string prefix
+  `/api/reports/` does not match `/api/reports`) and the rule's plain reading;
 * `=/api/x` allows exactly `/api/x` (the caller passes the path without its query).
 
-Rules must already be canonical, so a rule means exactly what it says. The one normalisation: a
-prefix rule's trailing slash is dropped (`/api/reports/` is stored as `/api/reports`), because a
-prefix names a subtree and `/api/reports` is that subtree's root. Exact rules keep it.
+Rules must already be canonical, so a rule means exactly what it says, and are stored as
+written.
 """
 
 from __future__ import annotations
@@ -31,21 +33,20 @@ class PathRule:
     """A restriction on which canonical paths a key may reach."""
 
     kind: Literal["prefix", "exact"]
-    path: str  # canonical; a prefix has no trailing slash unless it is "/"
+    path: str  # canonical; a prefix ending in "/" admits only what lies below it
 
     def __post_init__(self) -> None:
         # Cheap invariants only: full validation is `parse_path_rule`'s job.
         if self.kind not in ("prefix", "exact") or not self.path.startswith("/"):
             raise PathRuleError(f"invalid path rule: kind={self.kind!r} path={self.path!r}")
-        if self.kind == "prefix" and self.path != "/" and self.path.endswith("/"):
-            raise PathRuleError(f"a prefix rule has no trailing slash: {self.path!r}")
 
     def allows(self, path: str) -> bool:
         """Whether this rule admits `path`, a `CanonicalTarget.path` (no query)."""
         if self.kind == "exact":
             return path == self.path
-        if self.path == "/":
-            return True
+        if self.path.endswith("/"):
+            # `/api/reports/` (and `/`): below it only; the slash is the segment boundary.
+            return path.startswith(self.path)
         # Whole segments only: `/api/reports` must not admit `/api/reportsX`.
         return path == self.path or path.startswith(self.path + "/")
 
@@ -59,7 +60,8 @@ class PathRule:
         if other.kind == "exact":
             # A prefix always reaches paths below itself, so it never fits inside an exact rule.
             return self.kind == "exact" and self.path == other.path
-        # A prefix path has no trailing slash, so `allows` compares it on segment boundaries.
+        # Every path this prefix allows extends its own path on a segment boundary, and a
+        # prefix rule that allows a path allows such extensions of it too.
         return other.allows(self.path)
 
     def __str__(self) -> str:
@@ -83,9 +85,6 @@ def parse_path_rule(text: str) -> PathRule:
         canonical = canonicalize(path).path
     except TargetRejected as exc:
         raise PathRuleError(f"path rule {_show(text)} is not a valid path: {exc}") from None
-    if not exact and canonical != "/" and canonical.endswith("/"):
-        canonical = canonical[:-1]
-        path = path[:-1]
     if canonical != path:
         # Refuse instead of repairing: a stored rule must read exactly as it is enforced.
         prefix = "=" if exact else ""

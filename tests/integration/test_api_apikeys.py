@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -271,3 +271,53 @@ async def test_browser_session_manages_own_keys_with_csrf(gw: Gateway) -> None:
     assert made.status == 201
     audit = await gw.services.store.list_audit(target=f"key:{made.json()['id']}")
     assert audit[0].actor == f"user:{owner.id}"
+
+
+async def test_create_with_expires_at_sets_the_expiry(gw: Gateway) -> None:
+    """`expiresAt` (RFC 3339 with an offset) is stored and answered in UTC; null means none."""
+    owner = await merchant(gw)
+    manager = await gw.key(owner, ["apikey:manage", "sale:write"])
+    later = datetime.now(UTC).replace(microsecond=0) + timedelta(days=30)
+    offset = later.astimezone(timezone(timedelta(hours=2))).isoformat()
+    reply = await gw.api.post(
+        "/v1/apikeys",
+        key=manager.text,
+        json_body={"name": "expiring", "scopes": "sale:read", "expiresAt": offset},
+    )
+    assert reply.status == 201
+    assert reply.json()["expiresAt"] == later.strftime("%Y-%m-%dT%H:%M:%SZ")
+    stored = await gw.services.store.get_key(reply.json()["id"])
+    assert stored is not None
+    assert stored.expires_at == later
+    none = await gw.api.post(
+        "/v1/apikeys",
+        key=manager.text,
+        json_body={"name": "forever", "scopes": "", "expiresAt": None},
+    )
+    assert none.json()["expiresAt"] is None
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("2001-01-01T00:00:00Z", "in the future"),
+        ("2099-01-01T00:00:00", "offset"),
+        ("2099-01-01", "offset"),
+        ("tomorrow", "offset"),
+        (1893456000, "date-time string"),
+    ],
+)
+async def test_bad_or_past_expires_at_is_422(gw: Gateway, value: object, message: str) -> None:
+    """A past, offset-less, date-only or non-string `expiresAt` is a 422 naming the field."""
+    owner = await merchant(gw)
+    manager = await gw.key(owner, ["apikey:manage", "sale:write"])
+    reply = await gw.api.post(
+        "/v1/apikeys",
+        key=manager.text,
+        json_body={"name": "bad", "scopes": "sale:read", "expiresAt": value},
+    )
+    assert reply.status == 422
+    problem = reply.json()
+    assert [e["path"] for e in problem["errors"]] == ["expiresAt"], problem
+    assert message in problem["errors"][0]["message"]
+    assert await gw.services.keys.list_for(owner.id) == [manager.record]

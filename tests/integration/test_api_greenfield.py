@@ -215,7 +215,7 @@ async def test_delete_current_returns_the_revoked_key_and_it_stops_working(
 
 @pytest.mark.parametrize("by", ["id", "whole key"])
 async def test_revoke_own_key_by_id_or_whole_key(gw: Gateway, by: str) -> None:
-    """DELETE /api/v1/api-keys/{apikey} takes the public id or the key; the answer is masked."""
+    """DELETE /api/v1/api-keys/{apikey} takes the public id or the key; empty 200 (BTCPay's)."""
     await gw.user("ann@example.com", password=PASSWORD)
     ann = ("ann@example.com", PASSWORD)
     created = (await gw.api.post("/api/v1/api-keys", basic=ann, json_body={})).json()["apiKey"]
@@ -223,7 +223,7 @@ async def test_revoke_own_key_by_id_or_whole_key(gw: Gateway, by: str) -> None:
     segment = key_id if by == "id" else created
     reply = await gw.api.delete(f"/api/v1/api-keys/{segment}", basic=ann)
     assert reply.status == 200
-    assert reply.json() == {"apiKey": keyformat.mask(key_id), "label": "", "permissions": []}
+    assert reply.body == b""
     assert (await gw.api.get("/api/v1/api-keys/current", key=created)).status == 401
 
 
@@ -303,7 +303,7 @@ async def test_users_endpoints_with_btcpay_catalog_need_canmanageusers_and_admin
     assert wrong_user.status == 404
     gone = await gw.api.delete(f"/api/v1/users/{bob.id}/api-keys/{bobs_key}", key=manager.text)
     assert gone.status == 200
-    assert gone.json()["apiKey"] == keyformat.mask(bobs_key)
+    assert gone.body == b""
     assert await gw.services.keys.list_for(bob.id) == []
 
 

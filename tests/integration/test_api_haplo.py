@@ -162,3 +162,27 @@ async def test_disabling_a_user_stops_every_key_and_grants_narrow_keys(gw: Gatew
     assert [await proxied(gw, "/api/reports/x", k.text) for k in keys] == [200, 200]
     await gw.api.patch(f"/v1/admin/users/{ann.id}", key=admin_key.text, json_body={"grants": []})
     assert [await proxied(gw, "/api/reports/x", k.text) for k in keys] == [403, 403]
+
+
+async def test_trailing_slash_restriction_admits_only_below(gw: Gateway) -> None:
+    """Haplo: a key restricted to `/api/reports/` is refused `/api/reports` itself and allowed
+    below it; `/api/reports` (no slash) allows both. The rule is kept as written."""
+    owner = await gw.user("ops@example.com", grants=["reports.read", "apikey:manage"])
+    manager = await gw.key(owner, ["reports.read", "apikey:manage"])
+    made = {}
+    for rule in ("/api/reports/", "/api/reports"):
+        reply = await gw.api.post(
+            "/v1/apikeys",
+            key=manager.text,
+            json_body={"name": rule, "scopes": "reports.read", "path": rule},
+        )
+        assert reply.status == 201
+        assert reply.json()["path"] == rule
+        made[rule] = reply.json()["key"]
+    below = made["/api/reports/"]
+    assert await proxied(gw, "/api/reports", below) == 403
+    assert await proxied(gw, "/api/reports/", below) == 200
+    assert await proxied(gw, "/api/reports/daily", below) == 200
+    assert await proxied(gw, "/api/reportsX", below) == 403
+    assert await proxied(gw, "/api/reports", made["/api/reports"]) == 200
+    assert await proxied(gw, "/api/reports/daily", made["/api/reports"]) == 200

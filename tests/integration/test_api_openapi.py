@@ -7,11 +7,12 @@ import re
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import jsonschema
 import pytest
 
 from gateway.api import docs
 from gateway.api.auth import client_ip
-from gateway.api.openapi import load_document
+from gateway.api.openapi import load_document, with_catalog
 from gateway.api.schemas import iso, page_params
 from gateway.errors import Invalid
 from tests.conftest import make_settings
@@ -24,11 +25,32 @@ async def gw(aiohttp_client: Any, sqlite_url: str) -> Gateway:
 
 
 async def test_openapi_json_serves_the_31_document(gw: Gateway) -> None:
-    """/openapi.json is the OpenAPI 3.1 document, as JSON."""
+    """/openapi.json is the OpenAPI 3.1 document, as JSON, with the loaded catalog's names."""
     reply = await gw.api.get("/openapi.json")
     assert reply.status == 200
-    assert reply.json() == load_document()
+    assert reply.json() == with_catalog(load_document(), gw.services.policy.catalog)
     assert reply.json()["openapi"].startswith("3.1")
+
+
+async def test_openapi_lists_the_loaded_catalogs_permission_names(gw: Gateway) -> None:
+    """The Permission schema enumerates the catalog; scopable names also as `name:resourceId`."""
+    catalog = gw.services.policy.catalog
+    served = (await gw.api.get("/openapi.json")).json()
+    permission = served["components"]["schemas"]["Permission"]
+    assert permission["anyOf"][0]["enum"] == sorted(catalog.permissions)
+    items = served["components"]["schemas"]["GreenfieldCreateApiKeyRequest"]["properties"]
+    assert items["permissions"]["items"] == {"$ref": "#/components/schemas/Permission"}
+    validator = jsonschema.Draft202012Validator(
+        {"$defs": {"P": permission}, "$ref": "#/$defs/P"},
+        format_checker=jsonschema.FormatChecker(),
+    )
+    scopable = next(n for n, d in catalog.permissions.items() if d.scope is not None)
+    assert validator.is_valid(scopable)
+    assert validator.is_valid(f"{scopable}:S1")
+    assert not validator.is_valid("nope.nothing")
+    assert not validator.is_valid(f"{scopable}:")
+    assert not validator.is_valid(scopable.replace(".", "x", 1) + ":S1")
+    assert "Permission" in (await gw.api.get("/docs")).text
 
 
 def _api_paths(gw: Gateway) -> set[str]:

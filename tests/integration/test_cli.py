@@ -592,3 +592,38 @@ async def test_cli_on_postgres(tmp_path: Path, pg_url: str) -> None:
         assert (await s.verifier.verify(text)).state.key_id == key_id
     ok(gateway("keys", "revoke", key_id))
     assert ok(gateway("keys", "list", "--user", "bob@example.com")) == ""
+
+
+def test_resources_set_list_rename_delete(gateway: Gateway) -> None:
+    """`resources set` registers and renames, `list` shows (by type too), `delete` forgets."""
+    assert ok(gateway("resources", "set", "store", "S1", "Main shop")).strip() == (
+        "store S1 is named 'Main shop'"
+    )
+    ok(gateway("resources", "set", "store", "S2", "Second"))
+    ok(gateway("resources", "set", "store", "S1", "  Flagship  "))
+    assert ok(gateway("resources", "list")).splitlines() == [
+        "store  S1  Flagship",
+        "store  S2  Second",
+    ]
+    assert ok(gateway("resources", "list", "--type", "store")).count("store") == 2
+    assert ok(gateway("resources", "delete", "store", "S2")).strip() == "forgot store S2"
+    assert ok(gateway("resources", "list")).splitlines() == ["store  S1  Flagship"]
+    fails(gateway("resources", "delete", "store", "S2"), "no store S2 is registered")
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (("set", "shelf", "S1", "x"), "unknown resource type (known: store)"),
+        (("set", "store", "S 1", "x"), "id: must be 1-128"),
+        (("set", "store", "S1", "   "), "name: must be a non-empty string"),
+        (("set", "store", "S1", "a\tb"), "printable"),
+        (("list", "--type", "shelf"), "unknown resource type"),
+        (("delete", "store", "a/b"), "id: must be"),
+    ],
+)
+def test_resources_bad_input_is_one_line(
+    gateway: Gateway, args: tuple[str, ...], fragment: str
+) -> None:
+    """Bad types, ids and names are refused with one line and a non-zero exit."""
+    fails(gateway("resources", *args), fragment)

@@ -125,11 +125,16 @@ class LiveGateway:
 
 
 @contextlib.contextmanager
-def live_gateway(tmp: Path, **extra_env: str) -> Iterator[LiveGateway]:
-    """A demo upstream and a gateway in front of it, both real processes on free ports."""
+def live_gateway(
+    tmp: Path, *, policy_text: str = POLICY, catalogs: Sequence[Path] = (), **extra_env: str
+) -> Iterator[LiveGateway]:
+    """A demo upstream and a gateway in front of it, both real processes on free ports.
+
+    `policy_text` (with `{url}` for the upstream) is loaded after the `catalogs` files."""
     upstream_port, gateway_port = free_port(), free_port()
     policy = tmp / "policy.yaml"
-    policy.write_text(POLICY.format(url=f"http://127.0.0.1:{upstream_port}"))
+    policy.write_text(policy_text.format(url=f"http://127.0.0.1:{upstream_port}"))
+    files = (*catalogs, policy)
     secret = secrets.token_hex(32)
     database = f"sqlite:///{tmp / 'keygate.db'}"
     env = {
@@ -137,7 +142,7 @@ def live_gateway(tmp: Path, **extra_env: str) -> Iterator[LiveGateway]:
         "GATEWAY_MODE": "development",
         "GATEWAY_DATABASE_URL": database,
         "GATEWAY_SECRET": secret,
-        "GATEWAY_POLICY": str(policy),
+        "GATEWAY_POLICY": ",".join(str(f) for f in files),
         "GATEWAY_LISTEN": f"127.0.0.1:{gateway_port}",
         "GATEWAY_DATA_DIR": str(tmp / "var"),
         "GATEWAY_REDIS_URL": "",
@@ -153,7 +158,7 @@ def live_gateway(tmp: Path, **extra_env: str) -> Iterator[LiveGateway]:
         database_url=database,
         secret=secret.encode(),
         secret_source="test",
-        policy=(policy,),
+        policy=files,
     )
     upstream = [sys.executable, "-m", "gateway.demo", "--listen", f"127.0.0.1:{upstream_port}"]
     gateway = [sys.executable, "-m", "gateway", "serve"]

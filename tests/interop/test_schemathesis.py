@@ -4,6 +4,7 @@ documented, negative data rejected, undeclared methods refused, auth enforced)."
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,10 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from gateway.api.openapi import load_document
-from tests.interop.live import LiveGateway, live_gateway
+from gateway.api.openapi import load_document, with_catalog
+from gateway.policy.loader import load_policy
+from gateway.policy.model import Catalog
+from tests.interop.live import POLICY, LiveGateway, live_gateway
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +40,15 @@ def admin_key(live: LiveGateway) -> str:
 # test_api_openapi.py pins that), so the schema exists at collection time; the requests go to
 # the live process through `base_url`. (`schemathesis.pytest.from_fixture` would load it from
 # the server, but it fails under pytest 9: it reads the removed `Node._nodeid`.)
-schema = schemathesis.openapi.from_dict(load_document())
+def _live_catalog() -> Catalog:
+    """The catalog the live gateway runs with, which the served document lists."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "policy.yaml"
+        path.write_text(POLICY.format(url="http://127.0.0.1:9"), encoding="utf-8")
+        return load_policy([path]).catalog
+
+
+schema = schemathesis.openapi.from_dict(with_catalog(load_document(), _live_catalog()))
 # Schema-valid is not the same as acceptable: whether a permission exists depends on the
 # loaded policy, passwords have a strength rule, a path rule must be canonical. Such bodies
 # are refused with 422 by design; every other check keeps its defaults.

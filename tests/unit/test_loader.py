@@ -233,14 +233,17 @@ def test_btcpay_catalog_matches_btcpay_hierarchy() -> None:
     assert not grants("btcpay.store.canviewinvoices", modify)
     assert not grants("btcpay.store.canviewstoresettings", "btcpay.store.cancreateinvoice")
     assert not grants(modify, "btcpay.server.canmodifyserversettings")
-    assert len(catalog.permissions) == 34  # 33 Policies constants + unrestricted
+    assert len(catalog.permissions) == 46  # v2.4.1, with its plugins' (test_btcpay_catalog.py)
 
 
 def test_btcpay_store_permissions_scope_to_stores() -> None:
-    """Every btcpay.store.* permission is scopable to a store; the others are not."""
+    """Every btcpay.store.* permission is scopable to a store; impersonation to a user; the
+    others are not."""
     catalog = load_policy([POLICIES / "btcpay-greenfield.yaml"]).catalog
     for name, definition in catalog.permissions.items():
         expected = "store" if name.startswith("btcpay.store.") else None
+        if name == "btcpay.impersonation.canimpersonate":
+            expected = "user"
         assert definition.scope == expected, name
     held = Perm("btcpay.store.canmodifystoresettings", "S1")
     assert catalog.grants(held, Perm("btcpay.store.canviewinvoices", "S1"))
@@ -749,3 +752,46 @@ def test_route_entry_not_a_mapping(tmp_path: Path) -> None:
     """Each route is a mapping."""
     path, message = route_error(tmp_path, "- /a\n")
     assert message == f"{path}: routes[0]: expected a mapping, got a string"
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "held"),
+    [
+        ("{title: Store, unscoped: held}", "Store", True),
+        ("Store", "{title: Store, unscoped: held}", True),
+        ("Store", "Store", False),
+        ("{title: Store, unscoped: all}", "Store", False),
+    ],
+)
+def test_resource_type_unscoped_meaning_merges(
+    tmp_path: Path, first: str, second: str, held: bool
+) -> None:
+    """`unscoped: held` set in one file holds when another file leaves it unsaid."""
+    a = write(tmp_path, f"resource_types: {{store: {first}}}\n", "a.yaml")
+    b = write(tmp_path, f"resource_types: {{store: {second}}}\n", "b.yaml")
+    catalog = load_policy([a, b]).catalog
+    assert catalog.resource_types == {"store": "Store"}
+    assert (catalog.held_types == {"store"}) is held
+
+
+def test_resource_type_unscoped_meaning_conflict_is_an_error(tmp_path: Path) -> None:
+    """Two files saying different things about `unscoped` stop the load, naming both."""
+    a = write(tmp_path, "resource_types: {store: {title: Store, unscoped: held}}\n", "a.yaml")
+    b = write(tmp_path, "resource_types: {store: {title: Store, unscoped: all}}\n", "b.yaml")
+    with pytest.raises(PolicyError, match="with unscoped: held"):
+        load_policy([a, b])
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("{title: Store, unscoped: some}", "unscoped must be 'all' or 'held'"),
+        ("{title: Store, unscopd: held}", "did you mean 'unscoped'"),
+        ("{unscoped: held}", "missing `title`"),
+    ],
+)
+def test_bad_resource_type_long_form_is_named(tmp_path: Path, body: str, message: str) -> None:
+    """A malformed long-form resource type names the entry and the problem."""
+    a = write(tmp_path, f"resource_types: {{store: {body}}}\n", "a.yaml")
+    with pytest.raises(PolicyError, match=message):
+        load_policy([a])

@@ -82,14 +82,41 @@ def test_booleans_accept_any_case(text: str) -> None:
     )
 
 
-def test_bad_boolean_unknown_permission_and_bad_redirect_are_all_reported() -> None:
+def test_bad_boolean_malformed_permission_and_bad_redirect_are_all_reported() -> None:
     """Every problem is named, per parameter."""
     found = errors(
         ("strict", "yes"),
-        ("permissions", "shop.nope"),
+        ("permissions", "shop.reports:S1"),
         ("redirect", "javascript:alert(1)"),
     )
     assert set(found) == {"strict", "permissions", "redirect"}
+
+
+def test_unknown_permissions_are_dropped_and_listed() -> None:
+    """As BTCPay does: names this catalog does not know are left out and listed, not errors."""
+    req = ok(
+        ("permissions", "shop.nope"),
+        ("permissions", "btcpay.store.canfrobnicate:S1"),
+        ("permissions", "shop.reports"),
+        ("permissions", "shop.nope"),
+        ("permissions", "x" * 300),
+        ("permissions", "evil\x00name"),
+    )
+    assert req.permissions == (Perm("shop.reports"),)
+    assert req.dropped == (
+        "shop.nope",
+        "btcpay.store.canfrobnicate:S1",
+        "x" * 100 + "…",
+        "evil?name",
+    )
+
+
+def test_empty_redirect_is_absent() -> None:
+    """`redirect=` empty is no redirect (BTCPay's reading), so the identifier goes with it."""
+    req = ok(("redirect", ""), ("applicationIdentifier", "gozo"))
+    assert req.redirect is None
+    assert req.application_identifier is None
+    assert "response_type" in errors(("redirect", ""), ("response_type", "code"))
 
 
 def test_identifier_without_redirect_is_ignored() -> None:

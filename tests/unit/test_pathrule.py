@@ -69,7 +69,7 @@ def test_rules_match_canonical_paths_not_raw_tricks() -> None:
     ("text", "kind", "path", "shown"),
     [
         ("/api/reports", "prefix", "/api/reports", "/api/reports"),
-        ("/api/reports/", "prefix", "/api/reports", "/api/reports"),
+        ("/api/reports/", "prefix", "/api/reports/", "/api/reports/"),
         ("/", "prefix", "/", "/"),
         ("=/api/x", "exact", "/api/x", "=/api/x"),
         ("=/api/x/", "exact", "/api/x/", "=/api/x/"),
@@ -78,7 +78,7 @@ def test_rules_match_canonical_paths_not_raw_tricks() -> None:
     ],
 )
 def test_parse_builds_rule_and_prints_it_back(text: str, kind: str, path: str, shown: str) -> None:
-    """Parsing yields the kind and canonical path; a prefix's trailing slash is dropped."""
+    """Parsing yields the kind and canonical path, kept as written (trailing slash too)."""
     rule = parse_path_rule(text)
     assert (rule.kind, rule.path, str(rule)) == (kind, path, shown)
     assert parse_path_rule(str(rule)) == rule
@@ -129,11 +129,29 @@ def test_non_canonical_rule_error_suggests_canonical_form() -> None:
 
 
 def test_direct_construction_checks_invariants() -> None:
-    """Building a PathRule by hand still refuses a relative path or a prefix with trailing slash."""
+    """Building a PathRule by hand still refuses a relative path or an unknown kind."""
     with pytest.raises(PathRuleError):
         PathRule("prefix", "api")
     with pytest.raises(PathRuleError):
-        PathRule("prefix", "/api/")
+        PathRule("suffix", "/api")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("rule", "path", "allowed"),
+    [
+        ("/api/reports/", "/api/reports", False),
+        ("/api/reports/", "/api/reports/", True),
+        ("/api/reports/", "/api/reports/x", True),
+        ("/api/reports/", "/api/reports/x/y", True),
+        ("/api/reports/", "/api/reportsX", False),
+        ("/api/reports/", "/api", False),
+        ("/api/reports", "/api/reports", True),
+        ("/api/reports", "/api/reports/x", True),
+    ],
+)
+def test_trailing_slash_admits_only_below(rule: str, path: str, allowed: bool) -> None:
+    """Haplo: `/a/` admits only what lies below `/a`, while `/a` admits `/a` itself too."""
+    assert parse_path_rule(rule).allows(path) is allowed
 
 
 @pytest.mark.parametrize(
@@ -160,6 +178,14 @@ def test_direct_construction_checks_invariants() -> None:
         ("=/api/x/", "=/api/x", False),
         ("/api/x", "=/api/x", False),
         ("/", "=/", False),
+        ("/api/reports/", "/api/reports", True),
+        ("/api/reports/x", "/api/reports/", True),
+        ("/api/reports/x/", "/api/reports/", True),
+        ("=/api/reports/x", "/api/reports/", True),
+        ("=/api/reports/", "/api/reports/", True),
+        ("/api/reports", "/api/reports/", False),
+        ("=/api/reports", "/api/reports/", False),
+        ("/api/reportsX", "/api/reports/", False),
     ],
 )
 def test_within(inner: str, outer: str | None, within: bool) -> None:
