@@ -1,4 +1,4 @@
-"""The `gateway` command: serve, migrate, users, keys, policy.
+"""The `gateway` command: serve, migrate, users, keys, policy, import.
 
 Every failure prints one line on stderr and exits non-zero; never a traceback.
 """
@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 
 from gateway import logs
 from gateway.errors import GatewayError
+from gateway.importer import command as importer
 from gateway.keys import format as keyformat
 from gateway.keys.hashing import KeyHasher
 from gateway.keys.rehash import rehash_status
@@ -35,7 +36,7 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # Arguments that name files may hold any bytes the filesystem allows; every other argument is
 # text bound for the database, where a byte that is not UTF-8 (kept by Python as a lone
 # surrogate) would fail inside the driver.
-_FILE_ARGUMENTS = frozenset({"config", "policy", "files"})
+_FILE_ARGUMENTS = frozenset({"config", "policy", "files", "source"})
 
 
 class CliError(Exception):
@@ -133,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--key-id", required=True)
     explain.add_argument("method")
     explain.add_argument("target", help="request target, e.g. /api/v1/stores/S1/invoices")
+    importer.add_parser(sub)
     return parser
 
 
@@ -278,6 +280,7 @@ def cmd_keys(args: argparse.Namespace) -> None:
                     f"permissions={' '.join(k.permissions) or '-'}  path={k.path_rule or '-'}  "
                     f"expires={k.expires_at.isoformat() if k.expires_at else '-'}  "
                     f"last-used={k.last_used_at.isoformat() if k.last_used_at else '-'}"
+                    + (f"  legacy={k.legacy}" if k.legacy else "")
                 )
         elif args.action == "rehash-status":
             previous = [KeyHasher(p) for p in settings.previous_secrets]
@@ -317,6 +320,18 @@ def cmd_policy(args: argparse.Namespace) -> None:
     asyncio.run(_with_services(settings, work))
 
 
+def cmd_import(args: argparse.Namespace) -> None:
+    settings = _prepared(_settings(args))
+    try:
+        lines = asyncio.run(
+            importer.run_import(settings, args.source, dry_run=args.dry_run, json=args.json)
+        )
+    except importer.ImportFailed as exc:
+        raise CliError(str(exc)) from None
+    for line in lines:
+        _say(line)
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     settings = _prepared(
         _settings(
@@ -348,6 +363,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
     "users": cmd_users,
     "keys": cmd_keys,
     "policy": cmd_policy,
+    "import": cmd_import,
 }
 
 

@@ -58,8 +58,10 @@ class KeyService:
         invalidate: Invalidate,
         vault: KeyVault | None = None,
         accepted_prefixes: tuple[str, ...] = (),
+        accept_legacy: bool = False,
     ) -> None:
         self._store = store
+        self._accept_legacy = accept_legacy
         self._catalog = catalog
         self._hasher = hasher
         self._prefix = prefix
@@ -198,8 +200,14 @@ class KeyService:
 
     async def get_owned(self, id_or_key: str, owner_id: str | None) -> ApiKey:
         """A key by id (or whole key); another user's key is "not found", never "forbidden"."""
-        key_id = self.key_id_of(id_or_key)
-        key = await self._store.get_key(key_id) if key_id else None
+        key: ApiKey | None
+        if self._accept_legacy and keyformat.is_legacy(id_or_key):
+            # A legacy key carries no id: it is found by its hash, as on the data plane.
+            found = await self._store.find_key_by_hash(self._hasher.digest(id_or_key))
+            key = found.key if found is not None else None
+        else:
+            key_id = self.key_id_of(id_or_key)
+            key = await self._store.get_key(key_id) if key_id else None
         if key is None or (owner_id is not None and key.user_id != owner_id):
             raise NotFound("API key not found", code="apikey-not-found")
         return key
