@@ -119,18 +119,25 @@ async def _read(conn: Any, description: str) -> Source:
     )
     for n, r in enumerate(rows, 1):
         where = f"ApiKeys #{n}"
+        owner = users.get(r["UserId"] or "")
+        email, label = (owner.email if owner else None), r["Label"]
         if r["Type"] != PERMANENT:
             problems.append(
-                Problem(where, "a store's BitPay-compatible legacy key, not a Greenfield key")
+                Problem(
+                    where,
+                    "a store's BitPay-compatible legacy key, not a Greenfield key",
+                    email,
+                    label,
+                )
             )
             continue
         blob = _blob(r["Blob2"], r["Blob"])
         if isinstance(blob, str):
-            problems.append(Problem(where, blob))
+            problems.append(Problem(where, blob, email, label))
             continue
         perms = _member(blob, "permissions")
         if perms is not None and not isinstance(perms, list):
-            problems.append(Problem(where, "the key's permissions are not a list"))
+            problems.append(Problem(where, "the key's permissions are not a list", email, label))
             continue
         app, authority = (
             _member(blob, "applicationIdentifier"),

@@ -86,7 +86,8 @@ def read_export(raw: bytes, description: str) -> Source:
     for where, row in _rows(doc, "apiKeys", problems):
         key = _key(where, row)
         if isinstance(key, str):
-            problems.append(Problem(where, key))
+            label = row.get("label")
+            problems.append(Problem(where, key, None, label if isinstance(label, str) else None))
         else:
             keys.append(key)
     return Source(description, users, stores, tuple(members), tuple(keys), tuple(problems))

@@ -104,7 +104,7 @@ def plan_import(
     store_type: str | None,
 ) -> Plan:
     plan = Plan()
-    plan.skipped.extend(_outcome(p.row, p.reason) for p in source.problems)
+    plan.skipped.extend(Outcome(p.row, p.reason, p.email, p.label) for p in source.problems)
     seen: dict[str, str] = {}  # key text -> row of its first occurrence
     needs: dict[str, dict[str, None]] = {}  # email -> grants the keys need
     owners: dict[str, SourceUser] = {}

@@ -75,6 +75,8 @@ class Problem:
 
     row: str
     reason: str
+    email: str | None = None  # the row's user, when known
+    label: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
