@@ -7,7 +7,7 @@ again finishes it, since what exists is found and not written twice.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -37,17 +37,26 @@ class Written:
 
 
 async def read_existing(
-    store: Store, source: Source, hasher: KeyHasher, store_type: str | None
+    store: Store,
+    source: Source,
+    hasher: KeyHasher,
+    store_type: str | None,
+    previous: Sequence[KeyHasher] = (),
 ) -> Existing:
+    """Keygate's users, registered stores, and the source's keys Keygate already holds (by
+    their hash under the current secret or, not yet re-hashed, a previous one)."""
     users = {u.email.lower(): u for u in await store.list_users()}
     by_id = {u.id: u for u in users.values()}
     keys: dict[bytes, ApiKey] = {}
     for key in source.keys:
-        if keyformat.is_legacy(key.text):
-            digest = hasher.digest(key.text)
-            found = await store.find_key_by_hash(digest)
+        if not keyformat.is_legacy(key.text):
+            continue
+        digest = hasher.digest(key.text)
+        for one in (hasher, *previous):
+            found = await store.find_key_by_hash(one.digest(key.text))
             if found is not None:
                 keys[digest] = found.key
+                break
     stores = {r.id: r.name for r in await store.list_resources(store_type)} if store_type else {}
     return Existing(users, keys, by_id, stores)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import gzip
 import json
 import zlib
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -31,6 +32,8 @@ from gateway.importer.source import (
 # APIKeyType: 0 "Legacy" keys belong to a store's BitPay-compatible API, not to Greenfield.
 PERMANENT = 1
 ADMIN_ROLE = "ServerAdmin"
+# A lockout ending after this is BTCPay's "disabled" (a failed-login lockout lasts minutes).
+FOREVER = datetime(9000, 1, 1, tzinfo=UTC)
 
 
 class SourceUnavailable(Exception):
@@ -79,9 +82,14 @@ async def _read(conn: Any, description: str) -> Source:
             ADMIN_ROLE,
         )
     }
+    # BTCPay disables a user by locking him out until the end of time (LockoutEnd = max).
     users = {
-        r["Id"]: SourceUser(r["Id"], r["Email"], r["Id"] in admins)
-        for r in await conn.fetch('SELECT "Id", "Email" FROM "AspNetUsers"')
+        r["Id"]: SourceUser(r["Id"], r["Email"], r["Id"] in admins, r["disabled"])
+        for r in await conn.fetch(
+            'SELECT "Id", "Email", COALESCE("LockoutEnd" > $1, false) AS disabled '
+            'FROM "AspNetUsers"',
+            FOREVER,
+        )
     }
     stores = {
         r["Id"]: r["StoreName"] or r["Id"]

@@ -20,6 +20,7 @@ from gateway.importer.export import ExportError, read_export
 from gateway.importer.plan import plan_import
 from gateway.importer.source import Source
 from gateway.importer.summary import as_json, as_text, summary
+from gateway.keys.hashing import KeyHasher
 from gateway.policy.model import Catalog
 from gateway.services import open_services
 from gateway.settings import Settings
@@ -57,7 +58,8 @@ async def run_import(settings: Settings, where: str, *, dry_run: bool, json: boo
                 "policies/btcpay-greenfield.yaml to `policy`"
             )
         store_type = _store_type(catalog)
-        existing = await read_existing(s.store, source, s.hasher, store_type)
+        previous = [KeyHasher(secret) for secret in settings.previous_secrets]
+        existing = await read_existing(s.store, source, s.hasher, store_type, previous)
         plan = plan_import(source, catalog, existing, s.hasher.digest, store_type)
         written = None
         if not dry_run:

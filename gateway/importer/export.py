@@ -3,7 +3,8 @@
 ::
 
     {"format": "btcpay-export", "version": 1,
-     "users":      [{"id": "u1", "email": "owner@example.com", "admin": false}],
+     "users":      [{"id": "u1", "email": "owner@example.com", "admin": false,
+                     "disabled": false}],
      "stores":     [{"id": "S1", "name": "Main shop"}],
      "storeUsers": [{"userId": "u1", "storeId": "S1", "role": "Owner",
                      "permissions": ["btcpay.store.canmodifystoresettings"]}],
@@ -66,7 +67,9 @@ def read_export(raw: bytes, description: str) -> Source:
         elif uid in users:
             problems.append(Problem(where, f"a second user with id {uid!r}"))
         else:
-            users[uid] = SourceUser(uid, email, row.get("admin") is True)
+            users[uid] = SourceUser(
+                uid, email, row.get("admin") is True, row.get("disabled") is True
+            )
     stores: dict[str, str] = {}
     for where, row in _rows(doc, "stores", problems):
         sid = _text(row, "id")

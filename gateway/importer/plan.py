@@ -4,9 +4,9 @@ The rules (the README's "Migrating from BTCPay Server" says the same):
 
 - A key is imported as it is, in BTCPay's format (40 hex characters), hashed like ours,
   with the permissions the loaded catalog knows; each unknown one is dropped with a reason.
-  A key that is malformed, repeated, or whose user is unknown or has no usable email, is
-  skipped with a reason. A key already in Keygate is not written again (re-runs are
-  idempotent).
+  A key that is malformed, repeated, or whose user is unknown, has no usable email or is
+  disabled in BTCPay, is skipped with a reason. A key already in Keygate is not written
+  again (re-runs are idempotent).
 - A user is created (by email; no password: `gateway users password` sets one) or found,
   and given the grants his imported keys need, within what BTCPay let him do: on each store
   the permissions of his store role there, `btcpay.server.*` if he is a server admin, and
@@ -79,12 +79,6 @@ class Plan:
     dropped: list[Outcome] = field(default_factory=list)  # permissions left out of a key
     notes: list[Outcome] = field(default_factory=list)
 
-    @property
-    def writes_nothing(self) -> bool:
-        return not (
-            self.keys or self.stores or any(u.existing is None or u.add_grants for u in self.users)
-        )
-
 
 @dataclass(frozen=True, slots=True)
 class Existing:
@@ -113,7 +107,8 @@ def plan_import(
         email = user.email.strip() if user is not None and user.email else None
         reason = _key_problem(key, user, email, seen)
         if reason is not None:
-            plan.skipped.append(_outcome(key.row, reason, email, key.label, user, key))
+            who = email or (f"user {key.user_id[:80]}" if key.user_id else None)
+            plan.skipped.append(Outcome(key.row, reason, who, key.label))
             continue
         assert user is not None
         assert email is not None
@@ -156,6 +151,16 @@ def plan_import(
     for lowered, wanted in needs.items():
         user = owners[lowered]
         email = (user.email or "").strip()
+        for member in source.memberships_of(user.id):
+            if member.permissions is None:
+                plan.notes.append(
+                    Outcome(
+                        f"store {member.store_id}",
+                        f"unknown store role {member.role[:80]!r}: none of its permissions "
+                        "are granted",
+                        email,
+                    )
+                )
         current = existing.users.get(lowered)
         held = owner_grants(catalog, current.grants, is_admin=current.is_admin) if current else ()
         add = tuple(g for g in wanted if not catalog.satisfies(held, catalog.parse(g)))
@@ -195,20 +200,9 @@ def _key_problem(
         return f"unknown user {key.user_id[:80]!r}"
     if email is None or not EMAIL_RE.match(email):
         return f"the user {user.id[:80]!r} has no usable email"
+    if user.disabled:
+        return "the user is disabled in BTCPay (his keys do not work there)"
     return None
-
-
-def _outcome(
-    row: str,
-    reason: str,
-    email: str | None = None,
-    label: str | None = None,
-    user: SourceUser | None = None,
-    key: SourceKey | None = None,
-) -> Outcome:
-    if email is None and user is None and key is not None and key.user_id:
-        email = f"user {key.user_id[:80]}"
-    return Outcome(row, reason, email, label)
 
 
 def _permissions(key: SourceKey, catalog: Catalog, plan: Plan) -> tuple[Perm, ...]:
@@ -230,7 +224,7 @@ def _rights(
     """What BTCPay let this user do: his store roles, server rights, his own account."""
     out: dict[Perm, None] = {}
     for member in source.memberships_of(user.id):
-        for raw in member.permissions or ():
+        for raw in member.permissions or ():  # an unknown role gives nothing (noted)
             try:
                 perm = catalog.parse(raw)
             except ValueError:

@@ -44,6 +44,7 @@ class SourceUser:
     id: str
     email: str | None
     is_admin: bool = False  # BTCPay's ServerAdmin role
+    disabled: bool = False  # locked out for good: BTCPay's "disabled"
 
 
 @dataclass(frozen=True, slots=True)

@@ -129,13 +129,18 @@ class BTCPayDatabase:
     def __init__(self, conn: Any) -> None:
         self.conn = conn
 
-    async def user(self, uid: str, email: str | None, *, admin: bool = False) -> None:
+    async def user(
+        self, uid: str, email: str | None, *, admin: bool = False, disabled: bool = False
+    ) -> None:
+        """A user; `disabled` as BTCPay disables one: locked out until DateTimeOffset.MaxValue."""
         await self.conn.execute(
             'INSERT INTO "AspNetUsers" ("Id", "Email", "NormalizedEmail", "UserName", '
-            '"PasswordHash") VALUES ($1, $2::text, upper($2::text), $2::text, $3)',
+            '"PasswordHash", "LockoutEnd") VALUES ($1, $2::text, upper($2::text), $2::text, $3, '
+            "CASE WHEN $4 THEN '9999-12-31 23:59:59.9999999+00'::timestamptz END)",
             uid,
             email,
             "AQAAAAEAACcQAAAAE-not-portable",
+            disabled,
         )
         if admin:
             await self.conn.execute(

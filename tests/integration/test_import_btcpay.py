@@ -95,6 +95,7 @@ class Keys:
         self.short = hexkey()[:39]
         self.nonhex = "x" + hexkey()[1:]
         self.bad_blob, self.orphan, self.no_email = hexkey(), hexkey(), hexkey()
+        self.disabled = hexkey()
 
     def all(self) -> list[str]:
         return list(vars(self).values())
@@ -139,6 +140,8 @@ async def btcpay_with_keys(url: str) -> Keys:
         await db.key(keys.bad_blob, "u-owner", "bad blob", blob=b"\x1f\x8b not gzip")
         await db.key(keys.orphan, None, "orphan", blob2=blob2([]))
         await db.key(keys.no_email, "u-ghost", "ghost", blob2=blob2([]))
+        await db.user("u-gone", "gone@example.com", disabled=True)
+        await db.key(keys.disabled, "u-gone", "gone", blob2=blob2([]))
     finally:
         await db.conn.close()
     return keys
@@ -161,7 +164,7 @@ async def test_import_from_btcpay_database(tmp_path: Path, btcpay_url: str, stor
 
     status, out, err = await gateway(env, "import", "btcpay", btcpay_url)
     assert status == 0, err
-    assert "keys: 4 imported, 0 already imported, 6 skipped" in out
+    assert "keys: 4 imported, 0 already imported, 7 skipped" in out
     for text in keys.all():
         assert text not in out + err
 
@@ -177,6 +180,7 @@ async def test_import_from_btcpay_database(tmp_path: Path, btcpay_url: str, stor
         "bad blob": "the key's permissions blob cannot be read",
         "orphan": "the key has no userId",
         "ghost": "the user 'u-ghost' has no usable email",
+        "gone": "the user is disabled in BTCPay (his keys do not work there)",
     }
     status, out, _ = await gateway(env, "import", "btcpay", btcpay_url)
     assert "nothing new to import" in out

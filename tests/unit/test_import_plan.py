@@ -286,3 +286,27 @@ def test_the_summary_never_holds_a_key() -> None:
     for text in texts:
         assert text not in out
     assert "accept_legacy_keys is off" in out
+
+
+def test_keys_of_users_disabled_in_btcpay_are_skipped() -> None:
+    """A user BTCPay disabled: his keys did not work there and are not imported."""
+    raw = export(
+        users=[{"id": "u1", "email": "owner@example.com", "disabled": True}],
+        apiKeys=[{"key": key(), "userId": "u1"}],
+    )
+    plan = plan_of(raw)
+    assert plan.keys == []
+    assert plan.skipped[0].reason == "the user is disabled in BTCPay (his keys do not work there)"
+
+
+def test_an_unknown_store_role_grants_nothing_and_is_noted() -> None:
+    """A role with no permission list that is not one of BTCPay's built-in ones gives no
+    grant on its store, and the summary says so."""
+    raw = export(
+        storeUsers=[{"userId": "u1", "storeId": "S1", "role": "S1::Custom"}],
+        apiKeys=[{"key": key(), "userId": "u1", "permissions": ["btcpay.store.canviewinvoices"]}],
+    )
+    plan = plan_of(raw)
+    assert plan.users[0].add_grants == ()
+    reasons = [n.reason for n in plan.notes]
+    assert "unknown store role 'S1::Custom': none of its permissions are granted" in reasons
