@@ -47,6 +47,11 @@ def actor_of(principal: Principal | None) -> str:
     return f"user:{principal.user_id}"
 
 
+def _marks(key: ApiKey) -> dict[str, str]:
+    """What an audit record says about the key itself: its format, when imported."""
+    return {"legacy": key.legacy} if key.legacy else {}
+
+
 class KeyService:
     def __init__(
         self,
@@ -219,7 +224,7 @@ class KeyService:
 
     async def revoke(self, key: ApiKey, *, actor: Principal | None) -> ApiKey:
         deleted = await self._store.delete_key(
-            key.id, Audit(actor_of(actor), "key.revoke", f"key:{key.id}")
+            key.id, Audit(actor_of(actor), "key.revoke", f"key:{key.id}", _marks(key))
         )
         if deleted is None:
             raise NotFound("API key not found", code="apikey-not-found")
@@ -231,7 +236,7 @@ class KeyService:
             raise Invalid([("status", "must be Active or Disabled")])
         action = "key.enable" if status == "active" else "key.disable"
         updated = await self._store.update_key(
-            key.id, {"status": status}, Audit(actor_of(actor), action, f"key:{key.id}")
+            key.id, {"status": status}, Audit(actor_of(actor), action, f"key:{key.id}", _marks(key))
         )
         if updated is None:
             raise NotFound("API key not found", code="apikey-not-found")
@@ -243,7 +248,7 @@ class KeyService:
         updated = await self._store.update_key(
             key.id,
             {"label": clean},
-            Audit(actor_of(actor), "key.rename", f"key:{key.id}", {"label": clean}),
+            Audit(actor_of(actor), "key.rename", f"key:{key.id}", {"label": clean, **_marks(key)}),
         )
         if updated is None:
             raise NotFound("API key not found", code="apikey-not-found")

@@ -112,6 +112,10 @@ async def test_greenfield_revokes_a_legacy_key_named_by_itself(
     refused = await gw.api.get("/api/v1/api-keys/current", key=text)
     assert refused.status == 401
     assert refused.json()["code"] == "unauthenticated"
+    audit = await gw.services.store.list_audit()
+    [revoked] = [a for a in audit if a.action == "key.revoke"]
+    assert revoked.detail == {"legacy": "btcpay"}
+    assert text not in str([a.detail for a in audit])
 
 
 async def test_without_the_setting_legacy_keys_are_malformed_without_a_lookup(
