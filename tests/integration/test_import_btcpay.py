@@ -430,3 +430,35 @@ async def test_imported_keys_work_on_the_data_plane_and_greenfield(
     for key in (shop, random_key):
         assert key not in text
         assert key not in out + err
+
+
+async def test_the_documented_export_query_feeds_the_importer(
+    tmp_path: Path, btcpay_url: str, sqlite_url: str
+) -> None:
+    """deploy/btcpay-export.sql, run on BTCPay's database, writes an export the importer reads
+    like the database itself; keys whose permissions sit in the old Blob column are reported
+    (the database URL reads those), never imported without their permissions."""
+    keys = await btcpay_with_keys(btcpay_url)
+    conn = await asyncpg.connect(btcpay_url)
+    try:
+        text = await conn.fetchval((ROOT / "deploy" / "btcpay-export.sql").read_text())
+    finally:
+        await conn.close()
+    export = tmp_path / "export.json"
+    export.write_text(text)
+    env = environment(tmp_path, sqlite_url, [BTCPAY_POLICY])
+    data = await imported(env, str(export), "--dry-run")
+    assert sorted(k["label"] for k in data["keys"]["imported"]) == ["shop sync", "users"]
+    [shop] = [k for k in data["keys"]["imported"] if k["label"] == "shop sync"]
+    assert shop["permissions"] == [
+        "btcpay.store.canviewinvoices",
+        "btcpay.store.canmodifystoresettings:S1",
+    ]
+    reasons = {s.get("label"): s["reason"] for s in data["keys"]["skipped"]}
+    assert reasons["old zipped"] == "permissions must be a list"
+    assert reasons["gone"] == "the user is disabled in BTCPay (his keys do not work there)"
+    assert "bitpay" not in reasons  # BitPay-compatible keys are left out of the export
+    # short, nonhex, orphan, ghost, gone, and the three whose permissions are in old blobs
+    assert len(data["keys"]["skipped"]) == 8
+    assert set(data["users"]["created"]) == {"owner@example.com", "admin@example.com"}
+    assert keys.shop not in json.dumps(data)
