@@ -4,7 +4,8 @@
 
     length/ASCII ─ HMAC ─ in-process LRU (seconds) ── hit: done, no parse, no I/O
                               │ miss
-                          parse (shape, checksum) ─ bad → 401, no store is touched
+                          parse (shape, checksum; or a legacy key's shape, when
+                              │  `accept_legacy_keys` is on) ─ bad → 401, no store is touched
                               │
                           Redis (minutes) ─ database (the authority)
                               └ negative entries for unknown keys (their own LRU, so a flood
