@@ -4,7 +4,9 @@ and the setting that keeps them out when off."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import secrets
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from gateway.importer.plan import plan_import
 from gateway.services import Services
 from tests.conftest import EXAMPLE_POLICY, make_settings
 from tests.e2e.support import PASSWORD, login
+from tests.integration.faults import run_cli
 from tests.openapi_check import Gateway, start_gateway
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -133,3 +136,63 @@ async def test_without_the_setting_legacy_keys_are_malformed_without_a_lookup(
     assert gw.services.verifier.lookups == before
     named = await gw.api.delete(f"/api/v1/api-keys/{text}", basic=("owner@example.com", PASSWORD))
     assert named.status == 404
+
+
+async def test_a_key_tried_before_its_import_works_at_once_after_it(
+    aiohttp_client: Any, sqlite_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    """A client that sent its BTCPay key before the import left it in the negative caches (in
+    process and in Redis, for a minute here); the import, run as a command in another
+    process, clears them through Redis, so the key works right away."""
+    secret = secrets.token_hex(32)
+    settings = make_settings(
+        sqlite_url,
+        policy=(BTCPAY_POLICY,),
+        accept_legacy_keys=True,
+        redis_url=redis_url,
+        redis_namespace=f"legacy{secrets.token_hex(4)}",
+        negative_cache_ttl=60.0,
+        secret=secret.encode(),
+    )
+    gw = await start_gateway(aiohttp_client, settings)
+    text = secrets.token_hex(20)
+    verifier = gw.services.verifier
+    # Until the instance's invalidation channel is up, its caches may be reset; ask until the
+    # answer comes from the negative cache (no database lookup).
+    for _ in range(50):
+        lookups = verifier.lookups
+        before = await gw.api.get("/api/v1/api-keys/current", key=text)
+        assert before.status == 401
+        if verifier.lookups == lookups:
+            break
+        await asyncio.sleep(0.1)
+    assert verifier.lookups == lookups, "the unknown key was never served from the cache"
+    export = tmp_path / "export.json"
+    export.write_text(
+        json.dumps(
+            {
+                "format": "btcpay-export",
+                "version": 1,
+                "users": [{"id": "u1", "email": "owner@example.com"}],
+                "apiKeys": [{"key": text, "userId": "u1", "label": "early"}],
+            }
+        )
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env.update(
+        GATEWAY_DATABASE_URL=sqlite_url,
+        GATEWAY_SECRET=secret,
+        GATEWAY_POLICY=str(BTCPAY_POLICY),
+        GATEWAY_REDIS_URL=redis_url,
+        GATEWAY_REDIS_NAMESPACE=settings.redis_namespace,
+        PYTHONPATH=str(ROOT),
+    )
+    status, out, err = await run_cli(env, "import", "btcpay", str(export), seconds=60)
+    assert status == 0, err
+    assert "keys: 1 imported" in out
+    for _ in range(100):  # 5 s at most: far below the negative entries' minute
+        after = await gw.api.get("/api/v1/api-keys/current", key=text)
+        if after.status == 200:
+            break
+        await asyncio.sleep(0.05)
+    assert after.status == 200
