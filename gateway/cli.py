@@ -1,4 +1,4 @@
-"""The `gateway` command: serve, migrate, users, keys, resources, policy.
+"""The `gateway` command: serve, migrate, users, keys, resources, policy, import.
 
 Every failure prints one line on stderr and exits non-zero; never a traceback.
 """
@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 
 from gateway import cli_output, cli_resources, logs
 from gateway.errors import GatewayError
+from gateway.importer import command as importer
 from gateway.keys import format as keyformat
 from gateway.keys.hashing import KeyHasher
 from gateway.keys.rehash import rehash_status
@@ -42,7 +43,7 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # Arguments that name files may hold any bytes the filesystem allows; every other argument is
 # text bound for the database, where a byte that is not UTF-8 (kept by Python as a lone
 # surrogate) would fail inside the driver.
-_FILE_ARGUMENTS = frozenset({"config", "policy", "files"})
+_FILE_ARGUMENTS = frozenset({"config", "policy", "files", "source"})
 
 
 class CliError(Exception):
@@ -145,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--key-id", required=True)
     explain.add_argument("method")
     explain.add_argument("target", help="request target, e.g. /api/v1/stores/S1/invoices")
+    importer.add_parser(sub)
     return parser
 
 
@@ -339,6 +341,18 @@ def cmd_policy(args: argparse.Namespace) -> None:
     asyncio.run(_with_services(settings, work))
 
 
+def cmd_import(args: argparse.Namespace) -> None:
+    settings = _prepared(_settings(args))
+    try:
+        lines = asyncio.run(
+            importer.run_import(settings, args.source, dry_run=args.dry_run, json=args.json)
+        )
+    except importer.ImportFailed as exc:
+        raise CliError(str(exc)) from None
+    for line in lines:
+        _say(line)
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     settings = _prepared(
         _settings(
@@ -371,6 +385,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
     "keys": cmd_keys,
     "resources": cmd_resources,
     "policy": cmd_policy,
+    "import": cmd_import,
 }
 
 

@@ -45,6 +45,7 @@ def key_fields(key: ApiKey) -> dict[str, Any]:
         "last_used_at": _when(key.last_used_at),
         "application_identifier": key.application_identifier,
         "redirect_origin": key.redirect_origin,
+        "legacy": key.legacy,
     }
 
 
@@ -74,4 +75,5 @@ def key_line(key: ApiKey) -> str:
         f"permissions={' '.join(key.permissions) or '-'}  path={key.path_rule or '-'}  "
         f"expires={key.expires_at.isoformat() if key.expires_at else '-'}  "
         f"last-used={key.last_used_at.isoformat() if key.last_used_at else '-'}"
+        + (f"  legacy={key.legacy}" if key.legacy else "")
     )

@@ -145,6 +145,7 @@ async def open_services(settings: Settings, *, migrate: bool = True) -> AsyncIte
             store_backoff=settings.store_backoff,
             accepted_prefixes=settings.accepted_key_prefixes,
             previous=PreviousSecrets(store, hasher, previous) if previous else None,
+            accept_legacy=settings.accept_legacy_keys,
         )
         vault = (
             KeyVault(settings.key_encryption_key)
@@ -159,6 +160,7 @@ async def open_services(settings: Settings, *, migrate: bool = True) -> AsyncIte
             invalidate=verifier.invalidate,
             vault=vault,
             accepted_prefixes=settings.accepted_key_prefixes,
+            accept_legacy=settings.accept_legacy_keys,
         )
         services: Services | None = None
 

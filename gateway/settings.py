@@ -52,6 +52,10 @@ class Settings:
     key_prefix: str = "apk"
     # Former key prefixes whose keys are still accepted after a prefix change.
     accepted_key_prefixes: tuple[str, ...] = ()
+    # Keys imported from BTCPay Server (40 hex characters, no prefix or checksum) are
+    # verified like the others. Off by default: a deployment that never imported keeps
+    # refusing any string without our prefix and checksum offline, with no lookup.
+    accept_legacy_keys: bool = False
     data_dir: Path = Path("var")
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     local_cache_ttl: float = 5.0
@@ -321,6 +325,7 @@ _PLAIN: dict[str, Callable[[str, Any], Any]] = {
     "policy": _policy,
     "key_prefix": _prefix,
     "accepted_key_prefixes": _prefixes,
+    "accept_legacy_keys": _bool,
     "data_dir": _folder,
     "trusted_proxies": _networks,
     "local_cache_ttl": _seconds(0),

@@ -10,6 +10,11 @@ A key reads `<prefix>_<id><secret><check>`:
   offline before they report it.
 
 Base62 keeps the key one "word" for double-click selection and safe in headers and URLs.
+
+Legacy keys: BTCPay Server's keys are 40 hex characters (20 random bytes) with no prefix and
+no checksum. Keys imported from BTCPay keep that form (`gateway import btcpay`); they are
+hashed and looked up like ours, but nothing offline can tell a real one from a random string,
+so deployments accept them only when `accept_legacy_keys` is on.
 """
 
 from __future__ import annotations
@@ -27,6 +32,10 @@ CHECK_LEN = 6
 BODY_LEN = ID_LEN + SECRET_LEN + CHECK_LEN
 PREFIX_RE = re.compile(r"[a-z][a-z0-9]{1,15}")
 _BODY_RE = re.compile(rf"[0-9A-Za-z]{{{BODY_LEN}}}")
+LEGACY_LEN = 40
+# BTCPay writes lower-case hex and compares keys exactly; a key it holds in upper case (made
+# by hand) is still 160 bits, and its exact text is what is hashed, so both cases are taken.
+_LEGACY_RE = re.compile(rf"[0-9a-fA-F]{{{LEGACY_LEN}}}")
 # Longest acceptable key: a 16-character prefix, "_", the body. Anything longer is refused
 # before it is examined further.
 MAX_KEY_LEN = 16 + 1 + BODY_LEN
@@ -78,6 +87,11 @@ def validate_prefix(prefix: str) -> str:
     return prefix
 
 
+def new_key_id(prefix: str = "apk") -> str:
+    """A fresh public key id, for a key whose text is not ours (an imported legacy key)."""
+    return f"{prefix}_{_random_b62(ID_LEN)}"
+
+
 def generate(prefix: str = "apk") -> ParsedKey:
     """A new key with a fresh id and secret."""
     head = f"{prefix}_{_random_b62(ID_LEN)}{_random_b62(SECRET_LEN)}"
@@ -101,6 +115,11 @@ def parse(text: str, prefix: str = "apk", accepted: Collection[str] = ()) -> Par
     if checksum(text[:-CHECK_LEN]) != body[-CHECK_LEN:]:
         raise MalformedKey("bad-checksum")
     return ParsedKey(head, text[: len(head) + 1 + ID_LEN], text)
+
+
+def is_legacy(text: str) -> bool:
+    """Whether `text` has the form of a BTCPay Server key (40 hex characters)."""
+    return len(text) == LEGACY_LEN and _LEGACY_RE.fullmatch(text) is not None
 
 
 def looks_like_key_id(text: str, prefix: str = "apk", accepted: Collection[str] = ()) -> bool:

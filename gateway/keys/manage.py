@@ -47,6 +47,11 @@ def actor_of(principal: Principal | None) -> str:
     return f"user:{principal.user_id}"
 
 
+def _marks(key: ApiKey) -> dict[str, str]:
+    """What an audit record says about the key itself: its format, when imported."""
+    return {"legacy": key.legacy} if key.legacy else {}
+
+
 class KeyService:
     def __init__(
         self,
@@ -58,8 +63,10 @@ class KeyService:
         invalidate: Invalidate,
         vault: KeyVault | None = None,
         accepted_prefixes: tuple[str, ...] = (),
+        accept_legacy: bool = False,
     ) -> None:
         self._store = store
+        self._accept_legacy = accept_legacy
         self._catalog = catalog
         self._hasher = hasher
         self._prefix = prefix
@@ -198,8 +205,14 @@ class KeyService:
 
     async def get_owned(self, id_or_key: str, owner_id: str | None) -> ApiKey:
         """A key by id (or whole key); another user's key is "not found", never "forbidden"."""
-        key_id = self.key_id_of(id_or_key)
-        key = await self._store.get_key(key_id) if key_id else None
+        key: ApiKey | None
+        if self._accept_legacy and keyformat.is_legacy(id_or_key):
+            # A legacy key carries no id: it is found by its hash, as on the data plane.
+            found = await self._store.find_key_by_hash(self._hasher.digest(id_or_key))
+            key = found.key if found is not None else None
+        else:
+            key_id = self.key_id_of(id_or_key)
+            key = await self._store.get_key(key_id) if key_id else None
         if key is None or (owner_id is not None and key.user_id != owner_id):
             raise NotFound("API key not found", code="apikey-not-found")
         return key
@@ -211,7 +224,7 @@ class KeyService:
 
     async def revoke(self, key: ApiKey, *, actor: Principal | None) -> ApiKey:
         deleted = await self._store.delete_key(
-            key.id, Audit(actor_of(actor), "key.revoke", f"key:{key.id}")
+            key.id, Audit(actor_of(actor), "key.revoke", f"key:{key.id}", _marks(key))
         )
         if deleted is None:
             raise NotFound("API key not found", code="apikey-not-found")
@@ -223,7 +236,7 @@ class KeyService:
             raise Invalid([("status", "must be Active or Disabled")])
         action = "key.enable" if status == "active" else "key.disable"
         updated = await self._store.update_key(
-            key.id, {"status": status}, Audit(actor_of(actor), action, f"key:{key.id}")
+            key.id, {"status": status}, Audit(actor_of(actor), action, f"key:{key.id}", _marks(key))
         )
         if updated is None:
             raise NotFound("API key not found", code="apikey-not-found")
@@ -235,7 +248,7 @@ class KeyService:
         updated = await self._store.update_key(
             key.id,
             {"label": clean},
-            Audit(actor_of(actor), "key.rename", f"key:{key.id}", {"label": clean}),
+            Audit(actor_of(actor), "key.rename", f"key:{key.id}", {"label": clean, **_marks(key)}),
         )
         if updated is None:
             raise NotFound("API key not found", code="apikey-not-found")

@@ -4,7 +4,8 @@
 
     length/ASCII ─ HMAC ─ in-process LRU (seconds) ── hit: done, no parse, no I/O
                               │ miss
-                          parse (shape, checksum) ─ bad → 401, no store is touched
+                          parse (shape, checksum; or a legacy key's shape, when
+                              │  `accept_legacy_keys` is on) ─ bad → 401, no store is touched
                               │
                           Redis (minutes) ─ database (the authority)
                               └ negative entries for unknown keys (their own LRU, so a flood
@@ -93,12 +94,15 @@ class KeyVerifier:
         store_backoff: float = 0.0,
         accepted_prefixes: tuple[str, ...] = (),
         previous: PreviousSecrets | None = None,
+        accept_legacy: bool = False,
     ) -> None:
         self._store = store
         self._catalog = catalog
         self._hasher = hasher
         self._prefix = prefix
         self._accepted_prefixes = accepted_prefixes
+        # BTCPay-format keys (imported): they pass the offline checks on their shape alone.
+        self._accept_legacy = accept_legacy
         # Keys hashed with a rotated-out secret: tried only when the database misses.
         self._previous = previous
         self._shared = shared
@@ -174,6 +178,8 @@ class KeyVerifier:
         return found
 
     def _parse(self, text: str) -> None:
+        if self._accept_legacy and keyformat.is_legacy(text):
+            return
         try:
             keyformat.parse(text, self._prefix, self._accepted_prefixes)
         except keyformat.MalformedKey as exc:

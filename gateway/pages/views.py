@@ -34,6 +34,7 @@ class KeyView:
     expires_at: str
     expired: bool
     application: str | None  # "gozo at https://gozo.example"
+    legacy: str | None = None  # "BTCPay Server" for a key imported in BTCPay's format
 
 
 def when(value: datetime | None) -> str:
@@ -78,6 +79,10 @@ def describe_texts(
     return tuple(out)
 
 
+# How the pages name the format of an imported key (`ApiKey.legacy`).
+LEGACY_NAMES = {"btcpay": "BTCPay Server"}
+
+
 def key_view(
     key: ApiKey,
     catalog: Catalog,
@@ -100,4 +105,5 @@ def key_view(
         expires_at=when(key.expires_at),
         expired=key.expires_at is not None and key.expires_at <= now,
         application=application,
+        legacy=LEGACY_NAMES.get(key.legacy, key.legacy) if key.legacy else None,
     )

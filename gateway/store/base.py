@@ -67,6 +67,9 @@ class ApiKey:
     encrypted_key: bytes | None = field(default=None, repr=False)
     # Fingerprint of the hashing secret `key_hash` was made with (keys/hashing.py).
     secret_fingerprint: str | None = None
+    # The format of a key imported from another server ("btcpay": 40 hex characters, no
+    # checksum); None for Keygate's own keys.
+    legacy: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -79,6 +79,7 @@ def _key(row: Row) -> ApiKey:
         redirect_origin=row["redirect_origin"],
         encrypted_key=bytes(row["encrypted_key"]) if row["encrypted_key"] is not None else None,
         secret_fingerprint=row["secret_fingerprint"],
+        legacy=row["legacy"],
     )
 
 
@@ -91,7 +92,8 @@ def _db_value(field: str, value: Any) -> Any:
 _USER_COLUMNS = "id, email, password_hash, is_admin, is_service, disabled, grants, created_at"
 _KEY_COLUMNS = (
     "id, key_hash, user_id, label, permissions, path_rule, status, created_at, expires_at, "
-    "last_used_at, application_identifier, redirect_origin, encrypted_key, secret_fingerprint"
+    "last_used_at, application_identifier, redirect_origin, encrypted_key, secret_fingerprint, "
+    "legacy"
 )
 _CODE_COLUMNS = (
     "code_hash, user_id, permissions, label, application_identifier, redirect_origin, "
@@ -296,7 +298,7 @@ class SqlStore(InvalidationLog, SecretQueries):
         async with self._db.transaction() as tx:
             await tx.execute(
                 f"INSERT INTO api_keys ({_KEY_COLUMNS}) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
                 key.id,
                 key.key_hash,
                 key.user_id,
@@ -311,6 +313,7 @@ class SqlStore(InvalidationLog, SecretQueries):
                 key.redirect_origin,
                 key.encrypted_key,
                 key.secret_fingerprint,
+                key.legacy,
             )
             await self._audit(tx, audit)
 

@@ -45,6 +45,7 @@ KEY_FIELDS = {
     "last_used_at",
     "application_identifier",
     "redirect_origin",
+    "legacy",
 }
 
 

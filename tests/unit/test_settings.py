@@ -47,6 +47,7 @@ def test_defaults_without_file_or_environment() -> None:
     assert s.listen == "127.0.0.1:8080"
     assert s.key_prefix == "apk"
     assert s.retrievable_keys is False
+    assert s.accept_legacy_keys is False
     assert (s.key_max_failures, s.key_failure_window) == (20, 60.0)
 
 
@@ -160,6 +161,7 @@ BAD_VALUES: dict[str, str] = {
     "database_timeout": "0",
     "redis_timeout": "eleven",
     "retrievable_keys": "maybe",
+    "accept_legacy_keys": "sometimes",
     "allow_insecure_redirects": "perhaps",
     "max_body_bytes": "10",
     "log_level": "LOUD",
