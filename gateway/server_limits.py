@@ -291,6 +291,11 @@ class LimitedRunner(web.AppRunner):
         )
         self.gate = ConnectionGate(limits)
 
+    def shutdown_within(self, seconds: float) -> None:
+        """How long `cleanup()` lets requests in flight finish (what is left of a drain that
+        began elsewhere)."""
+        self._shutdown_timeout = seconds
+
     async def _make_server(self) -> web.Server:
         # aiohttp offers no hook for the handler class: wrap the server it builds (which
         # also starts the application) in one that builds ours, with the same arguments.
