@@ -101,7 +101,7 @@ class LimitedHandler(RequestHandler):
         self._dropped = 0  # body bytes read after the answer, to be dropped
         self._answered = False  # the request of the body being read has its answer
 
-    async def shutdown(self, timeout: float | None = 15.0) -> None:
+    async def shutdown(self, timeout: float | None = 15.0) -> None:  # noqa: ASYNC109 - aiohttp's signature
         """A graceful stop within `timeout` in all. aiohttp waits `timeout` for the request in
         progress and then, having cancelled it, as long again: a drain would last twice
         `shutdown_timeout`. What still runs at the deadline is cut here instead. (To aiohttp

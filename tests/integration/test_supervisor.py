@@ -64,9 +64,12 @@ async def test_a_killed_worker_is_started_again_and_the_port_keeps_answering(
                 assert await get(session, f"{gw.base}/public/y") == 200
             assert set(statuses) == {200}
             workers = gw.workers()
-            assert other in workers and victim not in workers and len(workers) == 2
+            assert other in workers
+            assert victim not in workers
+            assert len(workers) == 2
             err = gw.stderr()
-            assert "worker" in err and "was killed by SIGKILL; starting it again" in err
+            assert "worker" in err
+            assert "was killed by SIGKILL; starting it again" in err
             assert "Traceback" not in err
 
 
@@ -95,7 +98,8 @@ async def test_no_worker_survives_a_killed_master(tmp_path: Path) -> None:
         gw.proc.kill()
         gw.proc.wait(10)
         deadline = time.monotonic() + 5
-        while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        # A poll of /proc: nothing to await for another process's end.
+        while any(alive(pid) for pid in workers) and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.1)
         assert not [pid for pid in workers if alive(pid)]
         async with client(seconds=2) as session:
@@ -132,7 +136,8 @@ async def test_a_broken_policy_stops_the_start_with_one_line(tmp_path: Path) -> 
     with serve(env, tmp_path, "--workers", "2") as gw:
         assert await gw.exit_status(60) == 1
         lines = gw.stderr().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("gateway: ")
+        assert len(lines) == 1
+        assert lines[0].startswith("gateway: ")
         assert "nowhere" in lines[0]
         assert "serving on" not in gw.stdout()
 
