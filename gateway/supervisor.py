@@ -78,6 +78,11 @@ def listen(settings: Settings) -> socket.socket:
     return sock
 
 
+def backoff(failures: int) -> float:
+    """Seconds before starting a worker again after `failures` deaths in a row."""
+    return min(BACKOFF_MAX, BACKOFF_FIRST * float(2 ** min(failures, 32)))
+
+
 def before_workers(settings: Settings) -> None:
     """What must exist before any worker starts (a shared metrics folder, say). Nothing
     yet: the place for it, called once in the master."""
@@ -193,7 +198,7 @@ class Supervisor:
         worker.proc = worker.report = None
         if now - worker.started >= STABLE_SECONDS:
             worker.failures = 0
-        delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2**worker.failures)
+        delay = backoff(worker.failures)
         worker.failures += 1
         worker.due = now + delay
         COUNTS.restarts += 1

@@ -208,6 +208,9 @@ def _env(tmp_path: Path, policy: Path, settings: dict[str, Any]) -> dict[str, st
             "GATEWAY_DATA_DIR": str(tmp_path),
             "GATEWAY_FAST_DATA_PLANE": "true",
             "GATEWAY_LOG_LEVEL": "WARNING",
+            # A stop waits this long for requests in flight (some tests leave one hanging);
+            # within the 15 s stop() gives the process before killing it.
+            "GATEWAY_SHUTDOWN_TIMEOUT": "10",
             "PYTHONPATH": str(ROOT),
         }
     )
