@@ -102,13 +102,14 @@ class _Worker:
 
 @dataclass
 class Supervisor:
+    """Runs `target` in `settings.workers` processes on `sock`; `announce()` once all serve."""
+
     settings: Settings
     sock: socket.socket
     target: WorkerTarget
     announce: Callable[[], None]
-    workers: list[_Worker] = field(default_factory=list)
-    stopping: bool = False
-    _wake: socket.socket | None = None
+    workers: list[_Worker] = field(default_factory=list, init=False)
+    _wake: socket.socket | None = field(default=None, init=False)
 
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT: the exit status (1: a worker could not start)."""
@@ -258,7 +259,6 @@ class Supervisor:
 
     def _stop_all(self) -> None:
         """SIGTERM to every worker; SIGKILL to any still there after the drain and a grace."""
-        self.stopping = True
         running = [w.proc for w in self.workers if w.proc is not None]
         for worker in self.workers:
             _signal(worker, signal.SIGTERM)
