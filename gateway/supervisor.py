@@ -109,14 +109,13 @@ class Supervisor:
     target: WorkerTarget
     announce: Callable[[], None]
     workers: list[_Worker] = field(default_factory=list, init=False)
-    _wake: socket.socket | None = field(default=None, init=False)
 
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT: the exit status (1: a worker could not start)."""
-        wake, self._wake = socket.socketpair()
-        for sock in (wake, self._wake):
-            sock.setblocking(False)
-        signal.set_wakeup_fd(self._wake.fileno())
+        wake, poke = socket.socketpair()  # the kernel's signals come out of `wake`
+        for end in (wake, poke):
+            end.setblocking(False)
+        signal.set_wakeup_fd(poke.fileno())
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, _noted)
         try:
@@ -134,7 +133,7 @@ class Supervisor:
             self._stop_all()
             signal.set_wakeup_fd(-1)
             wake.close()
-            self._wake.close()
+            poke.close()
 
     # -- phases ----------------------------------------------------------------------------
 
@@ -150,7 +149,7 @@ class Supervisor:
             for worker in self.workers:
                 if worker.proc is not None and not worker.proc.is_alive() and not worker.ready:
                     worker.proc.join()
-                    why = worker.said or f"exited with status {worker.proc.exitcode}"
+                    why = worker.said or _exit_text(worker.proc.exitcode)
                     print(f"gateway: worker {worker.number}: {why}", file=sys.stderr, flush=True)
                     return 1
         if reload_asked:
