@@ -91,8 +91,14 @@ class Served:
 
 @contextmanager
 def serve(
-    env: dict[str, str], workdir: Path, *args: str, port: int | None = None
+    env: dict[str, str],
+    workdir: Path,
+    *args: str,
+    port: int | None = None,
+    session: bool = False,
 ) -> Iterator[Served]:
+    """`gateway serve` on `port` (a free one by default); in a session and process group of
+    its own with `session`, as a shell runs a foreground job."""
     port = port or free_port()
     out, err = workdir / f"stdout-{port}.txt", workdir / f"stderr-{port}.txt"
     with out.open("wb") as out_file, err.open("wb") as err_file:
@@ -103,6 +109,7 @@ def serve(
             stdin=subprocess.DEVNULL,
             stdout=out_file,
             stderr=err_file,
+            start_new_session=session,
         )
     served = Served(proc, port, out, err)
     try:

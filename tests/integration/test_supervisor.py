@@ -216,3 +216,18 @@ async def test_sigterm_drains_for_shutdown_timeout(
                 assert await gw.exit_status(20) == 0
                 assert time.monotonic() - stopped < float(shutdown) + 4
             assert "Traceback" not in gw.stderr()
+
+
+async def test_ctrl_c_stops_master_and_workers_quietly(tmp_path: Path) -> None:
+    """SIGINT to the whole process group (Ctrl-C in a terminal): the master drains the
+    workers and exits 0; no worker prints a KeyboardInterrupt traceback."""
+    env = environment(tmp_path, _policy(tmp_path, "http://127.0.0.1:9"))
+    with serve(env, tmp_path, "--workers", "2", session=True) as gw:
+        await gw.wait_serving(workers=2)
+        workers = gw.workers()
+        os.killpg(gw.proc.pid, signal.SIGINT)
+        assert await gw.exit_status(30) == 0
+        assert not [pid for pid in workers if alive(pid)]
+        err = gw.stderr()
+        assert "Traceback" not in err
+        assert "KeyboardInterrupt" not in err
