@@ -63,8 +63,22 @@ class Usage:
     rss_kib: int | None
 
 
+def worker_of(master: int) -> int:
+    """The one worker process of `gateway serve --workers 1` (the master only supervises)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if parent == master and b"spawn_main" in command:
+            return int(entry.name)
+    raise RuntimeError(f"gateway serve (pid {master}) has no worker process")
+
+
 def usage(pid: int) -> Usage:
-    # With one worker `gateway serve` serves in its own process, so its pid is the worker's.
     try:
         fds: int | None = len(os.listdir(f"/proc/{pid}/fd"))
     except OSError:
@@ -149,6 +163,7 @@ def scenario(tools: Tools, args: argparse.Namespace) -> Run:
             procs.append(gateway)
             target = Target("fast front", f"http://127.0.0.1:{port}{PATH}", {"X-API-KEY": key})
             check(target)
+            worker = worker_of(gateway.pid)
 
             def load() -> Result:
                 return measure(tools, target, args.seconds, args.connections, args.threads)
@@ -157,19 +172,19 @@ def scenario(tools: Tools, args: argparse.Namespace) -> Run:
             baseline = load()
             print(f"bench.slow: alone: {baseline.rps:,.0f} req/s", flush=True)
             time.sleep(SETTLE_SECONDS)
-            before = usage(gateway.pid)
+            before = usage(worker)
             bad = bad_clients(port, args)
             batches = -(-(args.idle + args.trickle) // CONNECT_BATCH)
             ready = read_ready(bad, batches * CONNECT_SECONDS + 30)
             time.sleep(SETTLE_SECONDS)
-            held = usage(gateway.pid)
+            held = usage(worker)
             print(f"bench.slow: {ready['ready']:.0f} bad connections open", flush=True)
             during = load()
             print(f"bench.slow: with bad connections: {during.rps:,.0f} req/s", flush=True)
             out, _ = bad.communicate(timeout=args.hold + 60)
             report = json.loads(out.strip().splitlines()[-1])
             time.sleep(SETTLE_SECONDS)
-            gone = usage(gateway.pid)
+            gone = usage(worker)
             after = load()
             print(f"bench.slow: after: {after.rps:,.0f} req/s", flush=True)
         finally:

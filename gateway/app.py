@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
 from gateway import api, logs, ops, pages
 from gateway.assertion import AssertionSigner
+from gateway.policy.model import Policy
 from gateway.proxy import handler as proxy
 from gateway.proxy.forward import Forwarder
 from gateway.proxy.live import LiveExchanges
@@ -59,6 +60,10 @@ def _services_ctx(given: Services | None):  # type: ignore[no-untyped-def]
     return ctx
 
 
+def _follow_catalog(forwarder: Forwarder) -> Callable[[Policy], None]:
+    return lambda policy: forwarder.use_catalog(policy.catalog)
+
+
 async def _forwarder_ctx(app: web.Application) -> AsyncIterator[None]:
     # Runs after _services_ctx (cleanup contexts start in order), so the policy is loaded.
     settings = app[SETTINGS]
@@ -71,5 +76,9 @@ async def _forwarder_ctx(app: web.Application) -> AsyncIterator[None]:
     await forwarder.start()
     forwarder.live = LiveExchanges(app[SERVICES])
     app[FORWARDER] = forwarder
+    watchers = app[SERVICES].policy_watchers
+    follow = _follow_catalog(forwarder)
+    watchers.append(follow)
     yield
+    watchers.remove(follow)
     await forwarder.close()

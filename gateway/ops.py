@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from gateway import metrics
 from gateway.api.render import add_routes
 from gateway.errors import NotFound
+from gateway.reload import policy_status
 from gateway.state import SERVICES, SETTINGS
 from gateway.store.base import StoreError
 
@@ -22,7 +23,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """200 only while the database answers (Redis is optional: its loss degrades, not stops)."""
+    """200 only while the database answers (Redis is optional: its loss degrades, not stops);
+    with the active policy's hash and load time."""
     services = request.app[SERVICES]
     checks: dict[str, str] = {}
     ready = True
@@ -35,7 +37,11 @@ async def readyz(request: web.Request) -> web.Response:
     if services.shared is not None:
         checks["redis"] = "ok" if await services.shared.ping() else "degraded"
     return web.json_response(
-        {"status": "ready" if ready else "unavailable", "checks": checks},
+        {
+            "status": "ready" if ready else "unavailable",
+            "checks": checks,
+            "policy": policy_status(services),
+        },
         status=200 if ready else 503,
     )
 

@@ -1,27 +1,30 @@
-"""Running the server: one process, or N worker processes sharing the port (SO_REUSEPORT)."""
+"""Running the server: a master process (supervisor.py) and N workers serving one listening
+socket; this module is what a worker runs."""
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import logging
-import multiprocessing
-import multiprocessing.connection
-import os
 import signal
 import socket
 import sys
 from collections.abc import Callable
+from multiprocessing.connection import Connection
 
 from aiohttp import web
 
-from gateway import logs, metrics
+from gateway import logs, metrics, reload
 from gateway.app import create_app
+from gateway.policy.loader import load_policy
 from gateway.server_limits import ClientLimits, LimitedRunner
 from gateway.settings import Settings
+from gateway.state import SERVICES
+from gateway.supervisor import FAILED, READY, Supervisor, listen
+from gateway.worker import die_with_master, failure_line, serve_until_stopped
 
 log = logging.getLogger("gateway")
-SHUTDOWN_TIMEOUT = 10.0
 
 
 def _event_loop_policy() -> None:
@@ -44,10 +47,6 @@ def freeze_startup_heap() -> None:
     gc.freeze()
 
 
-async def _freeze_on_startup(_app: web.Application) -> None:
-    freeze_startup_heap()
-
-
 def _migrate(settings: Settings) -> None:
     async def run() -> None:
         from gateway.keys.secret_check import check_configured
@@ -64,33 +63,23 @@ def _migrate(settings: Settings) -> None:
     asyncio.run(run())
 
 
-def _bind(settings: Settings) -> socket.socket:
-    family = socket.AF_INET6 if ":" in settings.listen_host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if settings.workers > 1:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((settings.listen_host, settings.listen_port))
-    sock.listen(1024)
-    sock.set_inheritable(True)
-    return sock
-
-
-def _run_worker(settings: Settings, sock: socket.socket | None) -> None:
+def _run_worker(
+    settings: Settings, sock: socket.socket, ready: Callable[[], None], master: int
+) -> None:
     _event_loop_policy()
-    if sock is None:
-        sock = _bind(settings)
     access_log = logging.getLogger("aiohttp.access") if settings.access_log else None
     if settings.fast_data_plane:
         from gateway.proxy.front_server import serve_front  # only loaded when asked for
 
         asyncio.run(
-            serve_front(settings, sock, access_log, SHUTDOWN_TIMEOUT, ready=freeze_startup_heap)
+            serve_front(
+                settings, sock, access_log, settings.shutdown_timeout, ready=ready, master=master
+            )
         )
         return
     app = create_app(settings)
-    app.on_startup.append(_freeze_on_startup)  # after the cleanup contexts: services are up
-    asyncio.run(_serve_app(app, sock, ClientLimits.from_settings(settings), access_log))
+    limits = ClientLimits.from_settings(settings)
+    asyncio.run(_serve_app(app, sock, limits, access_log, settings.shutdown_timeout, ready, master))
 
 
 async def _serve_app(
@@ -98,103 +87,85 @@ async def _serve_app(
     sock: socket.socket,
     limits: ClientLimits,
     access_log: logging.Logger | None,
+    shutdown: float,
+    ready: Callable[[], None],
+    master: int,
 ) -> None:
-    """aiohttp on the public socket until SIGINT/SIGTERM (`web.run_app` cannot take the
-    limited runner)."""
-    runner = LimitedRunner(app, limits, access_log=access_log, shutdown_timeout=SHUTDOWN_TIMEOUT)
+    """aiohttp on the public socket until SIGTERM (`web.run_app` cannot take the limited
+    runner); the requests in flight then get `shutdown` seconds to finish."""
+    runner = LimitedRunner(app, limits, access_log=access_log, shutdown_timeout=shutdown)
     await runner.setup()
     gate = runner.gate
     metrics.watch_open_connections(lambda: gate.open)
     try:
         await web.SockSite(runner, sock).start()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        await stop.wait()
+        ready()
+        await serve_until_stopped(app[SERVICES], master)
     finally:
         await runner.cleanup()
 
 
-def _spawned_worker(settings: Settings, number: int) -> None:
-    """Entry point of a worker process: a fresh interpreter, so logging is set up again."""
+def _spawned_worker(
+    settings: Settings, number: int, sock: socket.socket, report: Connection, master: int
+) -> None:
+    """Entry point of a worker process (a fresh interpreter, so logging is set up again).
+
+    It says "ready" on `report` once it serves, or why it could not start (one line, no
+    traceback: the master prints it and stops); a failure after that is logged in one line
+    and the master starts the worker again."""
+    die_with_master(master)
     logging.basicConfig(
         level=settings.log_level,
         format=f"%(asctime)s %(levelname)s %(name)s[worker {number}]: %(message)s",
     )
     logs.install()
+    reload.supervised_by(master)
+    serving = False
+
+    def ready() -> None:
+        nonlocal serving
+        freeze_startup_heap()
+        serving = True
+        report.send(READY)
+
     try:
-        sock = _bind(settings)
-    except OSError as exc:
-        print(
-            f"gateway: worker {number}: cannot listen on {settings.listen} ({exc.strerror or exc})",
-            file=sys.stderr,
-            flush=True,
-        )
+        _run_worker(settings, sock, ready, master)
+    except Exception as exc:  # noqa: BLE001 - told as one line, never a traceback
+        if not serving:
+            report.send((FAILED, failure_line(exc)))
+        else:
+            log.error("worker %d stopped: %s", number, failure_line(exc))
         sys.exit(1)
-    _run_worker(settings, sock)
 
 
 def serve(settings: Settings, *, announce: Callable[[str], None]) -> None:
-    """Migrate once, then serve until SIGINT/SIGTERM."""
+    """Check the policy, take the address, migrate, then run the workers under this master
+    process until SIGTERM/SIGINT (supervisor.py); every failure to start is one line."""
     # The CLI restores SIGPIPE's default so `gateway keys list | head` ends quietly; a server
     # must not inherit it: a client resetting its connection under a write would kill the
     # process. Ignored, the write fails with EPIPE and only that connection ends.
     if hasattr(signal, "SIGPIPE"):
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    _migrate(settings)
-    announce(
-        f"keygate {settings.mode} serving on http://{settings.listen} "
-        f"({settings.workers} worker{'s' if settings.workers > 1 else ''}, "
-        f"store {settings.database_url.split(':', 1)[0]}, "
-        f"cache {'redis + in-process' if settings.redis_url else 'in-process'}, "
-        f"policy {', '.join(map(str, settings.policy))})"
-    )
-    if settings.workers == 1:
-        _run_worker(settings, None)
-        return
-    sys.exit(_supervise(settings))
+    load_policy(settings.policy)  # PolicyError: one line here, before any worker starts
+    try:
+        sock = listen(settings)
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).lower()
+        hint = " (another process serves it)" if exc.errno == errno.EADDRINUSE else ""
+        raise SystemExit(f"gateway: cannot listen on {settings.listen}: {reason}{hint}") from None
+    try:
+        _migrate(settings)
+    except BaseException:
+        sock.close()
+        raise
 
+    def banner() -> None:
+        announce(
+            f"keygate {settings.mode} serving on http://{settings.listen} "
+            f"({settings.workers} worker{'s' if settings.workers > 1 else ''}, "
+            f"store {settings.database_url.split(':', 1)[0]}, "
+            f"cache {'redis + in-process' if settings.redis_url else 'in-process'}, "
+            f"policy {', '.join(map(str, settings.policy))})"
+        )
 
-def _supervise(settings: Settings) -> int:
-    """Run the workers until a signal or a worker's death; the exit status to use.
-
-    Every worker binds its own socket with SO_REUSEPORT, so the kernel spreads connections
-    across them; the parent only supervises. A worker that dies unasked takes the others
-    down with it: a gateway silently running at part capacity is worse than a restart.
-    """
-    ctx = multiprocessing.get_context("spawn")
-    procs = [
-        ctx.Process(target=_spawned_worker, args=(settings, i), name=f"keygate-worker-{i}")
-        for i in range(settings.workers)
-    ]
-    stopping = False
-
-    def stop_all() -> None:
-        for proc in procs:
-            if proc.pid is not None and proc.is_alive():
-                os.kill(proc.pid, signal.SIGTERM)
-
-    def on_signal(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-        stop_all()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    for proc in procs:
-        proc.start()
-    failed = False
-    running = {proc.sentinel: proc for proc in procs}
-    while running:
-        for sentinel in multiprocessing.connection.wait(list(running)):
-            assert isinstance(sentinel, int)  # process sentinels are file descriptors
-            proc = running.pop(sentinel)
-            proc.join()
-            if not stopping:
-                log.error("%s exited (status %s); stopping the others", proc.name, proc.exitcode)
-                failed = stopping = True
-                stop_all()
-    if failed:
-        return 1
-    return max((proc.exitcode or 0) for proc in procs)
+    sys.exit(Supervisor(settings, sock, _spawned_worker, banner).run())

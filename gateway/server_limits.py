@@ -101,6 +101,23 @@ class LimitedHandler(RequestHandler):
         self._dropped = 0  # body bytes read after the answer, to be dropped
         self._answered = False  # the request of the body being read has its answer
 
+    async def shutdown(self, timeout: float | None = 15.0) -> None:  # noqa: ASYNC109 - aiohttp's signature
+        """A graceful stop within `timeout` in all. aiohttp waits `timeout` for the request in
+        progress and then, having cancelled it, as long again: a drain would last twice
+        `shutdown_timeout`. What still runs at the deadline is cut here instead. (To aiohttp
+        a timeout of 0 means none: the smallest positive one cuts at once.)"""
+        if timeout is None:
+            await super().shutdown(None)
+            return
+        budget = max(timeout, 0.001)
+        try:
+            async with asyncio.timeout(budget):
+                await super().shutdown(budget)
+        except TimeoutError:
+            if self._task_handler is not None:
+                self._task_handler.cancel()
+            self.force_close()
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         gate = self._gate
         if gate.open >= gate.limits.max_connections:
@@ -290,6 +307,11 @@ class LimitedRunner(web.AppRunner):
             **kwargs,
         )
         self.gate = ConnectionGate(limits)
+
+    def shutdown_within(self, seconds: float) -> None:
+        """How long `cleanup()` lets requests in flight finish (what is left of a drain that
+        began elsewhere)."""
+        self._shutdown_timeout = seconds
 
     async def _make_server(self) -> web.Server:
         # aiohttp offers no hook for the handler class: wrap the server it builds (which

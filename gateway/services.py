@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from gateway.cache.redis import SharedCache
@@ -59,6 +60,24 @@ class Services:
     account_throttle: Throttle = field(default_factory=_default_throttle)
     # Failed keys per client address, checked before a key's lookup (keys/budget.py).
     key_budget: KeyBudget = field(default_factory=_default_key_budget)
+    # When `policy` became the active one (unix time), and who must follow a new one (the
+    # wiring adds the forwarder).
+    policy_loaded_at: float = field(default_factory=time.time)
+    policy_watchers: list[Callable[[Policy], None]] = field(default_factory=list)
+    reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def swap_policy(self, policy: Policy) -> None:
+        """Make `policy` the active one, in one step of the event loop (no await): a request
+        reads `self.policy` once when it starts deciding and keeps that object to its end,
+        so requests in flight finish under the policy they started with. Everything that
+        holds the catalog or something derived from it follows here."""
+        self.policy = policy
+        self.policy_loaded_at = time.time()
+        self.verifier.use_catalog(policy.catalog)
+        self.keys.use_catalog(policy.catalog)
+        self.users.use_catalog(policy.catalog)
+        for watcher in self.policy_watchers:
+            watcher(policy)
 
     async def check_password(self, email: str, password: str, address: str) -> User | None:
         """Every password check (login page, Basic email:password, re-authentication) goes

@@ -88,6 +88,9 @@ class Settings:
     keepalive_timeout: float = 75.0  # idle time allowed between two requests
     max_connections: int = 10_000  # open client connections per worker; beyond: closed at once
     max_header_count: int = 100  # header fields in one request head; more: 431
+    # On SIGTERM/SIGINT the requests in flight get this long to finish (both servers); then
+    # whatever is still open is cut and the worker exits.
+    shutdown_timeout: float = 30.0
     # Extra request headers removed before forwarding, on top of the built-in list of headers
     # that re-route or re-method a request behind the gateway's back (proxy/headers.py).
     strip_request_headers: tuple[str, ...] = ()
@@ -348,6 +351,7 @@ _PLAIN: dict[str, Callable[[str, Any], Any]] = {
     "keepalive_timeout": _seconds(0.1),
     "max_connections": _count(1),
     "max_header_count": _count(1),
+    "shutdown_timeout": _seconds(0),
     "strip_request_headers": _header_names,
     "identity_assertion": _bool,
     "identity_assertion_ttl": _seconds(5),

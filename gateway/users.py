@@ -31,6 +31,10 @@ class UserService:
         self._catalog = catalog
         self._invalidate_user = invalidate_user
 
+    def use_catalog(self, catalog: Catalog) -> None:
+        """Check permissions against `catalog` from now on (the policy was reloaded)."""
+        self._catalog = catalog
+
     def normalise_grants(self, grants: Sequence[object], path: str = "grants") -> tuple[str, ...]:
         errors = []
         out: dict[str, None] = {}

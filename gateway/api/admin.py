@@ -14,12 +14,14 @@ holds it, or an administrator's browser session. Every change goes through `User
     GET    /v1/admin/resources                  list (?type=&page=&pageSize=)
     PUT    /v1/admin/resources/{type}/{id}      {name} create or rename
     DELETE /v1/admin/resources/{type}/{id}      -> 204
+    POST   /v1/admin/policy/reload              re-read the policy files, in every worker
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
+from gateway import reload
 from gateway.api.auth import authenticate, require
 from gateway.api.body import read_json
 from gateway.api.render import add_routes, json_response
@@ -38,6 +40,7 @@ from gateway.api.schemas import (
 from gateway.errors import Conflict, Invalid, NotFound
 from gateway.keys.manage import actor_of
 from gateway.policy.evaluate import Principal
+from gateway.policy.loader import PolicyError
 from gateway.policy.model import UNRESTRICTED
 from gateway.state import SERVICES
 from gateway.store.base import Audit, Resource
@@ -174,6 +177,31 @@ async def delete_resource(request: web.Request) -> web.StreamResponse:
     return web.Response(status=204, headers=NO_CONTENT_HEADERS)
 
 
+# -- the policy -----------------------------------------------------------------------------
+
+
+async def reload_policy(request: web.Request) -> web.StreamResponse:
+    """Reload here first, so a broken policy is answered with its problem; then, under a
+    master, every worker (this one included: an unchanged policy is not swapped again)."""
+    await _admin(request)
+    services = request.app[SERVICES]
+    try:
+        changed = await reload.reload_policy(services)
+    except PolicyError as exc:
+        raise Conflict(
+            f"the policy files do not validate; the active policy stays: {exc}",
+            code="policy-invalid",
+        ) from None
+    everywhere = reload.ask_master()
+    return json_response(
+        {
+            "policy": reload.policy_status(services),
+            "changed": changed,
+            "workers": "all" if everywhere else "this",
+        }
+    )
+
+
 def setup(app: web.Application) -> None:
     add_routes(app, "problem", f"{BASE}/users", {"GET": list_users, "POST": create_user})
     add_routes(app, "problem", f"{BASE}/users/{{user}}", {"GET": get_user, "PATCH": update_user})
@@ -187,3 +215,4 @@ def setup(app: web.Application) -> None:
         f"{BASE}/resources/{{type}}/{{id}}",
         {"PUT": put_resource, "DELETE": delete_resource},
     )
+    add_routes(app, "problem", f"{BASE}/policy/reload", {"POST": reload_policy})

@@ -8,6 +8,7 @@ entry inside its stale window instead of failing every request (and never one ou
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -51,6 +52,11 @@ class LocalCache(Generic[V]):
         """Make every entry due for re-validation at `now`, keeping it (for stale use)."""
         for entry in self._data.values():
             entry.expires = min(entry.expires, now)
+
+    def update_values(self, change: Callable[[V], V]) -> None:
+        """Replace every entry's value by `change(value)`, keeping its expiry and order."""
+        for entry in self._data.values():
+            entry.value = change(entry.value)
 
     def clear(self) -> None:
         self._data.clear()

@@ -74,6 +74,10 @@ class KeyService:
         self._invalidate = invalidate
         self._vault = vault
 
+    def use_catalog(self, catalog: Catalog) -> None:
+        """Check permissions against `catalog` from now on (the policy was reloaded)."""
+        self._catalog = catalog
+
     @property
     def retrievable(self) -> bool:
         return self._vault is not None

@@ -317,6 +317,20 @@ class KeyVerifier:
     def cache_size(self) -> int:
         return len(self._known) + len(self._unknown)
 
+    def use_catalog(self, catalog: Catalog) -> None:
+        """Parse permissions against `catalog` from now on (the policy was reloaded).
+
+        Cached keys keep their records (nothing about the key changed) and get principals
+        built against the new catalog, so no lookup is needed and the stale window still
+        holds; a lookup in flight builds its principal when it lands, with the new one.
+        """
+        self._catalog = catalog
+
+        def rebuilt(value: _Cached) -> _Cached:
+            return None if value is None else self._verified(value.state)
+
+        self._known.update_values(rebuilt)
+
     def drop(self, digest: bytes) -> None:
         """Forget one key here, including any lookup of it in flight."""
         self._known.drop(digest)

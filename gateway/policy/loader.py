@@ -63,9 +63,10 @@ the last two need a permission with a `scope`. Path templates and matching are d
 from __future__ import annotations
 
 import difflib
+import hashlib
 import re
-from collections.abc import Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
@@ -158,9 +159,10 @@ def load_policy(paths: Sequence[Path]) -> Policy:
     """Read, merge and validate policy files and folders into a `Policy`."""
     files = _expand(paths)
     builder = _Builder()
+    digest = hashlib.sha256()
     for file in files:
-        builder.add(str(file), _read(file))
-    return builder.build()
+        builder.add(str(file), _read(file, digest.update))
+    return replace(builder.build(), digest=digest.hexdigest())
 
 
 def _expand(paths: Sequence[Path]) -> list[Path]:
@@ -188,7 +190,8 @@ def _expand(paths: Sequence[Path]) -> list[Path]:
     return files
 
 
-def _read(file: Path) -> dict[str, Any]:
+def _read(file: Path, feed: Callable[[bytes], object]) -> dict[str, Any]:
+    """The file's document; its name and text go to `feed` (the policy's digest)."""
     where = _Where(str(file))
     try:
         text = file.read_text(encoding="utf-8")
@@ -196,6 +199,9 @@ def _read(file: Path) -> dict[str, Any]:
         where.fail("not UTF-8 text")
     except OSError as exc:
         where.fail(f"cannot read: {exc.strerror or exc}")
+    for part in (str(file), text):
+        data = part.encode("utf-8", "surrogateescape")
+        feed(len(data).to_bytes(8, "big") + data)
     try:
         doc = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - _StrictLoader is a SafeLoader
     except yaml.MarkedYAMLError as exc:

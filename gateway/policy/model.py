@@ -271,6 +271,8 @@ class Policy:
     upstreams: Mapping[str, Upstream]
     routes: RouteTable
     sources: tuple[str, ...] = ()
+    # SHA-256 over the files read (names and bytes, in load order): which policy is active.
+    digest: str = ""
 
     def match(self, method: str, path: str) -> RouteMatch | None:
         return self.routes.match(method, path)

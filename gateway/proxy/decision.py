@@ -61,8 +61,10 @@ class Refused(NamedTuple):
 
 class NeedsLookup(NamedTuple):
     """Only a lookup can finish the decision: a password to check, or a key whose record is
-    not in memory. `digest` is the key's hash (None for a password)."""
+    not in memory. `digest` is the key's hash (None for a password). `policy` is the one the
+    decision started under: a reload during the lookup does not change a request in flight."""
 
+    policy: Policy
     method: str
     target: CanonicalTarget
     match: RouteMatch
@@ -100,19 +102,20 @@ def decide(
                 raise Unauthenticated(
                     "this route accepts API keys only", code="password-not-allowed"
                 )
-            return NeedsLookup(method, target, match, credential, None)
+            return NeedsLookup(policy, method, target, match, credential, None)
         digest = keys.digest(credential.key)
         found = keys.known(digest)
     except GatewayError as exc:
         return Refused(exc, target.path, exc.code)
     if found is None:
-        return NeedsLookup(method, target, match, credential, digest)
+        return NeedsLookup(policy, method, target, match, credential, digest)
     return _authorize(policy, target, match, found.principal)
 
 
-def resume(policy: Policy, needs: NeedsLookup, principal: Principal) -> Allowed | Refused:
-    """The rest of the decision once the lookup named the principal."""
-    return _authorize(policy, needs.target, needs.match, principal)
+def resume(needs: NeedsLookup, principal: Principal) -> Allowed | Refused:
+    """The rest of the decision once the lookup named the principal, under the policy the
+    decision started with."""
+    return _authorize(needs.policy, needs.target, needs.match, principal)
 
 
 def _authorize(

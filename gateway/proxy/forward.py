@@ -73,6 +73,11 @@ class Forwarder:
             tuple[str, str | None, str | None], tuple[Principal, Identity, float]
         ] = {}
 
+    def use_catalog(self, catalog: Catalog) -> None:
+        """Compute identity permissions against `catalog` from now on (policy reloaded)."""
+        self._catalog = catalog
+        self._identities.clear()
+
     async def start(self) -> None:
         # WebSocket upgrades are rare and long-lived: aiohttp's client does them well.
         self._ws_session = aiohttp.ClientSession(

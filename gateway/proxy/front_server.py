@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import socket
 from collections.abc import Awaitable, Callable
 
@@ -23,6 +22,7 @@ from gateway.server_limits import ClientLimits, LimitedRunner
 from gateway.services import open_services
 from gateway.settings import Settings
 from gateway.state import FORWARDER
+from gateway.worker import serve_until_stopped
 
 log = logging.getLogger("gateway")
 
@@ -74,8 +74,12 @@ async def serve_front(
     shutdown: float,
     *,
     ready: Callable[[], None] | None = None,
+    master: int | None = None,
 ) -> None:
-    """Serve until SIGINT/SIGTERM; `ready()` is called once everything is set up."""
+    """Serve until SIGTERM (or the `master` process is gone); `ready()` is called once
+    everything is set up. Then both servers drain, within `shutdown` seconds in all: the
+    front first (its connections may be spliced to the aiohttp side, which must stay up for
+    them), then the aiohttp side with what is left of the time."""
     async with open_services(settings) as services:
         app = create_app(settings, services=services)
         peers: dict[int, str] = {}
@@ -112,13 +116,12 @@ async def serve_front(
             server = await loop.create_server(lambda: FrontProtocol(ctx), sock=sock)
             if ready is not None:
                 ready()
-            stop = asyncio.Event()
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(signum, stop.set)
-            await stop.wait()
+            await serve_until_stopped(services, master)
+            deadline = loop.time() + shutdown
             server.close()
             await drain(ctx, shutdown)
             sweeper.stop()
+            runner.shutdown_within(max(0.0, deadline - loop.time()))
         finally:
             await runner.cleanup()
 

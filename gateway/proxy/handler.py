@@ -84,7 +84,7 @@ async def finish(
     except GatewayError as exc:
         decision: Allowed | Refused = Refused(exc, needs.target.path, exc.code)
     else:
-        decision = resume(services.policy, needs, principal)
+        decision = resume(needs, principal)
     if isinstance(decision, Allowed):
         metrics.PROXY_REQUESTS.inc("allowed")
     else:

@@ -156,7 +156,7 @@ class LiveExchanges:
                 if not isinstance(credential, KeyCredential) or decision.digest is None:
                     return False
                 found = await verifier.lookup(credential.key, decision.digest)
-                decision = resume(policy, decision, found.principal)
+                decision = resume(decision, found.principal)
         except GatewayError as exc:
             log.info("live %s %s re-checked: %s", exchange.method, _path(exchange), exc.code)
             return False

@@ -34,6 +34,7 @@ from gateway.services import Services, open_services
 from gateway.settings import load_settings
 from gateway.state import SERVICES
 from tests.conftest import make_settings
+from tests.integration.serving import children, cmdline
 from tests.integration.upstream import EchoUpstream, RawUpstream, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -122,8 +123,11 @@ class Gateway:
 
     @property
     def pid(self) -> int:
+        """The worker process serving the front (the master only supervises it)."""
         assert self.process is not None, "only the front runs in a process of its own"
-        return self.process.pid
+        workers = [pid for pid in children(self.process.pid) if "spawn_main" in cmdline(pid)]
+        assert len(workers) == 1, workers
+        return workers[0]
 
     async def raw(self, data: bytes, *, seconds: float = 10) -> bytes:
         """Send raw bytes on one connection; read until the gateway closes it."""
@@ -208,6 +212,9 @@ def _env(tmp_path: Path, policy: Path, settings: dict[str, Any]) -> dict[str, st
             "GATEWAY_DATA_DIR": str(tmp_path),
             "GATEWAY_FAST_DATA_PLANE": "true",
             "GATEWAY_LOG_LEVEL": "WARNING",
+            # A stop waits this long for requests in flight (some tests leave one hanging);
+            # within the 15 s stop() gives the process before killing it.
+            "GATEWAY_SHUTDOWN_TIMEOUT": "10",
             "PYTHONPATH": str(ROOT),
         }
     )

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
 import signal
 from collections.abc import AsyncIterator
@@ -345,7 +344,8 @@ async def test_sigterm_lets_the_request_in_flight_finish(make_gateway: MakeFront
         busy_writer.write(request("/raw/slow", f"X-API-KEY: {gw.key}"))
         await busy_writer.drain()
         await asyncio.sleep(0.2)  # the request is with the upstream now
-        os.kill(gw.pid, signal.SIGTERM)
+        assert gw.process is not None
+        gw.process.send_signal(signal.SIGTERM)  # to the master, which tells the worker
         try:
             async with asyncio.timeout(5):
                 assert await idle_reader.read() == b""  # closed without waiting

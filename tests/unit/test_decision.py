@@ -146,7 +146,7 @@ def test_a_password_route_needs_a_lookup_then_resumes() -> None:
         grants=owner_grants(POLICY.catalog, ["demo.legacy.access"], is_admin=False),
         via="password",
     )
-    allowed = resume(POLICY, out, user)
+    allowed = resume(out, user)
     assert isinstance(allowed, Allowed)
     assert (allowed.target.path, allowed.principal) == ("/legacy/x", user)
 
@@ -177,12 +177,12 @@ def test_resuming_after_the_lookup_allows_or_refuses_like_a_hit() -> None:
     needs = run(memory, REPORTS, x_api_key=key)
     assert isinstance(needs, NeedsLookup)
     found = memory.remember(key, state(key, ("demo.reports.read",)))
-    allowed = resume(POLICY, needs, found.principal)
+    allowed = resume(needs, found.principal)
     assert allowed == run(memory, REPORTS, x_api_key=key)  # the hit decides the same
     assert isinstance(allowed, Allowed)
     assert allowed.principal is found.principal
     narrow = memory.remember(key, state(key, ("demo.legacy.access",)))
-    refused = resume(POLICY, needs, narrow.principal)
+    refused = resume(needs, narrow.principal)
     assert isinstance(refused, Refused)
     assert (refused.error.status, refused.outcome, refused.key_id) == (
         403,
@@ -236,7 +236,7 @@ def test_resuming_a_miss_equals_deciding_the_hit(
     found = memory.remember(key, state(key, permissions))
     hit = run(memory, path, method, x_api_key=key)
     if isinstance(first, NeedsLookup):
-        first = resume(POLICY, first, found.principal)
+        first = resume(first, found.principal)
     assert summary(first) == summary(hit)
 
 

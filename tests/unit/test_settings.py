@@ -172,6 +172,7 @@ BAD_VALUES: dict[str, str] = {
     "keepalive_timeout": "-5",
     "max_connections": "0",
     "max_header_count": "lots",
+    "shutdown_timeout": "-1",
     "strip_request_headers": "X-Bad Name",
     "identity_assertion": "sometimes",
     "identity_assertion_ttl": "1",
