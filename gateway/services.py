@@ -18,6 +18,8 @@ from gateway.keys.rehash import PreviousSecrets
 from gateway.keys.secret_check import check_secret
 from gateway.keys.vault import KeyVault
 from gateway.keys.verify import KeyVerifier, VerifiedKey
+from gateway.limits.engine import Limiter, LocalLimiter
+from gateway.limits.redis_engine import RedisLimiter
 from gateway.policy.loader import load_policy
 from gateway.policy.model import Policy
 from gateway.settings import Settings
@@ -59,6 +61,8 @@ class Services:
     account_throttle: Throttle = field(default_factory=_default_throttle)
     # Failed keys per client address, checked before a key's lookup (keys/budget.py).
     key_budget: KeyBudget = field(default_factory=_default_key_budget)
+    # Rate-limit state: shared through Redis when it is configured, else in this process.
+    limiter: Limiter = field(default_factory=LocalLimiter)
 
     async def check_password(self, email: str, password: str, address: str) -> User | None:
         """Every password check (login page, Basic email:password, re-authentication) goes
@@ -117,6 +121,7 @@ async def open_services(settings: Settings, *, migrate: bool = True) -> AsyncIte
     policy = load_policy(settings.policy)
     store = await open_store(settings.database_url, deadline=settings.database_timeout)
     shared = None
+    limiter: RedisLimiter | None = None
     try:
         if migrate:
             await store.migrate()
@@ -125,6 +130,11 @@ async def open_services(settings: Settings, *, migrate: bool = True) -> AsyncIte
                 settings.redis_url,
                 ttl=settings.redis_cache_ttl,
                 negative_ttl=settings.negative_cache_ttl,
+                namespace=settings.redis_namespace,
+                deadline=settings.redis_timeout,
+            )
+            limiter = RedisLimiter.from_url(
+                settings.redis_url,
                 namespace=settings.redis_namespace,
                 deadline=settings.redis_timeout,
             )
@@ -186,9 +196,12 @@ async def open_services(settings: Settings, *, migrate: bool = True) -> AsyncIte
             key_budget=KeyBudget(
                 limit=settings.key_max_failures, window_seconds=settings.key_failure_window
             ),
+            limiter=limiter if limiter is not None else LocalLimiter(),
         )
         yield services
     finally:
+        if limiter is not None:
+            await limiter.close()
         if shared is not None:
             await shared.close()
         await store.close()
@@ -213,6 +226,8 @@ async def run_background(services: Services) -> AsyncIterator[None]:
             )
         )
     tasks.append(asyncio.create_task(_flush_last_used(services)))
+    if isinstance(services.limiter, RedisLimiter):
+        tasks.append(asyncio.create_task(services.limiter.run_heartbeat()))
     try:
         yield
     finally:

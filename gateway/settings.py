@@ -97,6 +97,8 @@ class Settings:
     key_max_failures: int = 20
     key_failure_window: float = 60.0
     authorization_code_ttl: float = 60.0
+    # Rate limits (gateway/limits/): also answer the legacy X-RateLimit-Limit/Remaining/Reset.
+    legacy_ratelimit_headers: bool = False
 
     @property
     def development(self) -> bool:
@@ -337,6 +339,7 @@ _PLAIN: dict[str, Callable[[str, Any], Any]] = {
     "log_level": _log_level,
     "access_log": _bool,
     "fast_data_plane": _bool,
+    "legacy_ratelimit_headers": _bool,
     "client_header_timeout": _seconds(0.1),
     "client_body_timeout": _seconds(0.1),
     "keepalive_timeout": _seconds(0.1),

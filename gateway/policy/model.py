@@ -11,6 +11,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from gateway.limits.model import RateLimit
+
 UNRESTRICTED = "unrestricted"
 
 # A permission name: lower-case words joined by dots, dashes, underscores or colons
@@ -201,6 +203,11 @@ class Route:
     allow_passwords: bool = False
     websocket: bool = False
     source: str = ""  # "file.yaml: routes[3]" for error messages and `policy explain`
+    # Named rate limits every request of the route spends `cost` units of (gateway/limits/),
+    # and their `RateLimit-Policy` field, rendered once.
+    limits: tuple[RateLimit, ...] = ()
+    cost: int = 1
+    limit_policy: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +232,7 @@ class Policy:
     upstreams: Mapping[str, Upstream]
     routes: RouteTable
     sources: tuple[str, ...] = ()
+    limits: Mapping[str, RateLimit] = field(default_factory=dict)
 
     def match(self, method: str, path: str) -> RouteMatch | None:
         return self.routes.match(method, path)
