@@ -38,6 +38,7 @@ BACKOFF_SECONDS = 1.0
 HEARTBEAT_SECONDS = 2.0
 # An instance missing this many heartbeats is no longer counted as live.
 HEARTBEAT_MISSES = 3
+MAX_CONNECTIONS = 16
 
 SCRIPT = """
 local t = redis.call('TIME')
@@ -106,8 +107,12 @@ class RedisLimiter:
 
     @classmethod
     def from_url(cls, url: str, *, namespace: str, deadline: float) -> RedisLimiter:
-        client = aioredis.Redis.from_url(url, socket_connect_timeout=deadline)
-        return cls(client, namespace=namespace, deadline=deadline)
+        # A bounded pool: a burst of concurrent requests queues for a connection (within the
+        # deadline) instead of opening one each, which on a busy host makes connects time out.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=MAX_CONNECTIONS, timeout=deadline, socket_connect_timeout=deadline
+        )
+        return cls(aioredis.Redis(connection_pool=pool), namespace=namespace, deadline=deadline)
 
     @property
     def degraded(self) -> bool:

@@ -1,0 +1,167 @@
+"""The shared rate-limit engine on a real Redis: two instances (two engines, as two gateways
+hold) spend one budget, racing for the last unit never over-spends, the clock is Redis's,
+a flushed script cache is reloaded, and a dead Redis falls back to a per-instance share."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from gateway.limits.model import RateLimit
+from gateway.limits.redis_engine import RedisLimiter
+from tests.faults import hung, throwaway_redis
+from tests.integration.upstream import free_port
+
+MINUTE = RateLimit("m", 10, 60, 10)
+
+
+@pytest.fixture
+async def pair(redis_url: str) -> AsyncIterator[tuple[RedisLimiter, RedisLimiter]]:
+    """Two engines on one Redis namespace: instances A and B."""
+    namespace = f"kgtest{uuid.uuid4().hex[:8]}"
+    a = RedisLimiter.from_url(redis_url, namespace=namespace, deadline=2.0)
+    b = RedisLimiter.from_url(redis_url, namespace=namespace, deadline=2.0)
+    yield a, b
+    await a.close()
+    await b.close()
+
+
+async def spend(limiter: RedisLimiter, limits: list[RateLimit], cost: int = 1) -> bool:
+    buckets = [f"{limit.name}:k:apk_1" for limit in limits]
+    return (await limiter.check(buckets, limits, cost)).allowed
+
+
+async def test_two_instances_spend_one_budget(pair: tuple[RedisLimiter, RedisLimiter]) -> None:
+    """Requests alternating between A and B: exactly ten of twenty pass, as on one instance."""
+    a, b = pair
+    results = [await spend(a if i % 2 else b, [MINUTE]) for i in range(20)]
+    assert results == [True] * 10 + [False] * 10
+
+
+async def test_racing_for_the_last_units_never_overspends(
+    pair: tuple[RedisLimiter, RedisLimiter],
+) -> None:
+    """Two hundred concurrent requests from both instances for a budget of ten: ten pass, all
+    decided by Redis (neither instance fell back)."""
+    a, b = pair
+    results = await asyncio.gather(*(spend(a if i % 2 else b, [MINUTE]) for i in range(200)))
+    assert not a.degraded
+    assert not b.degraded
+    assert sum(results) == 10
+
+
+async def test_all_limits_must_pass_and_a_refusal_spends_nothing(
+    pair: tuple[RedisLimiter, RedisLimiter],
+) -> None:
+    """With a loose and a tight limit, the tight one refuses and the loose one keeps its units
+    (the script writes nothing unless every limit passed)."""
+    a, b = pair
+    loose, tight = RateLimit("loose", 5, 60, 5), RateLimit("tight", 1, 60, 1)
+    assert await spend(a, [loose, tight])
+    outcome = await b.check(["loose:k:apk_1", "tight:k:apk_1"], [loose, tight], 1)
+    assert not outcome.allowed
+    assert outcome.reported.limit == tight
+    assert [await spend(b, [loose]) for _ in range(5)] == [True] * 4 + [False]
+
+
+async def test_bursts_and_refill_follow_redis_time(
+    pair: tuple[RedisLimiter, RedisLimiter],
+) -> None:
+    """`4/s burst 2`: two at once, then one every 250 ms, measured by Redis's clock."""
+    a, b = pair
+    limit = RateLimit("r", 4, 1, 2)
+    assert [await spend(a, [limit]) for _ in range(3)] == [True, True, False]
+    await asyncio.sleep(0.3)
+    assert await spend(b, [limit])
+    assert not await spend(a, [limit])
+
+
+async def test_a_skewed_gateway_clock_changes_nothing(
+    pair: tuple[RedisLimiter, RedisLimiter], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Instance B's clock an hour ahead (time.time and time.time_ns): it neither refills the
+    budget A spent nor spends it for the future; the script reads Redis `TIME` only."""
+    a, b = pair
+    assert [await spend(a, [MINUTE]) for _ in range(10)] == [True] * 10
+    ahead = time.time() + 3600
+    monkeypatch.setattr(time, "time", lambda: ahead)
+    monkeypatch.setattr(time, "time_ns", lambda: int(ahead * 1e9))
+    assert not await spend(b, [MINUTE])
+    outcome = await b.check(["m:k:apk_1"], [MINUTE], 1)
+    assert 0 < outcome.reported.retry_us <= 6_000_000  # seconds, not an hour
+
+
+async def test_a_flushed_script_cache_is_reloaded(
+    pair: tuple[RedisLimiter, RedisLimiter], redis_url: str
+) -> None:
+    """EVALSHA after SCRIPT FLUSH (a restarted Redis) falls back to EVAL and still counts."""
+    a, _ = pair
+    assert await spend(a, [MINUTE])
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        await client.script_flush()
+    finally:
+        await client.aclose()
+    outcome = await a.check(["m:k:apk_1"], [MINUTE], 1)
+    assert outcome.allowed
+    assert outcome.reported.remaining == 8
+    assert not a.degraded
+
+
+async def test_heartbeats_count_the_live_instances(
+    pair: tuple[RedisLimiter, RedisLimiter],
+) -> None:
+    """Each instance announces itself; both then see two live instances."""
+    a, b = pair
+    await a.beat()
+    await b.beat()
+    await a.beat()
+    assert (a.live_instances, b.live_instances) == (2, 2)
+
+
+async def test_an_unreachable_redis_falls_back_to_a_share_never_unlimited() -> None:
+    """Redis refusing connections: no error, the limit divided by the last known number of
+    instances (here 2: five of `10/m`), then refused."""
+    limiter = RedisLimiter.from_url(
+        f"redis://127.0.0.1:{free_port()}/0", namespace="kgdead", deadline=0.3
+    )
+    limiter.live_instances = 2
+    try:
+        results = [await spend(limiter, [MINUTE]) for _ in range(8)]
+    finally:
+        await limiter.close()
+    assert results == [True] * 5 + [False] * 3
+    assert limiter.degraded
+
+
+async def test_a_hung_redis_costs_one_deadline_then_the_fallback_answers_at_once() -> None:
+    """Redis stopped (SIGSTOP): the first check waits out the deadline and falls back; the
+    next ones answer from the fallback without waiting, and `check_now` serves them with no
+    I/O; after the back-off, a resumed Redis is used again."""
+    with throwaway_redis() as server:
+        limiter = RedisLimiter.from_url(server.url, namespace="kghung", deadline=0.3)
+        try:
+            assert await spend(limiter, [MINUTE])
+            with hung(server):
+                started = time.monotonic()
+                assert await spend(limiter, [MINUTE])
+                assert time.monotonic() - started < 1.0
+                started = time.monotonic()
+                assert await spend(limiter, [MINUTE])
+                assert time.monotonic() - started < 0.05
+                assert limiter.check_now(["m:k:apk_1"], [MINUTE], 1) is not None
+            await asyncio.sleep(1.1)  # the back-off
+            assert limiter.check_now(["m:k:apk_1"], [MINUTE], 1) is None
+            outcome = await limiter.check(["m:k:apk_1"], [MINUTE], 1)
+            assert not limiter.degraded
+            # Redis's own count: one before and this one; the call that timed out during the
+            # hang was in Redis's socket and may run once it resumes: spending one more, which
+            # errs on the refusing side, never granting.
+            assert outcome.reported.remaining in (7, 8)
+        finally:
+            await limiter.close()
