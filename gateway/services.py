@@ -18,7 +18,8 @@ from gateway.keys.rehash import PreviousSecrets
 from gateway.keys.secret_check import check_secret
 from gateway.keys.vault import KeyVault
 from gateway.keys.verify import KeyVerifier, VerifiedKey
-from gateway.limits.engine import Limiter, LocalLimiter
+from gateway.limits.engine import FLUSH_SECONDS, Limiter, LocalLimiter
+from gateway.limits.quota import QuotaService
 from gateway.limits.redis_engine import RedisLimiter
 from gateway.policy.loader import load_policy
 from gateway.policy.model import Policy
@@ -63,6 +64,13 @@ class Services:
     key_budget: KeyBudget = field(default_factory=_default_key_budget)
     # Rate-limit state: shared through Redis when it is configured, else in this process.
     limiter: Limiter = field(default_factory=LocalLimiter)
+    quotas: QuotaService | None = None  # set by open_services
+
+    @property
+    def quota(self) -> QuotaService:
+        if self.quotas is None:
+            self.quotas = QuotaService(self.store, self.limiter)
+        return self.quotas
 
     async def check_password(self, email: str, password: str, address: str) -> User | None:
         """Every password check (login page, Basic email:password, re-authentication) goes
@@ -137,6 +145,7 @@ async def open_services(settings: Settings, *, migrate: bool = True) -> AsyncIte
                 settings.redis_url,
                 namespace=settings.redis_namespace,
                 deadline=settings.redis_timeout,
+                store=store,
             )
         hasher = KeyHasher(settings.secret)
         previous = [KeyHasher(s) for s in settings.previous_secrets]
@@ -196,7 +205,7 @@ async def open_services(settings: Settings, *, migrate: bool = True) -> AsyncIte
             key_budget=KeyBudget(
                 limit=settings.key_max_failures, window_seconds=settings.key_failure_window
             ),
-            limiter=limiter if limiter is not None else LocalLimiter(),
+            limiter=limiter if limiter is not None else LocalLimiter(store=store),
         )
         yield services
     finally:
@@ -226,6 +235,7 @@ async def run_background(services: Services) -> AsyncIterator[None]:
             )
         )
     tasks.append(asyncio.create_task(_flush_last_used(services)))
+    tasks.append(asyncio.create_task(_flush_balances(services)))
     if isinstance(services.limiter, RedisLimiter):
         tasks.append(asyncio.create_task(services.limiter.run_heartbeat()))
     try:
@@ -237,6 +247,20 @@ async def run_background(services: Services) -> AsyncIterator[None]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await _flush_once(services)
+        await _flush_balances_once(services)
+
+
+async def _flush_balances(services: Services) -> None:
+    while True:
+        await asyncio.sleep(FLUSH_SECONDS)
+        await _flush_balances_once(services)
+
+
+async def _flush_balances_once(services: Services) -> None:
+    try:
+        await services.limiter.flush()
+    except Exception as exc:  # noqa: BLE001 - the balance stays in Redis; retried next time
+        log.warning("could not write key credit balances: %s", type(exc).__name__)
 
 
 async def _flush_last_used(services: Services) -> None:

@@ -28,7 +28,8 @@ from collections.abc import Sequence
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError
 
-from gateway.limits.engine import LocalLimiter
+from gateway.limits.credits import CreditState, next_refill
+from gateway.limits.engine import LocalLimiter, QuotaStore
 from gateway.limits.gcra import Outcome, gcra
 from gateway.limits.model import RateLimit
 
@@ -41,15 +42,36 @@ HEARTBEAT_MISSES = 3
 MAX_CONNECTIONS = 16
 
 SCRIPT = """
+local function period(kind, secs)
+  if kind == 'daily' then return 'd' .. math.floor(secs / 86400) end
+  if kind == 'monthly' then
+    local z = math.floor(secs / 86400) + 719468
+    local era = math.floor(z / 146097)
+    local doe = z - era * 146097
+    local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+      - math.floor(doe / 146096)) / 365)
+    local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+    local mp = math.floor((5 * doy + 2) / 153)
+    local m = mp < 10 and mp + 3 or mp - 9
+    local y = yoe + era * 400
+    if m <= 2 then y = y + 1 end
+    return 'm' .. (y * 12 + m - 1)
+  end
+  return ''
+end
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local secs = tonumber(t[1])
+local now = secs * 1000000 + tonumber(t[2])
 local cost = tonumber(ARGV[1])
+local metered = ARGV[2] == '1'
+local n = #KEYS
+if metered then n = n - 1 end
 local ok = 1
 local tats = {}
 local news = {}
-for i = 1, #KEYS do
-  local interval = tonumber(ARGV[2 * i])
-  local tolerance = tonumber(ARGV[2 * i + 1])
+for i = 1, n do
+  local interval = tonumber(ARGV[1 + 2 * i])
+  local tolerance = tonumber(ARGV[2 + 2 * i])
   local stored = redis.call('GET', KEYS[i])
   local tat = now
   if stored then
@@ -62,13 +84,43 @@ for i = 1, #KEYS do
   news[i] = tat + cost * interval
   if news[i] - now > tolerance then ok = 0 end
 end
+local balance = -1
+local kind = ''
+local cp = ''
+if metered then
+  local ck = KEYS[#KEYS]
+  local h = redis.call('HMGET', ck, 'b', 'p', 'r', 'a', 'm')
+  if not h[1] then return {'load'} end
+  balance = tonumber(h[1])
+  cp = h[2] or ''
+  kind = h[3] or ''
+  local current = period(kind, secs)
+  if current ~= '' and current ~= cp then
+    if h[5] == 'add' then balance = balance + tonumber(h[4]) else balance = tonumber(h[4]) end
+    cp = current
+    redis.call('HSET', ck, 'b', string.format('%.0f', balance), 'p', cp)
+  end
+  if balance < cost then ok = 0 end
+end
 if ok == 1 and cost > 0 then
-  for i = 1, #KEYS do
+  for i = 1, n do
     local ttl = math.floor((news[i] - now) / 1000) + 1
     redis.call('SET', KEYS[i], string.format('%.0f', news[i]), 'PX', ttl)
   end
+  if metered then
+    redis.call('HSET', KEYS[#KEYS], 'b', string.format('%.0f', balance - cost))
+  end
 end
-return {string.format('%.0f', now), unpack(tats)}
+return {string.format('%.0f', now), string.format('%.0f', balance), cp, kind, unpack(tats)}
+"""
+
+# A balance read from the store, put in Redis unless an instance put it there first.
+LOAD = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], 'b', ARGV[1], 'p', ARGV[2], 'r', ARGV[3], 'a', ARGV[4],
+    'm', ARGV[5], 'v', ARGV[6])
+end
+return 1
 """
 
 HEARTBEAT = """
@@ -90,29 +142,39 @@ class RedisLimiter:
         *,
         namespace: str,
         deadline: float,
+        store: QuotaStore | None = None,
         backoff: float = BACKOFF_SECONDS,
         heartbeat: float = HEARTBEAT_SECONDS,
     ) -> None:
         self._redis = client
         self._prefix = f"{namespace}:rl:"
+        self._credits = f"{namespace}:cr:"
         self._instances = f"{namespace}:instances"
         self._deadline = deadline
+        self._store = store
         self._backoff = backoff
         self._heartbeat = heartbeat
         self._sha = hashlib.sha1(SCRIPT.encode()).hexdigest()  # noqa: S324 - Redis's script id
         self._down_until = 0.0
+        self._dirty: set[str] = set()
         self.instance_id = uuid.uuid4().hex
         self.live_instances = 1  # last count seen in the heartbeat set
-        self.fallback = LocalLimiter(divisor=lambda: self.live_instances)
+        # Spends on the fallback are not written back: Redis holds the balance again after.
+        self.fallback = LocalLimiter(
+            store=store, divisor=lambda: self.live_instances, write_behind=False
+        )
 
     @classmethod
-    def from_url(cls, url: str, *, namespace: str, deadline: float) -> RedisLimiter:
+    def from_url(
+        cls, url: str, *, namespace: str, deadline: float, store: QuotaStore | None = None
+    ) -> RedisLimiter:
         # A bounded pool: a burst of concurrent requests queues for a connection (within the
         # deadline) instead of opening one each, which on a busy host makes connects time out.
         pool = aioredis.BlockingConnectionPool.from_url(
             url, max_connections=MAX_CONNECTIONS, timeout=deadline, socket_connect_timeout=deadline
         )
-        return cls(aioredis.Redis(connection_pool=pool), namespace=namespace, deadline=deadline)
+        client = aioredis.Redis(connection_pool=pool)
+        return cls(client, namespace=namespace, deadline=deadline, store=store)
 
     @property
     def degraded(self) -> bool:
@@ -120,27 +182,39 @@ class RedisLimiter:
         return time.monotonic() < self._down_until
 
     def check_now(
-        self, buckets: Sequence[str], limits: Sequence[RateLimit], cost: int
+        self,
+        buckets: Sequence[str],
+        limits: Sequence[RateLimit],
+        cost: int,
+        account: str | None = None,
     ) -> Outcome | None:
         if time.monotonic() < self._down_until:
-            return self.fallback.check_now(buckets, limits, cost)
+            return self.fallback.check_now(buckets, limits, cost, account)
         return None
 
     async def check(
-        self, buckets: Sequence[str], limits: Sequence[RateLimit], cost: int
+        self,
+        buckets: Sequence[str],
+        limits: Sequence[RateLimit],
+        cost: int,
+        account: str | None = None,
     ) -> Outcome:
         if time.monotonic() < self._down_until:
-            return self.fallback.check_now(buckets, limits, cost)
+            return await self.fallback.check(buckets, limits, cost, account)
         keys = [self._prefix + b for b in buckets]
-        args: list[int] = [cost]
+        args: list[int] = [cost, 0 if account is None else 1]
         for limit in limits:
             args += (limit.interval_us, limit.tolerance_us)
+        if account is not None:
+            keys.append(self._credits + account)
         try:
             async with asyncio.timeout(self._deadline):
-                try:
-                    reply = await self._redis.evalsha(self._sha, len(keys), *keys, *args)
-                except NoScriptError:
-                    reply = await self._redis.eval(SCRIPT, len(keys), *keys, *args)
+                reply = await self._run(keys, args)
+                if reply[0] == b"load":
+                    if not await self._load(account):
+                        args[1] = 0  # the key spends no credits (any more)
+                        keys.pop()
+                    reply = await self._run(keys, args)
         except (RedisError, OSError, TimeoutError) as exc:
             self._down_until = time.monotonic() + self._backoff
             log.warning(
@@ -148,10 +222,86 @@ class RedisLimiter:
                 self.live_instances,
                 type(exc).__name__,
             )
-            return self.fallback.check_now(buckets, limits, cost)
+            return await self.fallback.check(buckets, limits, cost, account)
         now = int(reply[0])
-        tats = [None if int(t) < 0 else int(t) for t in reply[1:]]
-        return gcra(tats, limits, cost, now)
+        tats = [None if int(t) < 0 else int(t) for t in reply[4:]]
+        paid = None
+        if args[1]:
+            paid = _paid(int(reply[1]), reply[2].decode(), reply[3].decode(), cost, now)
+        outcome = gcra(tats, limits, cost, now, paid)
+        if paid is not None and outcome.allowed and cost:
+            self._dirty.add(str(account))
+        return outcome
+
+    async def _run(self, keys: list[str], args: list[int]) -> list[bytes]:
+        try:
+            reply = await self._redis.evalsha(self._sha, len(keys), *keys, *args)
+        except NoScriptError:
+            reply = await self._redis.eval(SCRIPT, len(keys), *keys, *args)
+        return list(reply)
+
+    async def _load(self, account: str | None) -> bool:
+        """Put a key's stored balance in Redis; False if it spends no credits."""
+        quota = None
+        if account is not None and self._store is not None:
+            quota = await self._store.get_quota(account)
+        if quota is None or quota.credits is None:
+            return False
+        await self._redis.eval(
+            LOAD,
+            1,
+            self._credits + quota.key_id,
+            quota.credits,
+            quota.period or "",
+            quota.refill or "",
+            quota.refill_amount,
+            quota.refill_mode,
+            quota.version,
+        )
+        return True
+
+    async def forget(self, account: str) -> None:
+        await self.fallback.forget(account)
+        self._dirty.discard(account)
+        try:
+            async with asyncio.timeout(self._deadline):
+                await self._redis.delete(self._credits + account)
+        except (RedisError, OSError, TimeoutError):
+            pass  # the next write-behind finds the stored version changed and drops it
+
+    async def balance(self, account: str) -> int | None:
+        if time.monotonic() < self._down_until:
+            return await self.fallback.balance(account)
+        try:
+            async with asyncio.timeout(self._deadline):
+                value = await self._redis.hget(self._credits + account, "b")
+        except (RedisError, OSError, TimeoutError):
+            return await self.fallback.balance(account)
+        return int(value) if value is not None else None
+
+    async def flush(self) -> None:
+        """Write-behind: the Redis balance of every key spent since the last flush to the
+        store. A balance whose stored version moved on (an administrator set it) is dropped
+        from Redis instead, so the next request loads the new one."""
+        if self._store is None or not self._dirty:
+            return
+        dirty, self._dirty = self._dirty, set()
+        for account in dirty:
+            name = self._credits + account
+            try:
+                async with asyncio.timeout(self._deadline):
+                    balance, period, version = await self._redis.hmget(name, "b", "p", "v")
+            except (RedisError, OSError, TimeoutError):
+                self._dirty |= dirty  # try again next time
+                return
+            if balance is None or version is None:
+                continue
+            text = period.decode() if isinstance(period, bytes) else ""
+            saved = await self._store.save_balance(
+                account, int(balance), text or None, int(version)
+            )
+            if not saved:
+                await self.forget(account)
 
     async def beat(self) -> None:
         """Announce this instance and read how many are live (one heartbeat)."""
@@ -177,3 +327,12 @@ class RedisLimiter:
         except (RedisError, OSError, TimeoutError):
             pass
         await self._redis.aclose()
+
+
+def _paid(before: int, period: str, kind: str, cost: int, now: int) -> CreditState:
+    """The credits' verdict from what the script read (the balance after any refill)."""
+    if before < cost:
+        return CreditState(
+            False, before, period or None, next_refill(kind or None, now // 1_000_000)
+        )
+    return CreditState(True, before - cost, period or None, None)

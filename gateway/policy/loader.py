@@ -47,6 +47,9 @@ File schema (every section optional; a file may hold only a catalog, only routes
     # and on a route:
     #   limits: [standard, pool]       # every one must pass (auth: none: per-address only)
     #   cost: 5                        # units one request spends (default 1, 0 is free)
+    key_limits:                # what a key's own limits may be (without: keys carry none)
+      max: standard                    # the loosest per-key limit a user's key may carry
+      admin_max: premium               # optional: for administrators' keys (default: max)
 
 Permissions: `implies` forms a DAG (cycles are errors, the cycle is named); nothing may imply
 `unrestricted`, which is built in and grants everything. `unrestricted` may be listed to give
@@ -97,7 +100,8 @@ UPSTREAM_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 RESOURCE_TYPE_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
 HOST_RE = re.compile(r"^(?:[A-Za-z0-9.-]+|[0-9A-Fa-f:.]+)$")  # a DNS name, IPv4 or IPv6
 
-_TOP_KEYS = ("resource_types", "permissions", "upstreams", "routes", "limits")
+_TOP_KEYS = ("resource_types", "permissions", "upstreams", "routes", "limits", "key_limits")
+_KEY_LIMIT_KEYS = ("max", "admin_max")
 _PERMISSION_KEYS = ("name", "title", "description", "implies", "scope")
 _UPSTREAM_KEYS = ("url", "connect_timeout", "read_timeout", "pool_size")
 _ROUTE_KEYS = (
@@ -232,6 +236,7 @@ class _Builder:
         self.upstreams: dict[str, tuple[Upstream, _Where]] = {}
         self.routes: list[_RouteEntry] = []
         self.limits: dict[str, tuple[RateLimit, _Where]] = {}
+        self.key_limits: tuple[Mapping[str, Any], _Where] | None = None
 
     def add(self, file: str, doc: Mapping[str, Any]) -> None:
         self.sources.append(file)
@@ -246,6 +251,13 @@ class _Builder:
             self._add_upstream(name, raw, _Where(file, f"upstreams.{name}"))
         for name, raw in _mapping(doc.get("limits"), _Where(file, "limits")).items():
             self._add_limit(name, raw, _Where(file, f"limits.{name}"))
+        if "key_limits" in doc:
+            where = _Where(file, "key_limits")
+            if self.key_limits is not None:
+                where.fail(f"key_limits is already given in {self.key_limits[1]}")
+            raw_key_limits = _mapping(doc["key_limits"], where)
+            _check_keys(raw_key_limits, _KEY_LIMIT_KEYS, where)
+            self.key_limits = (raw_key_limits, where)
         for index, raw in enumerate(_list(doc.get("routes"), _Where(file, "routes"))):
             source = f"{file}: routes[{index}]"
             where = _Where(file, f"routes[{index}]{_route_label(raw)}")
@@ -334,7 +346,25 @@ class _Builder:
             routes=table,
             sources=tuple(self.sources),
             limits={name: limit for name, (limit, _) in self.limits.items()},
+            key_limit_max=self._key_limit("max"),
+            key_limit_admin_max=self._key_limit("admin_max") or self._key_limit("max"),
         )
+
+    def _key_limit(self, which: str) -> RateLimit | None:
+        if self.key_limits is None:
+            return None
+        raw, where = self.key_limits
+        if which not in raw:
+            if which == "max":
+                where.fail("missing `max` (the loosest limit a key may carry)")
+            return None
+        name = raw[which]
+        if not isinstance(name, str) or name not in self.limits:
+            where.fail(f"{which}: {name!r} is not a defined limit (known: {_names(self.limits)})")
+        limit = self.limits[name][0]
+        if limit.scope != "key":
+            where.fail(f"{which}: limit {name!r} is per {limit.scope}; a key's limit is per key")
+        return limit
 
     def _catalog(self) -> Catalog:
         perms = self.permissions

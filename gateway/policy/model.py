@@ -233,6 +233,10 @@ class Policy:
     routes: RouteTable
     sources: tuple[str, ...] = ()
     limits: Mapping[str, RateLimit] = field(default_factory=dict)
+    # The loosest per-key limit a key of a user (of an administrator) may carry; None: keys
+    # carry no limits of their own.
+    key_limit_max: RateLimit | None = None
+    key_limit_admin_max: RateLimit | None = None
 
     def match(self, method: str, path: str) -> RouteMatch | None:
         return self.routes.match(method, path)

@@ -34,7 +34,7 @@ from gateway.proxy.decision import (
     resume,
 )
 from gateway.proxy.forward import Forwarder
-from gateway.proxy.limiting import NeedsLimit, limit, spend
+from gateway.proxy.limiting import NeedsLimit, applies, limit, spend
 from gateway.proxy.render import problem_response
 from gateway.services import Services
 from gateway.state import FORWARDER, SERVICES
@@ -54,7 +54,7 @@ def decide_now(
     failed-key budget and per-address limits."""
     decision = decide(services.policy, services.verifier, method, raw_target, values)
     if isinstance(decision, Allowed):
-        if decision.route.limits:
+        if decision.route.limits or (decision.principal is not None and decision.principal.limited):
             return _limited(services, decision, values, peer)
         metrics.PROXY_REQUESTS.inc("allowed")
     elif isinstance(decision, Refused):
@@ -78,7 +78,8 @@ def _limited(
     """An allowed request on a route with limits: spend them now if the engine can."""
     address = client_address(values, peer, services)
     legacy = services.settings.legacy_ratelimit_headers
-    decision = limit(services.limiter, allowed, address, legacy=legacy)
+    named = services.policy.limits
+    decision = limit(services.limiter, allowed, address, named, legacy=legacy)
     if not isinstance(decision, NeedsLimit):
         _count_limited(decision)
     return decision
@@ -115,7 +116,7 @@ async def finish(
         decision: Allowed | Refused = Refused(exc, needs.target.path, exc.code)
     else:
         decision = resume(services.policy, needs, principal)
-    if isinstance(decision, Allowed) and decision.route.limits:
+    if isinstance(decision, Allowed) and applies(decision):
         limited = _limited(services, decision, values, peer)
         if not isinstance(limited, NeedsLimit):
             return limited
