@@ -107,7 +107,7 @@ def api_key_data(key: ApiKey, full_key: str | None = None) -> dict[str, Any]:
 
 def v1_key_request(body: object) -> KeyRequest:
     """`{name, scopes, path?}`: scopes space-separated `audience:operation`."""
-    data, errors = _object(body, required=("name", "scopes"), optional=("path",))
+    data, errors = _object(body, required=("name", "scopes"), optional=("path", "limits"))
     name = data.get("name")
     if "name" in data and not isinstance(name, str):
         errors.append(("name", "must be a string"))
@@ -131,9 +131,9 @@ class KeyPatch:
 
 
 def v1_key_patch(body: object) -> KeyPatch:
-    data, errors = _object(body, optional=("status", "name"))
+    data, errors = _object(body, optional=("status", "name", "limits", "credits"))
     if not data and not errors:
-        errors.append(("body", "send status and/or name"))
+        errors.append(("body", "send status, name, limits and/or credits"))
     status = data.get("status")
     store_status = None
     if "status" in data:

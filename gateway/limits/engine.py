@@ -163,7 +163,7 @@ class LocalLimiter:
     def _pay(self, balance: Balance, cost: int, seconds: int) -> credit_rules.CreditState:
         quota = balance.quota
         by = self._divisor() if self._divisor is not None else 1
-        state = credit_rules.spend(
+        return credit_rules.spend(
             balance.credits,
             balance.period,
             quota.refill,
@@ -172,7 +172,6 @@ class LocalLimiter:
             cost,
             seconds,
         )
-        return state
 
     async def check(
         self,

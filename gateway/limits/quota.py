@@ -123,7 +123,7 @@ class QuotaService:
         *,
         actor: str,
         limits: tuple[str, ...] | None = None,
-        credits: Credits | None | object = _UNSET,
+        credits: Credits | object | None = _UNSET,
     ) -> KeyQuota:
         """Change a key's limits (checked by the caller) and/or credits (None: none)."""
         old = await self._store.get_quota(key_id) or KeyQuota(key_id)
