@@ -5,17 +5,24 @@ a flushed script cache is reloaded, and a dead Redis falls back to a per-instanc
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import shutil
+import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis.asyncio as aioredis
 
+from gateway.limits.credits import CreditState
 from gateway.limits.model import RateLimit
 from gateway.limits.redis_engine import RedisLimiter
+from gateway.services import Services
+from gateway.store.base import Audit, KeyQuota
 from tests.faults import hung, throwaway_redis
 from tests.integration.upstream import free_port
+from tests.services import _wait_port
 
 MINUTE = RateLimit("m", 10, 60, 10)
 
@@ -165,3 +172,136 @@ async def test_a_hung_redis_costs_one_deadline_then_the_fallback_answers_at_once
             assert outcome.reported.remaining in (7, 8)
         finally:
             await limiter.close()
+
+
+@contextlib.contextmanager
+def redis_on(port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """A redis-server of the test's own on `port`, without persistence: a restart forgets."""
+    binary = shutil.which("redis-server")
+    assert binary is not None
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        _wait_port(port)
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+async def test_credits_survive_a_redis_restart_within_the_write_behind_bound(
+    services: Services,
+) -> None:
+    """Credits live in Redis and are written behind to the store: after a Redis restart (no
+    persistence, so Redis forgets everything) the balance is reloaded from the store, neither
+    reset to its start nor more than the units spent since the last write-behind."""
+    owner = await services.users.create(
+        email="c@example.com", password=None, actor="test", is_service=True
+    )
+    key = await services.keys.create(owner=owner, creator=None, label="c", permissions=[])
+    key_id = key.record.id
+    await services.store.set_quota(KeyQuota(key_id, credits=10), Audit("test", "key.quota", "k"))
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    with redis_on(port):
+        limiter = RedisLimiter.from_url(url, namespace="kgcr", deadline=0.5, store=services.store)
+        try:
+            assert [(await limiter.check([], [], 1, key_id)).allowed for _ in range(4)] == [
+                True
+            ] * 4
+            await limiter.flush()  # the store now holds 6
+            assert (await limiter.check([], [], 2, key_id)).credits == CreditState(
+                True, 4, None, None
+            )
+        finally:
+            await limiter.close()
+    stored = await services.store.get_quota(key_id)
+    assert stored is not None
+    assert stored.credits == 6
+    with redis_on(port):  # the same Redis, restarted empty
+        limiter = RedisLimiter.from_url(url, namespace="kgcr", deadline=0.5, store=services.store)
+        try:
+            outcome = await limiter.check([], [], 1, key_id)
+            # Reloaded from the store: 6 (not 10), so the 2 spent after the last write-behind
+            # are granted again: the documented bound. Then the balance runs out for good.
+            assert outcome.credits == CreditState(True, 5, None, None)
+            spent = [(await limiter.check([], [], 1, key_id)).allowed for _ in range(6)]
+            assert spent == [True] * 5 + [False]
+            await limiter.flush()
+        finally:
+            await limiter.close()
+    stored = await services.store.get_quota(key_id)
+    assert stored is not None
+    assert stored.credits == 0
+
+
+async def test_an_administrators_change_wins_over_a_write_behind(
+    services: Services, redis_url: str
+) -> None:
+    """Credits set while an instance holds an older balance in Redis: its write-behind finds
+    the stored version moved on, writes nothing, and drops the Redis copy; the next request
+    spends from the new balance."""
+    owner = await services.users.create(
+        email="d@example.com", password=None, actor="test", is_service=True
+    )
+    key = await services.keys.create(owner=owner, creator=None, label="d", permissions=[])
+    key_id = key.record.id
+    await services.store.set_quota(KeyQuota(key_id, credits=10), Audit("test", "key.quota", "k"))
+    limiter = RedisLimiter.from_url(
+        redis_url, namespace=f"kg{uuid.uuid4().hex[:6]}", deadline=0.5, store=services.store
+    )
+    try:
+        assert (await limiter.check([], [], 3, key_id)).allowed
+        # another instance's administrator: store only (this limiter's Redis copy stays)
+        await services.store.set_quota(KeyQuota(key_id, credits=100), Audit("t", "key.quota", "k"))
+        await limiter.flush()
+        stored = await services.store.get_quota(key_id)
+        assert stored is not None
+        assert stored.credits == 100
+        outcome = await limiter.check([], [], 1, key_id)
+        assert outcome.credits is not None
+        assert outcome.credits.balance == 99
+    finally:
+        await limiter.close()
+
+
+async def test_credits_and_limits_are_one_atomic_decision(
+    services: Services, redis_url: str
+) -> None:
+    """Racing for the last credits from two instances with a limit on top: exactly the
+    balance is spent, never more; a limit's refusal spends no credit."""
+    namespace = f"kg{uuid.uuid4().hex[:6]}"
+    a, b = (
+        RedisLimiter.from_url(redis_url, namespace=namespace, deadline=2.0, store=services.store)
+        for _ in range(2)
+    )
+    try:
+        await _race(a, b, services)
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def _race(a: RedisLimiter, b: RedisLimiter, services: Services) -> None:    owner = await services.users.create(
+        email="e@example.com", password=None, actor="test", is_service=True
+    )
+    key = await services.keys.create(owner=owner, creator=None, label="e", permissions=[])
+    key_id = key.record.id
+    await services.store.set_quota(KeyQuota(key_id, credits=7), Audit("test", "key.quota", "k"))
+    wide = RateLimit("wide", 1000, 60, 1000)
+    results = await asyncio.gather(
+        *((a if i % 2 else b).check(["wide:k:x"], [wide], 1, key_id) for i in range(60))
+    )
+    assert sum(r.allowed for r in results) == 7
+    assert not a.degraded
+    assert not b.degraded
+    narrow = RateLimit("narrow", 1, 60, 1)
+    await services.store.set_quota(KeyQuota(key_id, credits=5), Audit("test", "key.quota", "k"))
+    await a.forget(key_id)
+    assert (await a.check(["narrow:k:y"], [narrow], 1, key_id)).allowed
+    refused = await b.check(["narrow:k:y"], [narrow], 1, key_id)
+    assert not refused.allowed
+    assert refused.credits is not None
+    assert refused.credits.balance == 4  # the refusal spent none
