@@ -284,7 +284,8 @@ async def test_credits_and_limits_are_one_atomic_decision(
         await b.close()
 
 
-async def _race(a: RedisLimiter, b: RedisLimiter, services: Services) -> None:    owner = await services.users.create(
+async def _race(a: RedisLimiter, b: RedisLimiter, services: Services) -> None:
+    owner = await services.users.create(
         email="e@example.com", password=None, actor="test", is_service=True
     )
     key = await services.keys.create(owner=owner, creator=None, label="e", permissions=[])
