@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
-from gateway import logs
+from gateway import cli_quota, logs
 from gateway.errors import GatewayError
 from gateway.keys import format as keyformat
 from gateway.keys.hashing import KeyHasher
@@ -118,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     kcreate.add_argument("--permission", action="append", default=[], metavar="PERM")
     kcreate.add_argument("--path", help="/prefix or =/exact")
     kcreate.add_argument("--expires", help="lifetime, e.g. 30d")
+    kcreate.add_argument("--limit", action="append", default=[], metavar="NAME")
+    cli_quota.add_arguments(keys)
     klist = keys.add_parser("list", help="list a user's keys")
     klist.add_argument("--user", required=True, metavar="EMAIL")
     for name in ("revoke", "disable", "enable"):
@@ -256,6 +258,7 @@ def cmd_keys(args: argparse.Namespace) -> None:
     async def work(s: Services) -> None:
         if args.action == "create":
             owner = await s.users.find(args.user)
+            limits = _quota(lambda: cli_quota.limits_for(s, owner, args.limit))
             new = await s.keys.create(
                 owner=owner,
                 creator=None,
@@ -264,6 +267,8 @@ def cmd_keys(args: argparse.Namespace) -> None:
                 path_rule=args.path,
                 expires_at=expires,
             )
+            if limits:
+                await s.quota.set(new.record.id, actor="cli", limits=limits)
             _say(new.text)
             print(
                 f"key id {new.record.id} ({keyformat.mask(new.record.id)}) for {owner.email}; "
@@ -279,6 +284,11 @@ def cmd_keys(args: argparse.Namespace) -> None:
                     f"expires={k.expires_at.isoformat() if k.expires_at else '-'}  "
                     f"last-used={k.last_used_at.isoformat() if k.last_used_at else '-'}"
                 )
+        elif args.action == "quota":
+            try:
+                await cli_quota.run(s, args, _say)
+            except ValueError as exc:
+                raise CliError(str(exc)) from None
         elif args.action == "rehash-status":
             previous = [KeyHasher(p) for p in settings.previous_secrets]
             for line in await rehash_status(s.store, s.hasher, previous):
@@ -294,6 +304,13 @@ def cmd_keys(args: argparse.Namespace) -> None:
             _say(f"{args.action}d {key.id}")
 
     asyncio.run(_with_services(settings, work))
+
+
+def _quota(check: Callable[[], tuple[str, ...]]) -> tuple[str, ...]:
+    try:
+        return check()
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
 
 
 def cmd_policy(args: argparse.Namespace) -> None:
