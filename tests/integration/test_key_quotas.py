@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from gateway.limits.credits import DAY
+from gateway.policy.explain import explain
 from gateway.store.base import Audit, KeyQuota, User
 from tests.conftest import make_settings
 from tests.integration.upstream import EchoUpstream
@@ -225,3 +226,25 @@ async def test_credits_refill_when_a_new_period_begins(
     assert status == 200
     shown = await gw.api.get(f"/v1/apikeys/{key_id}", key=key)
     assert shown.json()["credits"]["balance"] == expected
+
+
+async def test_policy_explain_shows_the_limits_and_what_is_left(gw: Gateway) -> None:
+    """`policy explain` names the route's limits and credits with what is left, read without
+    spending anything (explaining twice shows the same)."""
+    owner, key = await owner_and_key(gw)
+    key_id = await set_credits(gw, owner, {"balance": 9})
+    assert (await proxied(gw, key))[0] == 200
+    assert (await proxied(gw, key))[0] == 200
+    first = await explain(gw.services, key_id, "GET", "/sales/x")
+    again = await explain(gw.services, key_id, "GET", "/sales/x")
+    assert first == again
+    text = "\n".join(first)
+    assert "cost:     1" in text
+    assert "limit:    fast 5/m: 3 of 5 left" in text
+    assert "credits:  7 left" in text
+    assert "state:    as counted in this process only" in text
+    assert first[-1] == "decision: ALLOW"
+    plain = await explain(
+        gw.services, (await gw.services.keys.list_for(owner.id))[0].id, "GET", "/plain/x"
+    )
+    assert "limit:" not in "\n".join(plain)
