@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from gateway.cache.redis import SharedCache
 from gateway.errors import GatewayError, TooManyRequests
-from gateway.keys.budget import KEY_FAILURES, KeyBudget
+from gateway.keys.budget import KEY_FAILURES, KeyBudget, key_budget_refusal
 from gateway.keys.hashing import KeyHasher
 from gateway.keys.manage import KeyService
 from gateway.keys.poller import InvalidationPoller, retention_for
@@ -19,6 +19,7 @@ from gateway.keys.secret_check import check_secret
 from gateway.keys.vault import KeyVault
 from gateway.keys.verify import KeyVerifier, VerifiedKey
 from gateway.limits.engine import FLUSH_SECONDS, Limiter, LocalLimiter
+from gateway.limits.failures import SharedFailures
 from gateway.limits.quota import QuotaService
 from gateway.limits.redis_engine import RedisLimiter
 from gateway.policy.loader import load_policy
@@ -65,6 +66,10 @@ class Services:
     # Rate-limit state: shared through Redis when it is configured, else in this process.
     limiter: Limiter = field(default_factory=LocalLimiter)
     quotas: QuotaService | None = None  # set by open_services
+    # With Redis: the same budgets counted once for every instance (limits/failures.py).
+    shared_ip_failures: SharedFailures | None = None
+    shared_account_failures: SharedFailures | None = None
+    shared_key_failures: SharedFailures | None = None
 
     @property
     def quota(self) -> QuotaService:
@@ -82,6 +87,11 @@ class Services:
         wait = max(
             self.ip_throttle.retry_after(address), self.account_throttle.retry_after(account)
         )
+        if not wait and self.shared_ip_failures and self.shared_account_failures:
+            wait = max(
+                await self.shared_ip_failures.retry_after(address),
+                await self.shared_account_failures.retry_after(account),
+            )
         if wait:
             raise TooManyRequests(
                 f"too many failed password attempts; try again in {wait} seconds",
@@ -91,6 +101,9 @@ class Services:
         if user is None:
             self.ip_throttle.failed(address)
             self.account_throttle.failed(account)
+            if self.shared_ip_failures and self.shared_account_failures:
+                await self.shared_ip_failures.failed(address)
+                await self.shared_account_failures.failed(account)
             return None
         # Only the account's count is cleared: one good password must not buy an address
         # more guesses at other accounts.
@@ -107,11 +120,18 @@ class Services:
         over = self.key_budget.refusal(address)
         if over is not None:
             raise over
+        shared = self.shared_key_failures
+        if shared is not None:
+            wait = await shared.retry_after(address)
+            if wait:
+                raise key_budget_refusal(wait)
         try:
             return await self.verifier.lookup(key, digest)
         except GatewayError as exc:
             if exc.code in KEY_FAILURES:
                 self.key_budget.failed(address)
+                if shared is not None:
+                    await shared.failed(address)
             raise
 
     async def invalidate_user(self, user_id: str) -> None:
@@ -207,6 +227,8 @@ async def open_services(settings: Settings, *, migrate: bool = True) -> AsyncIte
             ),
             limiter=limiter if limiter is not None else LocalLimiter(store=store),
         )
+        if limiter is not None:
+            _share_budgets(services, limiter, settings)
         yield services
     finally:
         if limiter is not None:
@@ -214,6 +236,28 @@ async def open_services(settings: Settings, *, migrate: bool = True) -> AsyncIte
         if shared is not None:
             await shared.close()
         await store.close()
+
+
+def _share_budgets(services: Services, limiter: RedisLimiter, settings: Settings) -> None:
+    def budget(name: str, limit: int, window: float) -> SharedFailures:
+        return SharedFailures(
+            limiter.redis,
+            namespace=settings.redis_namespace,
+            budget=name,
+            limit=limit,
+            window_seconds=window,
+            deadline=settings.redis_timeout,
+        )
+
+    services.shared_ip_failures = budget(
+        "password-ip", settings.login_max_failures * IP_FAILURE_FACTOR, settings.login_window
+    )
+    services.shared_account_failures = budget(
+        "password-account", settings.login_max_failures, settings.login_window
+    )
+    services.shared_key_failures = budget(
+        "key-ip", settings.key_max_failures, settings.key_failure_window
+    )
 
 
 @contextlib.asynccontextmanager

@@ -177,6 +177,11 @@ class RedisLimiter:
         return cls(client, namespace=namespace, deadline=deadline, store=store)
 
     @property
+    def redis(self) -> aioredis.Redis:
+        """The client, for other shared counters (limits/failures.py)."""
+        return self._redis
+
+    @property
     def degraded(self) -> bool:
         """Whether limits are on the per-instance fallback right now."""
         return time.monotonic() < self._down_until
