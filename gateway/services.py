@@ -166,6 +166,7 @@ async def open_services(settings: Settings, *, migrate: bool = True) -> AsyncIte
                 namespace=settings.redis_namespace,
                 deadline=settings.redis_timeout,
                 store=store,
+                lease=settings.rate_limit_lease,
             )
         hasher = KeyHasher(settings.secret)
         previous = [KeyHasher(s) for s in settings.previous_secrets]

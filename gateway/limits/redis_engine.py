@@ -8,6 +8,16 @@ Scripts run one at a time in Redis, so racing instances can never both take the 
 The script returns Redis's time and the TATs it read; Python recomputes the states with
 `gcra.gcra` from those, so both sides agree by construction.
 
+Leases (setting `rate_limit_lease`, off by default): a round trip per request caps the
+throughput of a limited route, so an instance may take up to `lease` requests' worth of a
+limit from Redis in one script call (atomically, like any spend) and hand them out from
+memory for at most LEASE_SECONDS. Every allowed request was paid for in Redis first, so the
+budget is never exceeded; the price is that units leased but not used are lost to the other
+instances until they refill: a client can be refused early by at most the units the other
+instances hold, which is capped at 1/LEASE_SHARE of the burst in all (a lease is only taken
+when burst / (LEASE_SHARE * live instances) allows two requests or more), and the remaining
+count in the RateLimit field is this instance's view. Requests that pay credits never lease.
+
 Redis unreachable (an error, or no answer within `redis_timeout`): the instance falls back
 to its in-process engine with every limit divided by the number of live instances, as last
 seen in the heartbeat set (`<namespace>:instances`, a sorted set of instance ids scored by
@@ -24,6 +34,7 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError
@@ -36,6 +47,11 @@ from gateway.limits.model import RateLimit
 log = logging.getLogger("gateway.limits")
 
 BACKOFF_SECONDS = 1.0
+# A lease (see `RedisLimiter`) is used for at most this long, then given up unused.
+LEASE_SECONDS = 1.0
+# Leases of all instances together hold at most this share of a limit's burst.
+LEASE_SHARE = 4
+MAX_LEASES = 10_000
 HEARTBEAT_SECONDS = 2.0
 # An instance missing this many heartbeats is no longer counted as live.
 HEARTBEAT_MISSES = 3
@@ -145,8 +161,12 @@ class RedisLimiter:
         store: QuotaStore | None = None,
         backoff: float = BACKOFF_SECONDS,
         heartbeat: float = HEARTBEAT_SECONDS,
+        lease: int = 0,
     ) -> None:
         self._redis = client
+        self._lease = lease
+        self._leases: dict[tuple[tuple[str, ...], int], _Lease] = {}
+        self._pending: dict[tuple[tuple[str, ...], int], asyncio.Future[None]] = {}
         self._prefix = f"{namespace}:rl:"
         self._credits = f"{namespace}:cr:"
         self._instances = f"{namespace}:instances"
@@ -166,7 +186,13 @@ class RedisLimiter:
 
     @classmethod
     def from_url(
-        cls, url: str, *, namespace: str, deadline: float, store: QuotaStore | None = None
+        cls,
+        url: str,
+        *,
+        namespace: str,
+        deadline: float,
+        store: QuotaStore | None = None,
+        lease: int = 0,
     ) -> RedisLimiter:
         # A bounded pool: a burst of concurrent requests queues for a connection (within the
         # deadline) instead of opening one each, which on a busy host makes connects time out.
@@ -174,7 +200,7 @@ class RedisLimiter:
             url, max_connections=MAX_CONNECTIONS, timeout=deadline, socket_connect_timeout=deadline
         )
         client = aioredis.Redis(connection_pool=pool)
-        return cls(client, namespace=namespace, deadline=deadline, store=store)
+        return cls(client, namespace=namespace, deadline=deadline, store=store, lease=lease)
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -193,8 +219,14 @@ class RedisLimiter:
         cost: int,
         account: str | None = None,
     ) -> Outcome | None:
-        if time.monotonic() < self._down_until:
+        now = time.monotonic()
+        if now < self._down_until:
             return self.fallback.check_now(buckets, limits, cost, account)
+        if self._leases and account is None:
+            lease = self._leases.get((tuple(buckets), cost))
+            if lease is not None and lease.left and now < lease.until:
+                lease.left -= 1
+                return _held(lease.outcome, lease.left * cost)
         return None
 
     async def check(
@@ -206,6 +238,52 @@ class RedisLimiter:
     ) -> Outcome:
         if time.monotonic() < self._down_until:
             return await self.fallback.check(buckets, limits, cost, account)
+        if self._lease and account is None and cost:
+            key = (tuple(buckets), cost)
+            pending = self._pending.get(key)
+            if pending is not None:
+                # One lease at a time per bucket set: the requests that missed it together
+                # wait for it rather than each taking one.
+                await asyncio.shield(pending)
+                now = self.check_now(buckets, limits, cost)
+                if now is not None:
+                    return now
+            else:
+                done = self._pending[key] = asyncio.get_running_loop().create_future()
+                try:
+                    leased = await self._leased(buckets, limits, cost)
+                finally:
+                    del self._pending[key]
+                    done.set_result(None)
+                if leased is not None:
+                    return leased
+        return await self._spend(buckets, limits, cost, account)
+
+    async def _leased(
+        self, buckets: Sequence[str], limits: Sequence[RateLimit], cost: int
+    ) -> Outcome | None:
+        """Take a lease of several requests' worth and spend one; None when no lease can be
+        had (too small a burst, or not enough left: then an exact spend decides)."""
+        share = min(lim.burst for lim in limits) // (LEASE_SHARE * max(1, self.live_instances))
+        count = min(self._lease, share // cost)
+        if count < 2:
+            return None
+        outcome = await self._spend(buckets, limits, cost * count, None)
+        if not outcome.allowed:
+            return None
+        if len(self._leases) >= MAX_LEASES:
+            now = time.monotonic()
+            self._leases = {k: v for k, v in self._leases.items() if v.until > now}
+            if len(self._leases) >= MAX_LEASES:
+                self._leases.clear()
+        self._leases[(tuple(buckets), cost)] = _Lease(
+            count - 1, time.monotonic() + LEASE_SECONDS, outcome
+        )
+        return _held(outcome, (count - 1) * cost)
+
+    async def _spend(
+        self, buckets: Sequence[str], limits: Sequence[RateLimit], cost: int, account: str | None
+    ) -> Outcome:
         keys = [self._prefix + b for b in buckets]
         args: list[int] = [cost, 0 if account is None else 1]
         for limit in limits:
@@ -332,6 +410,22 @@ class RedisLimiter:
         except (RedisError, OSError, TimeoutError):
             pass
         await self._redis.aclose()
+
+
+@dataclass(slots=True)
+class _Lease:
+    """Requests paid for in Redis, to hand out from memory until `until` (monotonic)."""
+
+    left: int
+    until: float
+    outcome: Outcome
+
+
+def _held(outcome: Outcome, units: int) -> Outcome:
+    """A lease's outcome as one request sees it: the units this instance still holds count
+    as remaining."""
+    states = tuple(s._replace(remaining=s.remaining + units) for s in outcome.states)
+    return outcome._replace(states=states)
 
 
 def _paid(before: int, period: str, kind: str, cost: int, now: int) -> CreditState:

@@ -306,3 +306,71 @@ async def _race(a: RedisLimiter, b: RedisLimiter, services: Services) -> None:
     assert not refused.allowed
     assert refused.credits is not None
     assert refused.credits.balance == 4  # the refusal spent none
+
+
+@pytest.fixture
+async def leasing(redis_url: str) -> AsyncIterator[tuple[RedisLimiter, RedisLimiter]]:
+    """Two engines on one namespace that lease up to 50 requests at a time, each knowing of
+    two live instances."""
+    namespace = f"kgtest{uuid.uuid4().hex[:8]}"
+    pair = tuple(
+        RedisLimiter.from_url(redis_url, namespace=namespace, deadline=2.0, lease=50)
+        for _ in range(2)
+    )
+    for limiter in pair:
+        limiter.live_instances = 2
+    yield pair  # type: ignore[misc]
+    for limiter in pair:
+        await limiter.close()
+
+
+BIG = RateLimit("big", 400, 86_400, 400)  # refills one unit in 216 s: none during a test
+
+
+async def answer(limiter: RedisLimiter, limits: list[RateLimit]) -> bool:
+    buckets = [f"{limit.name}:k:apk_1" for limit in limits]
+    outcome = limiter.check_now(buckets, limits, 1)
+    if outcome is None:
+        outcome = await limiter.check(buckets, limits, 1)
+    return outcome.allowed
+
+
+async def test_leases_never_exceed_the_budget_and_refuse_early_by_at_most_a_share(
+    leasing: tuple[RedisLimiter, RedisLimiter],
+) -> None:
+    """`400/d` with leases of up to 50 (400 / (4 x 2 instances)): alternating 600 requests
+    allow at most 400, and at least 400 less what both instances may hold unused (2 x 49)."""
+    a, b = leasing
+    allowed = sum([await answer(a if i % 2 else b, [BIG]) for i in range(600)])
+    assert 400 - 2 * 49 <= allowed <= 400
+
+
+async def test_leases_racing_never_exceed_the_budget(
+    leasing: tuple[RedisLimiter, RedisLimiter],
+) -> None:
+    """A thousand concurrent requests on both leasing instances: at most 400 pass."""
+    a, b = leasing
+    results = await asyncio.gather(*(answer(a if i % 2 else b, [BIG]) for i in range(1000)))
+    assert not a.degraded
+    assert not b.degraded
+    assert 300 <= sum(results) <= 400
+
+
+async def test_a_lease_is_spent_from_memory_then_renewed(
+    leasing: tuple[RedisLimiter, RedisLimiter],
+) -> None:
+    """One Redis call takes 50; the next 49 answer with no I/O (`check_now`); the one after
+    needs Redis again. A small burst (`10/m`: 10 / (4 x 2) < 2) never leases."""
+    a, _ = leasing
+    bucket = ["big:k:apk_9"]
+    assert a.check_now(bucket, [BIG], 1) is None
+    first = await a.check(bucket, [BIG], 1)
+    assert first.allowed
+    assert first.reported is not None
+    assert first.reported.remaining == 399
+    served = [a.check_now(bucket, [BIG], 1) for _ in range(49)]
+    assert all(o is not None and o.allowed for o in served)
+    assert a.check_now(bucket, [BIG], 1) is None
+    small = RateLimit("small", 10, 60, 10)
+    assert (await a.check(["small:k:apk_9"], [small], 1)).allowed
+    assert a.check_now(["small:k:apk_9"], [small], 1) is None
