@@ -5,7 +5,8 @@ One Keygate process (fast front, 1 worker) serves two routes to the same nginx u
 never refuses, so both rows forward every request). The two are measured in one interleaved
 run (medians of --reps runs each), so machine noise hits both alike. With `--redis URL`
 (a loopback Redis), a second process does the same with the limit kept in Redis (one
-EVALSHA round trip per request). Writes bench/results/limits.md.
+EVALSHA round trip per request), and a third with leases (`rate_limit_lease`, --lease).
+Writes bench/results/limits.md.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--redis", help="redis://127.0.0.1:PORT/DB for the Redis rows")
+    parser.add_argument("--lease", type=int, default=100, help="rate_limit_lease of the last row")
     parser.add_argument("--out", type=Path, default=RESULTS.parent / "limits.md")
     args = parser.parse_args(argv)
     if not (0 < args.seconds <= 30 and 0 < args.reps <= 10 and 0 < args.connections <= 1000):
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="keygate-bench-") as tmp:
         work = Path(tmp)
         try:
-            up, local, shared = (servers.free_port() for _ in range(3))
+            up, local, shared, leased = (servers.free_port() for _ in range(4))
             procs.append(servers.nginx_upstream(tools.nginx, work, up))
             env = _limited_env(work, up)
             key = make_key(env)
@@ -92,9 +94,17 @@ def main(argv: list[str] | None = None) -> int:
                     "GATEWAY_REDIS_NAMESPACE": "kgbench",
                 }
                 procs.append(servers.keygate(redis_env, shared, 1))
+                lease_env = {**redis_env, "GATEWAY_RATE_LIMIT_LEASE": str(args.lease)}
+                procs.append(servers.keygate(lease_env, leased, 1))
                 targets += [
                     Target("no limit (Redis process)", f"http://127.0.0.1:{shared}{PATH}", auth),
                     Target("one limit, Redis engine", f"http://127.0.0.1:{shared}{LIMITED}", auth),
+                    Target("no limit (Redis, leases)", f"http://127.0.0.1:{leased}{PATH}", auth),
+                    Target(
+                        f"one limit, Redis engine, leases of {args.lease}",
+                        f"http://127.0.0.1:{leased}{LIMITED}",
+                        auth,
+                    ),
                 ]
             for t in targets:
                 check(t)

@@ -13,10 +13,12 @@ throughput of a limited route, so an instance may take up to `lease` requests' w
 limit from Redis in one script call (atomically, like any spend) and hand them out from
 memory for at most LEASE_SECONDS. Every allowed request was paid for in Redis first, so the
 budget is never exceeded; the price is that units leased but not used are lost to the other
-instances until they refill: a client can be refused early by at most the units the other
-instances hold, which is capped at 1/LEASE_SHARE of the burst in all (a lease is only taken
-when burst / (LEASE_SHARE * live instances) allows two requests or more), and the remaining
-count in the RateLimit field is this instance's view. Requests that pay credits never lease.
+instances until they refill: a client can be refused early by at most the units the
+instances hold. A lease is at most burst / (LEASE_SHARE * live instances) (and only taken
+when that allows two requests or more); the next one is taken in the background when a
+quarter of the current one is left, so an instance holds at most 1.25 leases: all instances
+together at most 5/16 of the burst. The remaining count in the RateLimit field is this
+instance's view. Requests that pay credits never lease.
 
 Redis unreachable (an error, or no answer within `redis_timeout`): the instance falls back
 to its in-process engine with every limit divided by the number of live instances, as last
@@ -167,6 +169,7 @@ class RedisLimiter:
         self._lease = lease
         self._leases: dict[tuple[tuple[str, ...], int], _Lease] = {}
         self._pending: dict[tuple[tuple[str, ...], int], asyncio.Future[None]] = {}
+        self._renewals: set[asyncio.Task[None]] = set()
         self._prefix = f"{namespace}:rl:"
         self._credits = f"{namespace}:cr:"
         self._instances = f"{namespace}:instances"
@@ -223,11 +226,28 @@ class RedisLimiter:
         if now < self._down_until:
             return self.fallback.check_now(buckets, limits, cost, account)
         if self._leases and account is None:
-            lease = self._leases.get((tuple(buckets), cost))
+            key = (tuple(buckets), cost)
+            lease = self._leases.get(key)
             if lease is not None and lease.left and now < lease.until:
                 lease.left -= 1
+                if lease.left * 4 < lease.count and key not in self._pending:
+                    self._renew(key, limits)  # the next lease arrives before this one ends
                 return _held(lease.outcome, lease.left * cost)
         return None
+
+    def _renew(self, key: tuple[tuple[str, ...], int], limits: Sequence[RateLimit]) -> None:
+        done = self._pending[key] = asyncio.get_running_loop().create_future()
+
+        async def renew() -> None:
+            try:
+                await self._leased(key[0], limits, key[1], spend_one=False)
+            finally:
+                del self._pending[key]
+                done.set_result(None)
+
+        task = asyncio.get_running_loop().create_task(renew())
+        self._renewals.add(task)  # referenced until done: the loop holds tasks weakly
+        task.add_done_callback(self._renewals.discard)
 
     async def check(
         self,
@@ -260,10 +280,16 @@ class RedisLimiter:
         return await self._spend(buckets, limits, cost, account)
 
     async def _leased(
-        self, buckets: Sequence[str], limits: Sequence[RateLimit], cost: int
+        self,
+        buckets: Sequence[str],
+        limits: Sequence[RateLimit],
+        cost: int,
+        *,
+        spend_one: bool = True,
     ) -> Outcome | None:
-        """Take a lease of several requests' worth and spend one; None when no lease can be
-        had (too small a burst, or not enough left: then an exact spend decides)."""
+        """Take a lease of several requests' worth and (`spend_one`) spend one of it; None
+        when no lease can be had (too small a burst, or not enough left: then an exact spend
+        decides). A lease taken while one is held adds to it and extends it."""
         share = min(lim.burst for lim in limits) // (LEASE_SHARE * max(1, self.live_instances))
         count = min(self._lease, share // cost)
         if count < 2:
@@ -276,10 +302,14 @@ class RedisLimiter:
             self._leases = {k: v for k, v in self._leases.items() if v.until > now}
             if len(self._leases) >= MAX_LEASES:
                 self._leases.clear()
-        self._leases[(tuple(buckets), cost)] = _Lease(
-            count - 1, time.monotonic() + LEASE_SECONDS, outcome
-        )
-        return _held(outcome, (count - 1) * cost)
+        key = (tuple(buckets), cost)
+        held = self._leases.get(key)
+        now = time.monotonic()
+        left = count - 1 if spend_one else count
+        if held is not None and now < held.until:
+            left += held.left
+        self._leases[key] = _Lease(left, now + LEASE_SECONDS, outcome, count)
+        return _held(outcome, left * cost)
 
     async def _spend(
         self, buckets: Sequence[str], limits: Sequence[RateLimit], cost: int, account: str | None
@@ -419,6 +449,7 @@ class _Lease:
     left: int
     until: float
     outcome: Outcome
+    count: int  # requests one lease takes
 
 
 def _held(outcome: Outcome, units: int) -> Outcome:
