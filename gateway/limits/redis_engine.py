@@ -59,7 +59,9 @@ HEARTBEAT_SECONDS = 2.0
 HEARTBEAT_MISSES = 3
 MAX_CONNECTIONS = 16
 
-SCRIPT = """
+# limits/credits.py `period_of` in Lua: a UTC day or month number from Unix seconds (the month
+# from the civil-from-days algorithm). Tests hold the two to the same answers.
+PERIOD_LUA = """
 local function period(kind, secs)
   if kind == 'daily' then return 'd' .. math.floor(secs / 86400) end
   if kind == 'monthly' then
@@ -77,6 +79,11 @@ local function period(kind, secs)
   end
   return ''
 end
+"""
+
+SCRIPT = (
+    PERIOD_LUA
+    + """
 local t = redis.call('TIME')
 local secs = tonumber(t[1])
 local now = secs * 1000000 + tonumber(t[2])
@@ -131,6 +138,7 @@ if ok == 1 and cost > 0 then
 end
 return {string.format('%.0f', now), string.format('%.0f', balance), cp, kind, unpack(tats)}
 """
+)
 
 # A balance read from the store, put in Redis unless an instance put it there first.
 LOAD = """

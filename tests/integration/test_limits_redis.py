@@ -14,10 +14,12 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis.asyncio as aioredis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from gateway.limits.credits import CreditState
+from gateway.limits.credits import CreditState, period_of
 from gateway.limits.model import RateLimit
-from gateway.limits.redis_engine import RedisLimiter
+from gateway.limits.redis_engine import PERIOD_LUA, RedisLimiter
 from gateway.services import Services
 from gateway.store.base import Audit, KeyQuota
 from tests.faults import hung, throwaway_redis
@@ -375,3 +377,21 @@ async def test_a_lease_is_spent_from_memory_then_renewed(
     small = RateLimit("small", 10, 60, 10)
     assert (await a.check(["small:k:apk_9"], [small], 1)).allowed
     assert a.check_now(["small:k:apk_9"], [small], 1) is None
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(seconds=st.integers(0, 4_102_444_800), kind=st.sampled_from(["daily", "monthly", ""]))
+async def test_the_scripts_refill_periods_match_python(
+    redis_url: str, seconds: int, kind: str
+) -> None:
+    """The Lua period (day or month number, UTC) equals `credits.period_of` for any time up
+    to 2100, month ends and leap days included."""
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        lua = PERIOD_LUA + "return period(ARGV[1], tonumber(ARGV[2]))"
+        answer = (await client.eval(lua, 0, kind, seconds)).decode()
+    finally:
+        await client.aclose()
+    assert answer == (period_of(kind or None, seconds) or "")
