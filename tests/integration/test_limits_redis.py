@@ -395,3 +395,27 @@ async def test_the_scripts_refill_periods_match_python(
     finally:
         await client.aclose()
     assert answer == (period_of(kind or None, seconds) or "")
+
+
+async def test_credits_on_the_fallback_spend_a_share_of_the_stored_balance(
+    services: Services,
+) -> None:
+    """Redis unreachable: a key's credits are read from the store and this instance (one of
+    two live ones) may spend half of them, then 429 `quota-exhausted`; never unlimited."""
+    owner = await services.users.create(
+        email="f@example.com", password=None, actor="test", is_service=True
+    )
+    key = await services.keys.create(owner=owner, creator=None, label="f", permissions=[])
+    key_id = key.record.id
+    await services.store.set_quota(KeyQuota(key_id, credits=6), Audit("test", "key.quota", "k"))
+    limiter = RedisLimiter.from_url(
+        f"redis://127.0.0.1:{free_port()}/0", namespace="kgdead", deadline=0.3, store=services.store
+    )
+    limiter.live_instances = 2
+    try:
+        results = [(await limiter.check([], [], 1, key_id)) for _ in range(4)]
+    finally:
+        await limiter.close()
+    assert [r.allowed for r in results] == [True, True, True, False]
+    assert results[-1].credits is not None
+    assert results[-1].credits.balance == 0
