@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 
 from gateway.limits.credits import CreditState, period_of
 from gateway.limits.model import RateLimit
-from gateway.limits.redis_engine import PERIOD_LUA, RedisLimiter
+from gateway.limits.redis_engine import RedisLimiter
+from gateway.limits.scripts import PERIOD_LUA
 from gateway.services import Services
 from gateway.store.base import Audit, KeyQuota
 from tests.faults import hung, throwaway_redis
