@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
-from gateway import cli_output, cli_resources, logs
+from gateway import cli_output, cli_quota, cli_resources, logs
 from gateway.errors import GatewayError
 from gateway.importer import command as importer
 from gateway.keys import format as keyformat
@@ -128,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     kcreate.add_argument("--permission", action="append", default=[], metavar="PERM")
     kcreate.add_argument("--path", help="/prefix or =/exact")
     kcreate.add_argument("--expires", help="lifetime, e.g. 30d")
+    kcreate.add_argument("--limit", action="append", default=[], metavar="NAME")
+    cli_quota.add_arguments(keys)
     klist = keys.add_parser("list", help="list a user's keys")
     klist.add_argument("--user", required=True, metavar="EMAIL")
     klist.add_argument("--json", action="store_true", help="a JSON array (stable field names)")
@@ -276,6 +278,7 @@ def cmd_keys(args: argparse.Namespace) -> None:
     async def work(s: Services) -> None:
         if args.action == "create":
             owner = await s.users.find(args.user)
+            limits = _quota(lambda: cli_quota.limits_for(s, owner, args.limit))
             new = await s.keys.create(
                 owner=owner,
                 creator=None,
@@ -284,6 +287,8 @@ def cmd_keys(args: argparse.Namespace) -> None:
                 path_rule=args.path,
                 expires_at=expires,
             )
+            if limits:
+                await s.quota.set(new.record.id, actor="cli", limits=limits)
             _say(new.text)
             print(
                 f"key id {new.record.id} ({keyformat.mask(new.record.id)}) for {owner.email}; "
@@ -298,6 +303,11 @@ def cmd_keys(args: argparse.Namespace) -> None:
             else:
                 for k in listed:
                     _say(cli_output.key_line(k))
+        elif args.action == "quota":
+            try:
+                await cli_quota.run(s, args, _say)
+            except ValueError as exc:
+                raise CliError(str(exc)) from None
         elif args.action == "rehash-status":
             previous = [KeyHasher(p) for p in settings.previous_secrets]
             for line in await rehash_status(s.store, s.hasher, previous):
@@ -318,6 +328,13 @@ def cmd_keys(args: argparse.Namespace) -> None:
 def cmd_resources(args: argparse.Namespace) -> None:
     settings = _prepared(_settings(args))
     asyncio.run(_with_services(settings, lambda s: cli_resources.run(s, args, _say)))
+
+
+def _quota(check: Callable[[], tuple[str, ...]]) -> tuple[str, ...]:
+    try:
+        return check()
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
 
 
 def cmd_policy(args: argparse.Namespace) -> None:

@@ -52,6 +52,40 @@ CONNECTIONS_CLOSED = OutcomeCounter(
     "reason",
 )
 REGISTRY.register(CONNECTIONS_CLOSED)
+
+
+class PairCounter(Collector):
+    """A counter by two labels, counted like `OutcomeCounter` (event loop only)."""
+
+    def __init__(self, name: str, documentation: str, labels: tuple[str, str]) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._labels = list(labels)
+        self.counts: dict[tuple[str, str], int] = {}
+
+    def inc(self, first: str, second: str) -> None:
+        counts = self.counts
+        pair = (first, second)
+        counts[pair] = counts.get(pair, 0) + 1
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(self._name, self._documentation, labels=self._labels)
+        for pair, count in sorted(self.counts.items()):
+            family.add_metric(list(pair), count)
+        yield family
+
+    def describe(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(self._name, self._documentation, labels=self._labels)
+
+
+# Limit names come from the policy file (a small set the operator chose), never from clients.
+RATE_LIMITS = PairCounter(
+    "keygate_rate_limit_decisions",
+    "Rate-limit decisions by limit name and outcome: allowed (spent), limited (this limit "
+    "refused), allowed-not-spent (passed, but another limit of the request refused).",
+    ("limit", "outcome"),
+)
+REGISTRY.register(RATE_LIMITS)
 KEY_CACHE_ENTRIES = Gauge(
     "keygate_key_cache_entries", "Entries in the in-process key cache.", registry=REGISTRY
 )

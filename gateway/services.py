@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from gateway.cache.redis import SharedCache
 from gateway.errors import GatewayError, TooManyRequests
-from gateway.keys.budget import KEY_FAILURES, KeyBudget
+from gateway.keys.budget import KEY_FAILURES, KeyBudget, key_budget_refusal
 from gateway.keys.hashing import KeyHasher
 from gateway.keys.manage import KeyService
 from gateway.keys.poller import InvalidationPoller, retention_for
@@ -19,6 +19,10 @@ from gateway.keys.rehash import PreviousSecrets
 from gateway.keys.secret_check import check_secret
 from gateway.keys.vault import KeyVault
 from gateway.keys.verify import KeyVerifier, VerifiedKey
+from gateway.limits.engine import FLUSH_SECONDS, Limiter, LocalLimiter
+from gateway.limits.failures import SharedFailures
+from gateway.limits.quota import QuotaService
+from gateway.limits.redis_engine import RedisLimiter
 from gateway.policy.loader import load_policy
 from gateway.policy.model import Policy
 from gateway.settings import Settings
@@ -60,6 +64,20 @@ class Services:
     account_throttle: Throttle = field(default_factory=_default_throttle)
     # Failed keys per client address, checked before a key's lookup (keys/budget.py).
     key_budget: KeyBudget = field(default_factory=_default_key_budget)
+    # Rate-limit state: shared through Redis when it is configured, else in this process.
+    limiter: Limiter = field(default_factory=LocalLimiter)
+    quotas: QuotaService | None = None  # set by open_services
+    # With Redis: the same budgets counted once for every instance (limits/failures.py).
+    shared_ip_failures: SharedFailures | None = None
+    shared_account_failures: SharedFailures | None = None
+    shared_key_failures: SharedFailures | None = None
+
+    @property
+    def quota(self) -> QuotaService:
+        if self.quotas is None:
+            self.quotas = QuotaService(self.store, self.limiter)
+        return self.quotas
+
     # When `policy` became the active one (unix time), and who must follow a new one (the
     # wiring adds the forwarder).
     policy_loaded_at: float = field(default_factory=time.time)
@@ -89,6 +107,11 @@ class Services:
         wait = max(
             self.ip_throttle.retry_after(address), self.account_throttle.retry_after(account)
         )
+        if not wait and self.shared_ip_failures and self.shared_account_failures:
+            wait = max(
+                await self.shared_ip_failures.retry_after(address),
+                await self.shared_account_failures.retry_after(account),
+            )
         if wait:
             raise TooManyRequests(
                 f"too many failed password attempts; try again in {wait} seconds",
@@ -98,6 +121,9 @@ class Services:
         if user is None:
             self.ip_throttle.failed(address)
             self.account_throttle.failed(account)
+            if self.shared_ip_failures and self.shared_account_failures:
+                await self.shared_ip_failures.failed(address)
+                await self.shared_account_failures.failed(account)
             return None
         # Only the account's count is cleared: one good password must not buy an address
         # more guesses at other accounts.
@@ -114,11 +140,18 @@ class Services:
         over = self.key_budget.refusal(address)
         if over is not None:
             raise over
+        shared = self.shared_key_failures
+        if shared is not None:
+            wait = await shared.retry_after(address)
+            if wait:
+                raise key_budget_refusal(wait)
         try:
             return await self.verifier.lookup(key, digest)
         except GatewayError as exc:
             if exc.code in KEY_FAILURES:
                 self.key_budget.failed(address)
+                if shared is not None:
+                    await shared.failed(address)
             raise
 
     async def invalidate_user(self, user_id: str) -> None:
@@ -136,6 +169,7 @@ async def open_services(settings: Settings, *, migrate: bool = True) -> AsyncIte
     policy = load_policy(settings.policy)
     store = await open_store(settings.database_url, deadline=settings.database_timeout)
     shared = None
+    limiter: RedisLimiter | None = None
     try:
         if migrate:
             await store.migrate()
@@ -146,6 +180,13 @@ async def open_services(settings: Settings, *, migrate: bool = True) -> AsyncIte
                 negative_ttl=settings.negative_cache_ttl,
                 namespace=settings.redis_namespace,
                 deadline=settings.redis_timeout,
+            )
+            limiter = RedisLimiter.from_url(
+                settings.redis_url,
+                namespace=settings.redis_namespace,
+                deadline=settings.redis_timeout,
+                store=store,
+                lease=settings.rate_limit_lease,
             )
         hasher = KeyHasher(settings.secret)
         previous = [KeyHasher(s) for s in settings.previous_secrets]
@@ -207,12 +248,39 @@ async def open_services(settings: Settings, *, migrate: bool = True) -> AsyncIte
             key_budget=KeyBudget(
                 limit=settings.key_max_failures, window_seconds=settings.key_failure_window
             ),
+            limiter=limiter if limiter is not None else LocalLimiter(store=store),
         )
+        if limiter is not None:
+            _share_budgets(services, limiter, settings)
         yield services
     finally:
+        if limiter is not None:
+            await limiter.close()
         if shared is not None:
             await shared.close()
         await store.close()
+
+
+def _share_budgets(services: Services, limiter: RedisLimiter, settings: Settings) -> None:
+    def budget(name: str, limit: int, window: float) -> SharedFailures:
+        return SharedFailures(
+            limiter.redis,
+            namespace=settings.redis_namespace,
+            budget=name,
+            limit=limit,
+            window_seconds=window,
+            deadline=settings.redis_timeout,
+        )
+
+    services.shared_ip_failures = budget(
+        "password-ip", settings.login_max_failures * IP_FAILURE_FACTOR, settings.login_window
+    )
+    services.shared_account_failures = budget(
+        "password-account", settings.login_max_failures, settings.login_window
+    )
+    services.shared_key_failures = budget(
+        "key-ip", settings.key_max_failures, settings.key_failure_window
+    )
 
 
 @contextlib.asynccontextmanager
@@ -234,6 +302,9 @@ async def run_background(services: Services) -> AsyncIterator[None]:
             )
         )
     tasks.append(asyncio.create_task(_flush_last_used(services)))
+    tasks.append(asyncio.create_task(_flush_balances(services)))
+    if isinstance(services.limiter, RedisLimiter):
+        tasks.append(asyncio.create_task(services.limiter.run_heartbeat()))
     try:
         yield
     finally:
@@ -243,6 +314,20 @@ async def run_background(services: Services) -> AsyncIterator[None]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await _flush_once(services)
+        await _flush_balances_once(services)
+
+
+async def _flush_balances(services: Services) -> None:
+    while True:
+        await asyncio.sleep(FLUSH_SECONDS)
+        await _flush_balances_once(services)
+
+
+async def _flush_balances_once(services: Services) -> None:
+    try:
+        await services.limiter.flush()
+    except Exception as exc:  # noqa: BLE001 - the balance stays in Redis; retried next time
+        log.warning("could not write key credit balances: %s", type(exc).__name__)
 
 
 async def _flush_last_used(services: Services) -> None:

@@ -27,6 +27,7 @@ from gateway.keys.format import validate_prefix
 from gateway.secret_list import SecretListError, secret_list
 
 Mode = Literal["development", "production"]
+MAX_LEASE = 10_000
 DEV_SECRET_FILE = "secret"  # noqa: S105 - a file name, not a secret
 
 
@@ -105,6 +106,11 @@ class Settings:
     key_max_failures: int = 20
     key_failure_window: float = 60.0
     authorization_code_ttl: float = 60.0
+    # Rate limits (gateway/limits/): also answer the legacy X-RateLimit-Limit/Remaining/Reset.
+    legacy_ratelimit_headers: bool = False
+    # With Redis: requests' worth of a limit one instance may lease at once (0: every request
+    # is one exact Redis call). See gateway/limits/redis_engine.py for what it trades.
+    rate_limit_lease: int = 0
 
     @property
     def development(self) -> bool:
@@ -318,6 +324,13 @@ def _count(minimum: int) -> Callable[[str, Any], int]:
     return lambda name, value: int(_number(name, value, minimum=minimum, integer=True))
 
 
+def _lease(name: str, value: Any) -> int:
+    count = int(_number(name, value, minimum=0, integer=True))
+    if count > MAX_LEASE:
+        raise SettingsError(f"{name}: {value!r} must be at most {MAX_LEASE}")
+    return count
+
+
 # Every plain setting: YAML key -> parser. Its environment variable is GATEWAY_<KEY upper>.
 _PLAIN: dict[str, Callable[[str, Any], Any]] = {
     "mode": _mode,
@@ -346,6 +359,8 @@ _PLAIN: dict[str, Callable[[str, Any], Any]] = {
     "log_level": _log_level,
     "access_log": _bool,
     "fast_data_plane": _bool,
+    "legacy_ratelimit_headers": _bool,
+    "rate_limit_lease": _lease,
     "client_header_timeout": _seconds(0.1),
     "client_body_timeout": _seconds(0.1),
     "keepalive_timeout": _seconds(0.1),

@@ -1,9 +1,8 @@
 """Throttling failed authentication attempts (login form, Basic email:password).
 
 A fixed-window counter per key (an IP address, an account). In-process: each instance
-counts for itself, so N instances allow at most N times the limit; that bounds online
-guessing well enough against Argon2id-hashed passwords, and it needs no shared state on the
-login path.
+counts for itself. With Redis configured, `Services.check_password` also counts in a shared
+budget (limits/failures.py), so N instances allow the budget once, not N times.
 """
 
 from __future__ import annotations

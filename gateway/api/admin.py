@@ -10,6 +10,8 @@ holds it, or an administrator's browser session. Every change goes through `User
     PATCH  /v1/admin/users/{user}               {disabled?, grants?} (grants are replaced)
     PUT    /v1/admin/users/{user}/password      {password} (his keys stay valid, as in Haplo)
     GET    /v1/admin/users/{user}/keys          his keys, masked
+    GET    /v1/admin/users/{user}/keys/{keyId}  one, with its quota (limits, credits)
+    PATCH  /v1/admin/users/{user}/keys/{keyId}  {limits?, credits?} (api/quotas.py)
     DELETE /v1/admin/users/{user}/keys/{keyId}  revoke one -> 204
     GET    /v1/admin/resources                  list (?type=&page=&pageSize=)
     PUT    /v1/admin/resources/{type}/{id}      {name} create or rename
@@ -22,6 +24,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway import reload
+from gateway.api import quotas
 from gateway.api.auth import authenticate, require
 from gateway.api.body import read_json
 from gateway.api.render import add_routes, json_response
@@ -121,6 +124,33 @@ async def list_user_keys(request: web.Request) -> web.StreamResponse:
     return json_response(paged(f"{BASE}/users/{user.id}/keys", page, keys, v1_key))
 
 
+async def get_user_key(request: web.Request) -> web.StreamResponse:
+    await _admin(request)
+    services = request.app[SERVICES]
+    user = await services.users.find(request.match_info["user"])
+    key = await services.keys.get_owned(request.match_info["keyId"], user.id)
+    return json_response(await quotas.key_view(services, key))
+
+
+async def set_user_key_quota(request: web.Request) -> web.StreamResponse:
+    principal = await _admin(request)
+    services = request.app[SERVICES]
+    user = await services.users.find(request.match_info["user"])
+    key = await services.keys.get_owned(request.match_info["keyId"], user.id)
+    body = await read_json(request)
+    if not isinstance(body, dict) or not body or not set(body) <= set(quotas.QUOTA_FIELDS):
+        raise Invalid([("body", "send limits and/or credits")])
+    await quotas.apply(
+        services,
+        key,
+        body,
+        actor=actor_of(principal),
+        owner_is_admin=user.is_admin,
+        caller_is_admin=True,
+    )
+    return json_response(await quotas.key_view(services, key))
+
+
 async def revoke_user_key(request: web.Request) -> web.StreamResponse:
     principal = await _admin(request)
     services = request.app[SERVICES]
@@ -207,7 +237,12 @@ def setup(app: web.Application) -> None:
     add_routes(app, "problem", f"{BASE}/users/{{user}}", {"GET": get_user, "PATCH": update_user})
     add_routes(app, "problem", f"{BASE}/users/{{user}}/password", {"PUT": set_password})
     add_routes(app, "problem", f"{BASE}/users/{{user}}/keys", {"GET": list_user_keys})
-    add_routes(app, "problem", f"{BASE}/users/{{user}}/keys/{{keyId}}", {"DELETE": revoke_user_key})
+    add_routes(
+        app,
+        "problem",
+        f"{BASE}/users/{{user}}/keys/{{keyId}}",
+        {"GET": get_user_key, "PATCH": set_user_key_quota, "DELETE": revoke_user_key},
+    )
     add_routes(app, "problem", f"{BASE}/resources", {"GET": list_resources})
     add_routes(
         app,

@@ -2,7 +2,8 @@
 
 * `POST /v1/apikeys` `{name, scopes, path?, expiresAt?}` -> 201 with the key, shown this once.
 * `GET /v1/apikeys?page=&pageSize=`, `GET /v1/apikeys/{id}`: masked, never the key.
-* `PATCH /v1/apikeys/{id}` `{status?: Active|Disabled, name?}`, `DELETE /v1/apikeys/{id}` (204).
+* `PATCH /v1/apikeys/{id}` `{status?: Active|Disabled, name?, limits?, credits?}`,
+  `DELETE /v1/apikeys/{id}` (204). `limits` (also at creation) and `credits`: api/quotas.py.
 * `PATCH /v1/apikeys/{id}/decrypt` `{password}`: the stored key, only where the deployment
   keeps retrievable keys, after a fresh password check, audited.
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from gateway.api import quotas
 from gateway.api.auth import authenticate, reauthenticate, require, scope
 from gateway.api.body import read_json
 from gateway.api.render import add_routes, json_response
@@ -31,6 +33,7 @@ from gateway.api.schemas import (
 )
 from gateway.errors import NotFound
 from gateway.keys import format as keyformat
+from gateway.keys.manage import actor_of
 from gateway.policy.evaluate import Principal
 from gateway.services import Services
 from gateway.state import SERVICES
@@ -64,9 +67,13 @@ async def _own_key(request: web.Request, services: Services, principal: Principa
 async def create_key(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
     principal = await _caller(request, MANAGE)
-    body = v1_key_request(await read_json(request))
+    raw = await read_json(request)
+    body = v1_key_request(raw)
     check_key_request(services.keys, body, label_path="name", perms_path="scopes")
     owner = await services.users.find(principal.user_id)
+    limits = None
+    if isinstance(raw, dict) and raw.get("limits"):  # checked before the key exists
+        limits = quotas.key_limits(services, raw["limits"], owner_is_admin=owner.is_admin)
     new = await services.keys.create(
         owner=owner,
         creator=principal,
@@ -75,8 +82,10 @@ async def create_key(request: web.Request) -> web.StreamResponse:
         path_rule=body.path,
         expires_at=body.expires_at,
     )
+    if limits:
+        await services.quota.set(new.record.id, actor=actor_of(principal), limits=limits)
     return json_response(
-        v1_key(new.record, new.text),
+        await quotas.key_view(services, new.record, new.text),
         status=201,
         headers={"Location": f"{BASE}/{new.record.id}"},
     )
@@ -93,20 +102,31 @@ async def list_keys(request: web.Request) -> web.StreamResponse:
 async def get_key(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
     principal = await _caller(request, READ)
-    return json_response(v1_key(await _own_key(request, services, principal)))
+    key = await _own_key(request, services, principal)
+    return json_response(await quotas.key_view(services, key))
 
 
 async def update_key(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
     principal = await _caller(request, MANAGE)
     key = await _own_key(request, services, principal)
-    patch = v1_key_patch(await read_json(request))
+    raw = await read_json(request)
+    patch = v1_key_patch(raw)
+    if isinstance(raw, dict) and set(quotas.QUOTA_FIELDS) & set(raw):
+        await quotas.apply(
+            services,
+            key,
+            raw,
+            actor=actor_of(principal),
+            owner_is_admin=principal.is_admin,
+            caller_is_admin=principal.is_admin,
+        )
     if patch.name is not None:
         services.keys.check_label(patch.name, "name")
         key = await services.keys.rename(key, patch.name, actor=principal)
     if patch.status is not None and patch.status != key.status:
         key = await services.keys.set_status(key, patch.status, actor=principal)
-    return json_response(v1_key(key))
+    return json_response(await quotas.key_view(services, key))
 
 
 async def delete_key(request: web.Request) -> web.StreamResponse:

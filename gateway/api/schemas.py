@@ -107,9 +107,11 @@ def api_key_data(key: ApiKey, full_key: str | None = None) -> dict[str, Any]:
 
 
 def v1_key_request(body: object, *, now: datetime | None = None) -> KeyRequest:
-    """`{name, scopes, path?, expiresAt?}`: scopes space-separated `audience:operation`;
+    """`{name, scopes, path?, expiresAt?, limits?}`: scopes space-separated `audience:operation`;
     `expiresAt` an RFC 3339 date-time with its offset, in the future."""
-    data, errors = _object(body, required=("name", "scopes"), optional=("path", "expiresAt"))
+    data, errors = _object(
+        body, required=("name", "scopes"), optional=("path", "expiresAt", "limits")
+    )
     name = data.get("name")
     if "name" in data and not isinstance(name, str):
         errors.append(("name", "must be a string"))
@@ -157,9 +159,9 @@ class KeyPatch:
 
 
 def v1_key_patch(body: object) -> KeyPatch:
-    data, errors = _object(body, optional=("status", "name"))
+    data, errors = _object(body, optional=("status", "name", "limits", "credits"))
     if not data and not errors:
-        errors.append(("body", "send status and/or name"))
+        errors.append(("body", "send status, name, limits and/or credits"))
     status = data.get("status")
     store_status = None
     if "status" in data:

@@ -20,8 +20,9 @@ Decisions, in the same spirit as the password budget (`gateway/throttle.py`):
   are kept in the order they started. Expired windows are swept from the front as new failures
   arrive, and at `max_tracked` the oldest window (the nearest to expiring anyway) is dropped, so
   a flood from many addresses costs bounded memory.
-- Per instance: N instances allow up to N times the limit (a shared budget in Redis is not done
-  here). Pure apart from the clock, which is injectable; no I/O.
+- Per instance here: N instances would allow up to N times the limit, so with Redis configured
+  `Services.lookup_key` also counts in a shared budget (limits/failures.py). Pure apart from
+  the clock, which is injectable; no I/O.
 """
 
 from __future__ import annotations
@@ -47,6 +48,15 @@ def wait_seconds(started: float, failures: int, now: float, *, limit: int, windo
     if failures < limit or remaining <= 0:
         return 0
     return max(1, math.ceil(remaining))
+
+
+def key_budget_refusal(wait: int) -> TooManyRequests:
+    """The 429 for an address over its failed-key budget, `wait` seconds before it may try."""
+    return TooManyRequests(
+        f"too many failed API keys from this address; try again in {wait} seconds",
+        retry_after=wait,
+        code="too-many-failed-keys",
+    )
 
 
 @dataclass(slots=True)
@@ -87,13 +97,7 @@ class KeyBudget:
     def refusal(self, address: str) -> TooManyRequests | None:
         """The 429 for `address` while it is over budget, else None."""
         wait = self.retry_after(address)
-        if not wait:
-            return None
-        return TooManyRequests(
-            f"too many failed API keys from this address; try again in {wait} seconds",
-            retry_after=wait,
-            code="too-many-failed-keys",
-        )
+        return key_budget_refusal(wait) if wait else None
 
     def charge(self, address: str) -> TooManyRequests | None:
         """A key from `address` was refused: the 429 to answer instead while the address is

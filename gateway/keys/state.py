@@ -27,6 +27,8 @@ class KeyState:
     permissions: tuple[str, ...]
     grants: tuple[str, ...]
     path_rule: str | None
+    limits: tuple[str, ...] = ()  # the key's own rate limits (gateway/limits/)
+    metered: bool = False  # the key pays with credits
 
     @classmethod
     def from_store(cls, found: KeyWithOwner) -> KeyState:
@@ -43,6 +45,8 @@ class KeyState:
             permissions=key.permissions,
             grants=owner.grants,
             path_rule=key.path_rule,
+            limits=found.limits,
+            metered=found.metered,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -58,6 +62,8 @@ class KeyState:
             "permissions": list(self.permissions),
             "grants": list(self.grants),
             "path_rule": self.path_rule,
+            "limits": list(self.limits),
+            "metered": self.metered,
         }
 
     @classmethod
@@ -74,6 +80,9 @@ class KeyState:
             permissions=tuple(str(p) for p in data["permissions"]),
             grants=tuple(str(g) for g in data["grants"]),
             path_rule=str(data["path_rule"]) if data["path_rule"] is not None else None,
+            # Entries cached by an earlier version carry neither: no limits, no credits.
+            limits=tuple(str(n) for n in data.get("limits", ())),
+            metered=bool(data.get("metered", False)),
         )
 
 
@@ -101,4 +110,7 @@ def principal_for(state: KeyState, catalog: Catalog) -> Principal:
         key_permissions=tuple(perms),
         path_rule=parse_path_rule(state.path_rule) if state.path_rule else None,
         is_admin=state.is_admin,
+        limits=state.limits,
+        metered=state.metered,
+        limited=bool(state.limits) or state.metered,
     )

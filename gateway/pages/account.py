@@ -15,6 +15,7 @@ from aiohttp import web
 
 from gateway import sessions
 from gateway.errors import BadRequest, Forbidden, Invalid
+from gateway.limits.quota import QuotaError, check_key_limits, looser
 from gateway.pages.consent import STORE, picker_stores
 from gateway.pages.login import login_url
 from gateway.pages.render import first, read_form, render, see_other
@@ -69,10 +70,20 @@ async def list_keys(request: web.Request) -> web.StreamResponse:
         for k in await services.keys.list_for(user.id)
     ]
     notice = {"disabled": "Key disabled.", "active": "Key enabled.", "deleted": "Key deleted."}
+    quotas = {}
+    for key in keys:
+        quota = await services.quota.get(key.id)
+        if quota is not None:
+            quotas[key.id] = {
+                "limits": [str(services.policy.limits.get(n, n)) for n in quota.limits],
+                "names": quota.limits,
+                "credits": await services.quota.balance(quota),
+                "refill": quota.refill,
+            }
     return await render(
         request,
         "keys.html",
-        {"keys": keys, "notice": notice.get(request.query.get("done", ""))},
+        {"keys": keys, "quotas": quotas, "notice": notice.get(request.query.get("done", ""))},
     )
 
 
@@ -131,7 +142,9 @@ async def _form(
                 "permission": set(form.get("permission", [])),
                 "resource": set(form.get("resource", [])),
                 "scope_mode": {k[6:]: first(form, k) for k in form if k.startswith("scope-")},
+                "limit": first(form, "limit"),
             },
+            "limit_choices": _limit_choices(services, user),
             "errors": errors,
         }
     )
@@ -189,6 +202,7 @@ async def create_key(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
     catalog = services.policy.catalog
     try:
+        limits = _requested_limits(services, user, first(form, "limit"))
         held = sessions.principal_of(request, user).grants
         resources = await _pickable(services, held)
         permissions = _requested_permissions(catalog, form, resources)
@@ -205,6 +219,8 @@ async def create_key(request: web.Request) -> web.StreamResponse:
         return await _form(request, user, form, exc.errors, status=422)
     except Forbidden as exc:
         return await _form(request, user, form, [("permissions", exc.message)], status=403)
+    if limits:
+        await services.quota.set(new.record.id, actor=f"user:{user.id}", limits=limits)
     names = resource_names(r for r in resources if r.name != r.id)  # registered names only
     return await render(
         request,
@@ -216,6 +232,30 @@ async def create_key(request: web.Request) -> web.StreamResponse:
         },
         status=201,
     )
+
+
+def _limit_choices(services: Services, user: User) -> list[tuple[str, str]]:
+    """The limits the user's keys may carry (none unless the policy has key_limits)."""
+    policy = services.policy
+    ceiling = policy.key_limit_admin_max if user.is_admin else policy.key_limit_max
+    if ceiling is None:
+        return []
+    return [
+        (name, str(limit))
+        for name, limit in policy.limits.items()
+        if limit.scope == "key" and not looser(limit, ceiling)
+    ]
+
+
+def _requested_limits(services: Services, user: User, name: str) -> tuple[str, ...]:
+    if not name:
+        return ()
+    policy = services.policy
+    ceiling = policy.key_limit_admin_max if user.is_admin else policy.key_limit_max
+    try:
+        return check_key_limits([name], policy.limits, ceiling)
+    except QuotaError as exc:
+        raise Invalid([("limit", str(exc))]) from None
 
 
 async def _owned_key_or_404(request: web.Request, user: User) -> ApiKey:

@@ -37,6 +37,11 @@ class Principal:
     path_rule: PathRule | None = None
     is_admin: bool = False
     via: str = "key"  # "key", "password", "session"
+    # The key's own rate limits (names from the policy) and whether it pays with credits
+    # (gateway/limits/); `limited` is true if either is, so an unlimited key costs one test.
+    limits: tuple[str, ...] = ()
+    metered: bool = False
+    limited: bool = False
     # Answers of `may`, per requirement. A principal is built from one catalog and cached
     # with its key, so repeated requests skip the implication walk.
     _memo: dict[Perm, bool] = field(default_factory=dict, compare=False, repr=False)

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from gateway.errors import NotFound, denial_error
 from gateway.keys.verify import KeyState, KeyVerifier, principal_for
+from gateway.limits.headers import seconds
+from gateway.limits.redis_engine import RedisLimiter
 from gateway.policy.evaluate import Denied, authorize, route_for
 from gateway.policy.paths import TargetRejected, canonicalize
+from gateway.proxy.decision import Allowed
+from gateway.proxy.limiting import applies, plan
 from gateway.services import Services
 from gateway.store.base import KeyWithOwner
 
@@ -15,7 +19,15 @@ async def explain(services: Services, key_id: str, method: str, raw_target: str)
     owner = await services.store.get_user(key.user_id) if key else None
     if key is None or owner is None:
         raise NotFound(f"no key with id {key_id!r}", code="apikey-not-found")
-    state = KeyState.from_store(KeyWithOwner(key, owner))
+    quota = await services.store.get_quota(key.id)
+    state = KeyState.from_store(
+        KeyWithOwner(
+            key,
+            owner,
+            limits=quota.limits if quota else (),
+            metered=quota is not None and quota.credits is not None,
+        )
+    )
     principal = principal_for(state, services.policy.catalog)
     method = method.upper()
     lines = [
@@ -50,4 +62,38 @@ async def explain(services: Services, key_id: str, method: str, raw_target: str)
     if isinstance(decision, Denied):
         status = denial_error(decision).status
         return [*lines, f"decision: DENY {status} {decision.reason}: {decision.detail}"]
-    return [*lines, "decision: ALLOW"]
+    allowed = Allowed(target, route, services.policy.upstreams[route.upstream], principal)
+    return [*lines, *(await limit_lines(services, allowed)), "decision: ALLOW"]
+
+
+async def limit_lines(services: Services, allowed: Allowed) -> list[str]:
+    """The limits and credits an allowed request would spend, and what is left of each, read
+    without spending (the engine asked for a cost of 0). Per-address limits depend on the
+    client, so they are named only."""
+    if not applies(allowed):
+        return ["limits:   none"]
+    spent = plan(allowed, "(client address)", services.policy.limits)
+    lines = [f"cost:     {allowed.route.cost}"]
+    keyed = [
+        (lim, bucket)
+        for lim, bucket in zip(spent.limits, spent.buckets, strict=True)
+        if lim.scope != "address"
+    ]
+    outcome = await services.limiter.check(
+        [b for _, b in keyed], [lim for lim, _ in keyed], 0, spent.account
+    )
+    states = {s.limit.name: s for s in outcome.states}
+    for lim in spent.limits:
+        if lim.scope == "address":
+            lines.append(f"limit:    {lim.name} {lim}: per client address")
+            continue
+        left = states[lim.name]
+        lines.append(
+            f"limit:    {lim.name} {lim}: {left.remaining} of {lim.burst} left, "
+            f"full again in {seconds(left.reset_us)} s"
+        )
+    if outcome.credits is not None:
+        lines.append(f"credits:  {outcome.credits.balance} left")
+    where = "Redis" if isinstance(services.limiter, RedisLimiter) else "this process only"
+    lines.append(f"state:    as counted in {where}")
+    return lines

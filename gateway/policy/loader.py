@@ -41,6 +41,16 @@ File schema (every section optional; a file may hold only a catalog, only routes
         permission: legacy.access
         passwords: true              # optional: Basic email:password accepted here
         websocket: true              # optional: WebSocket upgrades proxied (needs GET)
+    limits:                    # named rate limits (gateway/limits/model.py)
+      standard: 100/s burst 200        # per key (the default scope)
+      pool: 5000/h per owner           # shared by every key of one user
+      anonymous: 10/s per address      # per client address
+    # and on a route:
+    #   limits: [standard, pool]       # every one must pass (auth: none: per-address only)
+    #   cost: 5                        # units one request spends (default 1, 0 is free)
+    key_limits:                # what a key's own limits may be (without: keys carry none)
+      max: standard                    # the loosest per-key limit a user's key may carry
+      admin_max: premium               # optional: for administrators' keys (default: max)
 
 Permissions: `implies` forms a DAG (cycles are errors, the cycle is named); nothing may imply
 `unrestricted`, which is built in and grants everything. `unrestricted` may be listed to give
@@ -73,6 +83,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from gateway.limits.headers import policy_value
+from gateway.limits.model import LimitSyntaxError, RateLimit, parse_cost, parse_limit
 from gateway.policy.model import (
     NAME_RE,
     RESOURCE_RE,
@@ -97,11 +109,22 @@ UPSTREAM_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 RESOURCE_TYPE_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
 HOST_RE = re.compile(r"^(?:[A-Za-z0-9.-]+|[0-9A-Fa-f:.]+)$")  # a DNS name, IPv4 or IPv6
 
-_TOP_KEYS = ("resource_types", "permissions", "upstreams", "routes")
+_TOP_KEYS = ("resource_types", "permissions", "upstreams", "routes", "limits", "key_limits")
+_KEY_LIMIT_KEYS = ("max", "admin_max")
 _PERMISSION_KEYS = ("name", "title", "description", "implies", "scope")
 _RESOURCE_TYPE_KEYS = ("title", "unscoped")
 _UPSTREAM_KEYS = ("url", "connect_timeout", "read_timeout", "pool_size")
-_ROUTE_KEYS = ("path", "methods", "upstream", "permission", "auth", "passwords", "websocket")
+_ROUTE_KEYS = (
+    "path",
+    "methods",
+    "upstream",
+    "permission",
+    "auth",
+    "passwords",
+    "websocket",
+    "limits",
+    "cost",
+)
 _DEFAULTS = Upstream("defaults", "http://localhost")
 
 
@@ -228,6 +251,8 @@ class _Builder:
         self.permissions: dict[str, _PermEntry] = {}
         self.upstreams: dict[str, tuple[Upstream, _Where]] = {}
         self.routes: list[_RouteEntry] = []
+        self.limits: dict[str, tuple[RateLimit, _Where]] = {}
+        self.key_limits: tuple[Mapping[str, Any], _Where] | None = None
 
     def add(self, file: str, doc: Mapping[str, Any]) -> None:
         self.sources.append(file)
@@ -240,6 +265,15 @@ class _Builder:
         ups = _mapping(doc.get("upstreams"), _Where(file, "upstreams"))
         for name, raw in ups.items():
             self._add_upstream(name, raw, _Where(file, f"upstreams.{name}"))
+        for name, raw in _mapping(doc.get("limits"), _Where(file, "limits")).items():
+            self._add_limit(name, raw, _Where(file, f"limits.{name}"))
+        if "key_limits" in doc:
+            where = _Where(file, "key_limits")
+            if self.key_limits is not None:
+                where.fail(f"key_limits is already given in {self.key_limits[1]}")
+            raw_key_limits = _mapping(doc["key_limits"], where)
+            _check_keys(raw_key_limits, _KEY_LIMIT_KEYS, where)
+            self.key_limits = (raw_key_limits, where)
         for index, raw in enumerate(_list(doc.get("routes"), _Where(file, "routes"))):
             source = f"{file}: routes[{index}]"
             where = _Where(file, f"routes[{index}]{_route_label(raw)}")
@@ -307,6 +341,14 @@ class _Builder:
         )
         self.permissions[name] = _PermEntry(definition, where)
 
+    def _add_limit(self, name: str, raw: object, where: _Where) -> None:
+        if name in self.limits:
+            where.fail(f"limit {name!r} is already defined in {self.limits[name][1]}")
+        try:
+            self.limits[name] = (parse_limit(name, raw), where)
+        except LimitSyntaxError as exc:
+            where.fail(str(exc))
+
     def _add_upstream(self, name: str, raw: object, where: _Where) -> None:
         if not UPSTREAM_NAME_RE.match(name):
             where.fail(f"bad upstream name {name!r} (letters, digits, '.', '_' or '-')")
@@ -341,7 +383,26 @@ class _Builder:
             upstreams={name: up for name, (up, _) in self.upstreams.items()},
             routes=table,
             sources=tuple(self.sources),
+            limits={name: limit for name, (limit, _) in self.limits.items()},
+            key_limit_max=self._key_limit("max"),
+            key_limit_admin_max=self._key_limit("admin_max") or self._key_limit("max"),
         )
+
+    def _key_limit(self, which: str) -> RateLimit | None:
+        if self.key_limits is None:
+            return None
+        raw, where = self.key_limits
+        if which not in raw:
+            if which == "max":
+                where.fail("missing `max` (the loosest limit a key may carry)")
+            return None
+        name = raw[which]
+        if not isinstance(name, str) or name not in self.limits:
+            where.fail(f"{which}: {name!r} is not a defined limit (known: {_names(self.limits)})")
+        limit = self.limits[name][0]
+        if limit.scope != "key":
+            where.fail(f"{which}: limit {name!r} is per {limit.scope}; a key's limit is per key")
+        return limit
 
     def _catalog(self) -> Catalog:
         perms = self.permissions
@@ -404,6 +465,7 @@ class _Builder:
             requirement = _requirement(text, catalog, params, where)
         elif passwords:
             where.fail("passwords: true has no effect on a route with auth: none")
+        limits, cost = self._route_limits(raw, has_auth, where)
         return Route(
             path=path,
             methods=methods,
@@ -413,7 +475,40 @@ class _Builder:
             allow_passwords=passwords,
             websocket=websocket,
             source=entry.source,
+            limits=limits,
+            cost=cost,
+            limit_policy=policy_value(limits),
         )
+
+    def _route_limits(
+        self, raw: Mapping[str, Any], auth_none: bool, where: _Where
+    ) -> tuple[tuple[RateLimit, ...], int]:
+        try:
+            cost = parse_cost(raw.get("cost", 1))
+        except LimitSyntaxError as exc:
+            where.fail(str(exc))
+        names = raw.get("limits", [])
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            where.fail(f"limits must be a list of limit names, got {names!r}")
+        limits: dict[str, RateLimit] = {}
+        for name in names:
+            if name not in self.limits:
+                where.fail(f"limit {name!r} is not defined (known: {_names(self.limits)})")
+            if name in limits:
+                where.fail(f"limit {name!r} is listed twice")
+            limit = self.limits[name][0]
+            if auth_none and limit.scope != "address":
+                where.fail(
+                    f"limit {name!r} is per {limit.scope}, but a route with auth: none has no "
+                    "key or owner: only per-address limits apply"
+                )
+            if cost > limit.burst:
+                where.fail(
+                    f"cost {cost} is over the burst of limit {name!r} ({limit}): "
+                    "no request could ever pass"
+                )
+            limits[name] = limit
+        return tuple(limits.values()), cost
 
 
 def _check_cycles(perms: Mapping[str, _PermEntry]) -> None:

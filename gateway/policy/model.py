@@ -11,6 +11,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from gateway.limits.model import RateLimit
+
 UNRESTRICTED = "unrestricted"
 
 # A permission name: lower-case words joined by dots, dashes, underscores or colons
@@ -247,6 +249,11 @@ class Route:
     allow_passwords: bool = False
     websocket: bool = False
     source: str = ""  # "file.yaml: routes[3]" for error messages and `policy explain`
+    # Named rate limits every request of the route spends `cost` units of (gateway/limits/),
+    # and their `RateLimit-Policy` field, rendered once.
+    limits: tuple[RateLimit, ...] = ()
+    cost: int = 1
+    limit_policy: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,6 +280,11 @@ class Policy:
     sources: tuple[str, ...] = ()
     # SHA-256 over the files read (names and bytes, in load order): which policy is active.
     digest: str = ""
+    limits: Mapping[str, RateLimit] = field(default_factory=dict)
+    # The loosest per-key limit a key of a user (of an administrator) may carry; None: keys
+    # carry no limits of their own.
+    key_limit_max: RateLimit | None = None
+    key_limit_admin_max: RateLimit | None = None
 
     def match(self, method: str, path: str) -> RouteMatch | None:
         return self.routes.match(method, path)

@@ -47,6 +47,8 @@ class Allowed(NamedTuple):
     route: Route
     upstream: Upstream
     principal: Principal | None
+    # Fields for the answer: the route's rate-limit state (proxy/limiting.py), if it has limits.
+    headers: Sequence[tuple[str, str]] = ()
 
 
 class Refused(NamedTuple):

@@ -96,7 +96,9 @@ class Forwarder:
         upstream: Upstream,
         route: Route,
         principal: Principal | None,
+        extra: Sequence[tuple[str, str]] = (),
     ) -> web.StreamResponse:
+        """Forward an allowed request; `extra` fields (rate-limit state) join the answer."""
         headers = self.upstream_headers(
             request.headers.items(),
             request.remote,
@@ -129,6 +131,8 @@ class Forwarder:
             except UpstreamError as exc:
                 return _failure(exc, upstream, target)
             out_headers = decode_fields(response_fields(response.fields))
+            if extra:
+                out_headers += extra
             reason = response.reason or None
             if response.complete:
                 # The whole body came with the head (the common small answer): one write to

@@ -17,13 +17,14 @@ from collections.abc import Coroutine
 from typing import Any, Protocol
 
 from gateway.errors import GatewayError, problem_parts, upstream_error
-from gateway.proxy.decision import Allowed, Decision, NeedsLookup, Refused
+from gateway.proxy.decision import Allowed, Decision, Refused
 from gateway.proxy.front_body import RequestBody
 from gateway.proxy.front_context import FrontContext
 from gateway.proxy.h1.heads import relayed_head, render_head
 from gateway.proxy.h1.server import RequestHead
-from gateway.proxy.handler import decide_now, finish
+from gateway.proxy.handler import Pending, decide_now, finish
 from gateway.proxy.headers import Field, Header, response_fields
+from gateway.proxy.limiting import NeedsLimit
 from gateway.proxy.outbox import outbox
 from gateway.proxy.response import Response
 from gateway.proxy.upstream_http import UpstreamError
@@ -55,6 +56,7 @@ class Exchanger:
         self._head: RequestHead | None = None  # the request being answered
         self._body: RequestBody | None = None
         self._waiting: Allowed | None = None  # sent by `_answer_now`, heard by `_heard`
+        self._extra: list[Field] = []  # fields the gateway adds to the answer (rate limits)
         self._task: asyncio.Task[None] | None = None
         self._streaming: Response | None = None  # a response being streamed (`cut` closes it)
         self._drain: asyncio.Future[None] | None = None
@@ -74,7 +76,7 @@ class Exchanger:
                 decided = decide_now(
                     self._ctx.services, head.method, head.target, head.values, self.peer
                 )
-                if not isinstance(decided, NeedsLookup) and self._answer_now(head, decided):
+                if not isinstance(decided, Pending) and self._answer_now(head, decided):
                     return
             except Exception:  # noqa: BLE001 - as in `_serve`
                 self._crashed(head)
@@ -241,14 +243,14 @@ class Exchanger:
             answer.close()
             self._crashed(head)
 
-    async def _exchange(self, head: RequestHead, decided: Decision | None) -> bool:
+    async def _exchange(self, head: RequestHead, decided: Decision | NeedsLimit | None) -> bool:
         """Decide (unless `decided` already; resuming it after a lookup) and forward one
         request; whether the connection may serve another."""
         services = self._ctx.services
         result = decided
         if result is None:
             result = decide_now(services, head.method, head.target, head.values, self.peer)
-        if isinstance(result, NeedsLookup):
+        if isinstance(result, Pending):
             result = await finish(services, result, head.values, self.peer)
         if isinstance(result, Refused):
             return self._refuse(head, result)
@@ -272,6 +274,10 @@ class Exchanger:
 
     def _upstream_request(self, head: RequestHead, allowed: Allowed) -> tuple[str, list[Header]]:
         """The upstream request target and headers for an allowed request."""
+        if allowed.headers:
+            self._extra = [(n.encode(), v.encode()) for n, v in allowed.headers]
+        elif self._extra:
+            self._extra = []
         headers = self._ctx.forwarder.upstream_headers(
             head.headers, self.peer, "http", head.host, allowed.principal, allowed.upstream
         )
@@ -295,7 +301,7 @@ class Exchanger:
         """The head to relay, and whether the connection may serve another request after."""
         framing = response.framing
         keep_alive = framing != "close" and self._driver.may_keep_alive()
-        extra: list[Field] = []
+        extra: list[Field] = list(self._extra) if self._extra else []
         if framing == "chunked":
             extra.append((b"Transfer-Encoding", b"chunked"))
         if not keep_alive:

@@ -34,6 +34,7 @@ from gateway.proxy.decision import (
     resume,
 )
 from gateway.proxy.forward import Forwarder
+from gateway.proxy.limiting import NeedsLimit, applies, limit, spend
 from gateway.proxy.render import problem_response
 from gateway.services import Services
 from gateway.state import FORWARDER, SERVICES
@@ -41,14 +42,20 @@ from gateway.state import FORWARDER, SERVICES
 log = logging.getLogger("gateway.proxy")
 
 
+Pending = NeedsLookup | NeedsLimit
+
+
 def decide_now(
     services: Services, method: str, raw_target: str, values: HeaderValues, peer: str | None
-) -> Decision:
-    """The decision from what is in memory (no I/O): Allowed, Refused, or NeedsLookup, which
-    `finish` completes. The fast front serves a request decided now without a task for it.
-    `peer` is the socket peer's address, for the failed-key budget."""
+) -> Decision | NeedsLimit:
+    """The decision from what is in memory (no I/O): Allowed, Refused, or a pending one
+    (NeedsLookup, NeedsLimit) which `finish` completes. The fast front serves a request
+    decided now without a task for it. `peer` is the socket peer's address, for the
+    failed-key budget and per-address limits."""
     decision = decide(services.policy, services.verifier, method, raw_target, values)
     if isinstance(decision, Allowed):
+        if decision.route.limits or (decision.principal is not None and decision.principal.limited):
+            return _limited(services, decision, values, peer)
         metrics.PROXY_REQUESTS.inc("allowed")
     elif isinstance(decision, Refused):
         if decision.outcome in KEY_FAILURES:
@@ -65,12 +72,36 @@ def _key_failed(
     return refused if over is None else Refused(over, refused.instance, over.code)
 
 
+def _limited(
+    services: Services, allowed: Allowed, values: HeaderValues, peer: str | None
+) -> Allowed | Refused | NeedsLimit:
+    """An allowed request on a route with limits: spend them now if the engine can."""
+    address = client_address(values, peer, services)
+    legacy = services.settings.legacy_ratelimit_headers
+    named = services.policy.limits
+    decision = limit(services.limiter, allowed, address, named, legacy=legacy)
+    if not isinstance(decision, NeedsLimit):
+        _count_limited(decision)
+    return decision
+
+
+def _count_limited(decision: Allowed | Refused) -> None:
+    # A rate-limited refusal carries no key id, so it is counted and never logged.
+    metrics.PROXY_REQUESTS.inc("allowed" if isinstance(decision, Allowed) else decision.outcome)
+
+
 async def finish(
-    services: Services, needs: NeedsLookup, values: HeaderValues, peer: str | None
+    services: Services, needs: Pending, values: HeaderValues, peer: str | None
 ) -> Allowed | Refused:
     """Complete a decision with its one lookup: the key's record from Redis or the database
-    (hashed already), or the password check. `peer` is the socket peer's address, for
-    throttling key and password failures."""
+    (hashed already), or the password check, then the route's limits; or only the limits.
+    `peer` is the socket peer's address, for throttling key and password failures and for
+    per-address limits."""
+    if isinstance(needs, NeedsLimit):
+        legacy = services.settings.legacy_ratelimit_headers
+        spent = await spend(services.limiter, needs, legacy=legacy)
+        _count_limited(spent)
+        return spent
     credential = needs.credential
     try:
         if isinstance(credential, KeyCredential):
@@ -85,6 +116,11 @@ async def finish(
         decision: Allowed | Refused = Refused(exc, needs.target.path, exc.code)
     else:
         decision = resume(needs, principal)
+    if isinstance(decision, Allowed) and applies(decision):
+        limited = _limited(services, decision, values, peer)
+        if not isinstance(limited, NeedsLimit):
+            return limited
+        return await finish(services, limited, values, peer)
     if isinstance(decision, Allowed):
         metrics.PROXY_REQUESTS.inc("allowed")
     else:
@@ -164,7 +200,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
 
     services = request.app[SERVICES]
     decision = decide_now(services, request.method, request.raw_path, values, request.remote)
-    if isinstance(decision, NeedsLookup):
+    if isinstance(decision, NeedsLookup | NeedsLimit):
         decision = await finish(services, decision, values, request.remote)
     if isinstance(decision, Refused):
         return problem_response(decision.error, decision.instance)
@@ -172,7 +208,12 @@ async def handle(request: web.Request) -> web.StreamResponse:
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     forwarder: Forwarder = request.app[FORWARDER]
     response = await forwarder.forward(
-        request, decision.target, decision.upstream, decision.route, decision.principal
+        request,
+        decision.target,
+        decision.upstream,
+        decision.route,
+        decision.principal,
+        decision.headers,
     )
     if "Upgrade" in headers and response.status != 101:
         # An upgrade the route does not take was forwarded as plain HTTP, but aiohttp's parser

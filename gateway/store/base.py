@@ -83,6 +83,32 @@ class KeyWithOwner:
     key: ApiKey
     owner: User
     version: int = 0
+    # From the key's quota (KeyQuota), if it has one: its own limits, and whether it spends
+    # credits.
+    limits: tuple[str, ...] = ()
+    metered: bool = False
+
+
+Refill = Literal["daily", "monthly"]
+RefillMode = Literal["replace", "add"]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyQuota:
+    """A key's own rate limits (limit names from the policy) and usage credits.
+
+    `credits` None: the key spends no credits. `period` names the refill period the balance
+    belongs to (limits/credits.py); `version` grows with every administrator's change.
+    """
+
+    key_id: str
+    limits: tuple[str, ...] = ()
+    credits: int | None = None
+    refill: Refill | None = None
+    refill_amount: int = 0
+    refill_mode: RefillMode = "replace"
+    period: str | None = None
+    version: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +240,20 @@ class Store(Protocol):
         ...
 
     async def count_keys_by_secret(self) -> dict[str | None, int]: ...
+
+    # key quotas: own limits and credits (store/sql_quotas.py)
+    async def get_quota(self, key_id: str) -> KeyQuota | None: ...
+    async def set_quota(self, quota: KeyQuota, audit: Audit) -> KeyQuota:
+        """Write a key's quota (its version one above the stored one) with its invalidation
+        record, so every instance re-reads the key's limits."""
+        ...
+
+    async def save_balance(
+        self, key_id: str, credits: int, period: str | None, version: int
+    ) -> bool:
+        """Write-behind of a balance counted elsewhere (Redis); False, writing nothing, when
+        the stored version is not `version` (an administrator changed it since)."""
+        ...
 
     # audit
     async def list_audit(

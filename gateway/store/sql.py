@@ -28,6 +28,7 @@ from gateway.store.base import (
     User,
 )
 from gateway.store.invalidations import InvalidationLog
+from gateway.store.sql_quotas import QuotaQueries
 from gateway.store.sql_secrets import SecretQueries
 
 Row = Mapping[str, Any]
@@ -101,7 +102,7 @@ _CODE_COLUMNS = (
 )
 
 
-class SqlStore(InvalidationLog, SecretQueries):
+class SqlStore(InvalidationLog, SecretQueries, QuotaQueries):
     """`Store` over any `Database` adapter."""
 
     def __init__(self, db: Database) -> None:
@@ -324,13 +325,22 @@ class SqlStore(InvalidationLog, SecretQueries):
         row = await self._db.fetchrow(
             f"SELECT {key_cols}, {owner_cols}, "
             "(SELECT COALESCE(MAX(i.id), 0) FROM invalidations i WHERE i.key_hash = $1) "
-            "AS version FROM api_keys k JOIN users u ON u.id = k.user_id "
+            "AS version, q.limits AS q_limits, q.credits AS q_credits "
+            "FROM api_keys k JOIN users u ON u.id = k.user_id "
+            "LEFT JOIN key_quotas q ON q.key_id = k.id "
             "WHERE k.key_hash = $1",
             key_hash,
         )
         if row is None:
             return None
-        return KeyWithOwner(_key(row), _user(row, "u_"), int(row["version"]))
+        limits = tuple(json.loads(row["q_limits"])) if row["q_limits"] is not None else ()
+        return KeyWithOwner(
+            _key(row),
+            _user(row, "u_"),
+            int(row["version"]),
+            limits=limits,
+            metered=row["q_credits"] is not None,
+        )
 
     async def get_key(self, key_id: str) -> ApiKey | None:
         row = await self._db.fetchrow(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = $1", key_id)

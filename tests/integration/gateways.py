@@ -60,6 +60,16 @@ routes:
   - {{path: /dead/**, upstream: dead, permission: t.read}}
   - {{path: /tiny/**, upstream: tiny, permission: t.read}}
   - {{path: /unaccepting/**, upstream: unaccepting, permission: t.read}}
+  - {{path: /limited/**, upstream: main, permission: t.read, limits: [tight]}}
+  - {{path: /limited-admin/**, upstream: main, permission: t.admin, limits: [tight]}}
+  - {{path: /costly/**, upstream: main, permission: t.read, limits: [tight], cost: 2}}
+  - {{path: /free/**, upstream: main, permission: t.read, limits: [tight], cost: 0}}
+  - {{path: /pooled/**, upstream: main, permission: t.read, limits: [pool, tight]}}
+  - {{path: /open/**, upstream: main, auth: none, limits: [anon]}}
+limits:
+  tight: 3/m
+  pool: 4/m per owner
+  anon: 2/m per address
 """
 
 

@@ -190,6 +190,8 @@ BAD_VALUES: dict[str, str] = {
     "previous_secrets": "a-previous-secret-that-is-short",
     "previous_secrets_file": "/nonexistent/keygate-previous",
     "accepted_key_prefixes": "Bad_Prefix",
+    "legacy_ratelimit_headers": "often",
+    "rate_limit_lease": "20000",
 }
 # Secret values must not be echoed: for these the message names the setting only.
 SECRET_SETTINGS = {"secret", "key_encryption_key", "previous_secrets"}
@@ -559,3 +561,10 @@ def test_accepted_key_prefixes() -> None:
     assert load_settings(None, environ={}).accepted_key_prefixes == ()
     message = error({"GATEWAY_KEY_PREFIX": "kg", "GATEWAY_ACCEPTED_KEY_PREFIXES": "apk,kg"})
     assert message.startswith("accepted_key_prefixes: 'kg' is the current key_prefix")
+
+
+def test_rate_limit_settings_read_from_the_environment() -> None:
+    """`rate_limit_lease` takes 0..10000 (negative and non-numeric are refused with the
+    bad-value table); `legacy_ratelimit_headers` a boolean."""
+    assert error({"GATEWAY_RATE_LIMIT_LEASE": "-1"}).startswith("GATEWAY_RATE_LIMIT_LEASE: ")
+    assert error({"GATEWAY_RATE_LIMIT_LEASE": "many"}).startswith("GATEWAY_RATE_LIMIT_LEASE: ")
