@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 from gateway import logs
 from gateway.errors import GatewayError
 from gateway.keys import format as keyformat
+from gateway.keys import rotation
 from gateway.keys.hashing import KeyHasher
 from gateway.keys.rehash import rehash_status
 from gateway.policy.loader import PolicyError, load_policy
@@ -59,6 +60,13 @@ def expiry(text: str) -> datetime:
         return datetime.now(UTC) + parse_duration(text)
     except OverflowError:  # e.g. 999999w: past the year 9999, which datetime cannot hold
         raise CliError(f"--expires: {text!r} is too long a lifetime") from None
+
+
+def _grace(text: str) -> timedelta:
+    try:
+        return rotation.parse_grace(text)
+    except ValueError as exc:
+        raise CliError(f"--grace: {exc}") from None
 
 
 # -- argument parsing -------------------------------------------------------------------
@@ -122,6 +130,20 @@ def build_parser() -> argparse.ArgumentParser:
     klist.add_argument("--user", required=True, metavar="EMAIL")
     for name in ("revoke", "disable", "enable"):
         keys.add_parser(name, help=f"{name} a key").add_argument("key_id")
+    krotate = keys.add_parser("rotate", help="replace a key by a new one (printed once)")
+    krotate.add_argument("key_id")
+    krotate.add_argument(
+        "--grace",
+        default="immediate",
+        help="how long the old key keeps working: immediate, "
+        "or a duration up to 7d such as 1h (default: immediate)",
+    )
+    krotate.add_argument(
+        "--permission",
+        action="append",
+        metavar="PERM",
+        help="keep only these of the key's permissions (narrow it); repeat",
+    )
     keys.add_parser("rehash-status", help="how many keys still depend on each of previous_secrets")
 
     policy = sub.add_parser("policy", help="check and explain policies").add_subparsers(
@@ -252,6 +274,7 @@ def cmd_keys(args: argparse.Namespace) -> None:
     settings = _prepared(_settings(args))
     # Checked before the database is touched; the lifetime counts from now.
     expires = expiry(args.expires) if args.action == "create" and args.expires else None
+    grace = _grace(args.grace) if args.action == "rotate" else None
 
     async def work(s: Services) -> None:
         if args.action == "create":
@@ -278,7 +301,18 @@ def cmd_keys(args: argparse.Namespace) -> None:
                     f"permissions={' '.join(k.permissions) or '-'}  path={k.path_rule or '-'}  "
                     f"expires={k.expires_at.isoformat() if k.expires_at else '-'}  "
                     f"last-used={k.last_used_at.isoformat() if k.last_used_at else '-'}"
+                    + (f"  replaced-by={k.replaced_by}" if k.replaced_by else "")
                 )
+        elif args.action == "rotate":
+            assert grace is not None
+            key = await s.keys.get_owned(args.key_id, None)
+            new = await s.keys.rotate(key, grace=grace, actor=None, permissions=args.permission)
+            _say(new.text)
+            stops = new.previous.expires_at if new.previous else None
+            _note(
+                f"key id {new.record.id} replaces {key.id}, which stops at "
+                f"{stops.isoformat() if stops else 'once'}; the new key is shown only this once"
+            )
         elif args.action == "rehash-status":
             previous = [KeyHasher(p) for p in settings.previous_secrets]
             for line in await rehash_status(s.store, s.hasher, previous):

@@ -97,6 +97,9 @@ class Settings:
     key_max_failures: int = 20
     key_failure_window: float = 60.0
     authorization_code_ttl: float = 60.0
+    # Re-authorizing an application rotates its previous key: the old key keeps working this
+    # long (seconds, at most 7 days; 0: it stops at once) so the application can switch over.
+    reauthorize_grace: float = 24 * 3600.0
 
     @property
     def development(self) -> bool:
@@ -306,6 +309,16 @@ def _deadline(maximum: float) -> Callable[[str, Any], float]:
     return parse
 
 
+def _bounded(minimum: float, maximum: float) -> Callable[[str, Any], float]:
+    def parse(name: str, value: Any) -> float:
+        number = _number(name, value, minimum=minimum)
+        if number > maximum:
+            raise SettingsError(f"{name}: {value!r} must be at most {maximum:g}")
+        return number
+
+    return parse
+
+
 def _count(minimum: int) -> Callable[[str, Any], int]:
     return lambda name, value: int(_number(name, value, minimum=minimum, integer=True))
 
@@ -351,6 +364,7 @@ _PLAIN: dict[str, Callable[[str, Any], Any]] = {
     "key_max_failures": _count(1),
     "key_failure_window": _seconds(1),
     "authorization_code_ttl": _seconds(1),
+    "reauthorize_grace": _bounded(0, 7 * 86400.0),
 }
 # Settings that are not plain fields: listen, secret(_file), key_encryption_key(_file).
 _SPECIAL = {

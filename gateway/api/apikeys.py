@@ -3,6 +3,8 @@
 * `POST /v1/apikeys` `{name, scopes, path?}` -> 201 with the key, shown this once.
 * `GET /v1/apikeys?page=&pageSize=`, `GET /v1/apikeys/{id}`: masked, never the key.
 * `PATCH /v1/apikeys/{id}` `{status?: Active|Disabled, name?}`, `DELETE /v1/apikeys/{id}` (204).
+* `POST /v1/apikeys/{id}/rotate` `{grace?, scopes?}` -> 201 with the new key (shown once) and
+  when the old one stops (`previous.expiresAt`); see keys/rotation.py.
 * `PATCH /v1/apikeys/{id}/decrypt` `{password}`: the stored key, only where the deployment
   keeps retrievable keys, after a fresh password check, audited.
 
@@ -19,6 +21,7 @@ from aiohttp import web
 
 from gateway.api.auth import authenticate, reauthenticate, require, scope
 from gateway.api.body import read_json
+from gateway.api.lifecycle_schemas import rotate_request, rotated
 from gateway.api.render import add_routes, json_response
 from gateway.api.schemas import (
     check_key_request,
@@ -133,6 +136,17 @@ async def decrypt_key(request: web.Request) -> web.StreamResponse:
     return json_response(v1_key(key, text))
 
 
+async def rotate_key(request: web.Request) -> web.StreamResponse:
+    services = request.app[SERVICES]
+    principal = await _caller(request, MANAGE)
+    key = await _own_key(request, services, principal)
+    body = rotate_request(await read_json(request))
+    new = await services.keys.rotate(
+        key, grace=body.grace, actor=principal, permissions=body.permissions
+    )
+    return json_response(rotated(new), status=201, headers={"Location": f"{BASE}/{new.record.id}"})
+
+
 def setup(app: web.Application) -> None:
     add_routes(app, "problem", BASE, {"POST": create_key, "GET": list_keys})
     add_routes(
@@ -142,3 +156,4 @@ def setup(app: web.Application) -> None:
         {"GET": get_key, "PATCH": update_key, "DELETE": delete_key},
     )
     add_routes(app, "problem", BASE + "/{id}/decrypt", {"PATCH": decrypt_key})
+    add_routes(app, "problem", BASE + "/{id}/rotate", {"POST": rotate_key})

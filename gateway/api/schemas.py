@@ -183,6 +183,7 @@ def v1_key(key: ApiKey, full_key: str | None = None) -> dict[str, Any]:
             "createdAt": iso(key.created_at),
             "expiresAt": iso(key.expires_at),
             "lastUsedAt": iso(key.last_used_at),
+            "replacedBy": key.replaced_by,
             "_links": {"self": {"href": f"/v1/apikeys/{key.id}", "method": "GET"}},
         }
     )

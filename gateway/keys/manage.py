@@ -10,10 +10,11 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from gateway.errors import Conflict, Forbidden, Invalid, NotFound
 from gateway.keys import format as keyformat
+from gateway.keys import rotation
 from gateway.keys.hashing import KeyHasher
 from gateway.keys.vault import KeyVault
 from gateway.policy.evaluate import Principal, owner_grants
@@ -30,10 +31,14 @@ Invalidate = Callable[[list[bytes]], Awaitable[None]]
 
 @dataclass(frozen=True, slots=True)
 class NewKey:
-    """A freshly minted key. `text` exists only here, once: show it and drop it."""
+    """A freshly minted key. `text` exists only here, once: show it and drop it.
+
+    `previous` is the key it replaced (rotation, re-authorization), as it is after: it
+    stops at its `expires_at`."""
 
     text: str
     record: ApiKey
+    previous: ApiKey | None = None
 
     def __repr__(self) -> str:
         return f"NewKey(id={self.record.id!r})"
@@ -114,9 +119,12 @@ class KeyService:
         expires_at: datetime | None = None,
         application_identifier: str | None = None,
         redirect_origin: str | None = None,
+        replacing: ApiKey | None = None,
+        grace: timedelta = timedelta(0),
     ) -> NewKey:
         """Mint a key for `owner`. `creator` None means the operator's CLI (no limit but the
-        owner's own grants)."""
+        owner's own grants). With `replacing` (re-authorizing an application), that key stops
+        after `grace`, in the same transaction."""
         clean_label = self.check_label(label)
         perms = self.parse_permissions(permissions)
         rule = None
@@ -139,20 +147,7 @@ class KeyService:
                 extra={"missingPermission": str(beyond_owner[0])},
             )
         if creator is not None:
-            beyond_creator = creator.missing(self._catalog, perms)
-            if beyond_creator:
-                raise Forbidden(
-                    f"you cannot grant {', '.join(map(str, beyond_creator))}",
-                    code="missing-permission",
-                    extra={"missingPermission": str(beyond_creator[0])},
-                )
-            if creator.path_rule is not None and (
-                rule is None or not rule.within(creator.path_rule)
-            ):
-                raise Forbidden(
-                    f"the new key's path restriction must lie within {creator.path_rule}",
-                    code="path-not-allowed",
-                )
+            self._check_creator(creator, [str(p) for p in perms], str(rule) if rule else None)
 
         generated = keyformat.generate(self._prefix)
         record = ApiKey(
@@ -180,10 +175,137 @@ class KeyService:
             "expires": expires_at.isoformat() if expires_at else None,
             "application": application_identifier,
         }
-        await self._store.create_key(
-            record, Audit(actor_of(creator), "key.create", f"key:{record.id}", detail)
+        audit = Audit(actor_of(creator), "key.create", f"key:{record.id}", detail)
+        if replacing is None:
+            await self._store.create_key(record, audit)
+            return NewKey(generated.text, record)
+        previous = await self._retire(replacing, record, grace, creator, [audit], strict=False)
+        if previous is None:  # gone or replaced meanwhile: the new key stands on its own
+            await self._store.create_key(record, audit)
+        return NewKey(generated.text, record, previous)
+
+    # -- rotation -----------------------------------------------------------------------
+
+    async def rotate(
+        self,
+        key: ApiKey,
+        *,
+        grace: timedelta,
+        actor: Principal | None,
+        permissions: Sequence[str] | None = None,
+    ) -> NewKey:
+        """A new key with everything `key` has (`rotation.successor`); `key` keeps working
+        for `grace` (never past its own expiry), then is refused everywhere. `permissions`
+        (a subset of the key's) narrows the new key."""
+        now = datetime.now(UTC)
+        if key.replaced_by is not None:
+            raise Conflict(
+                f"this key was already rotated (its successor is {key.replaced_by})",
+                code="key-already-rotated",
+            )
+        if key.expires_at is not None and key.expires_at <= now:
+            raise Conflict("an expired key cannot be rotated", code="key-expired")
+        if not timedelta(0) <= grace <= rotation.MAX_GRACE:
+            raise Invalid([("grace", "the grace period may be at most 7 days")])
+        owner = await self._store.get_user(key.user_id)
+        if owner is None:
+            raise NotFound("API key not found", code="apikey-not-found")
+        if owner.disabled:
+            raise Forbidden("the owner is disabled", code="user-disabled")
+        kept = tuple(key.permissions)
+        if permissions is not None:
+            beyond = [p for p in permissions if p not in key.permissions]
+            if beyond:
+                raise Invalid([("permissions", f"the key does not hold {beyond[0]}")])
+            kept = tuple(dict.fromkeys(permissions))
+        if actor is not None:
+            self._check_creator(actor, kept, key.path_rule)
+        generated = keyformat.generate(self._prefix)
+        record = rotation.successor(
+            key,
+            key_id=generated.key_id,
+            key_hash=self._hasher.digest(generated.text),
+            secret_fingerprint=self._hasher.fingerprint,
+            encrypted_key=self._vault.seal(generated.key_id, generated.text)
+            if self._vault
+            else None,
+            created_at=now,
+            permissions=kept,
         )
-        return NewKey(generated.text, record)
+        create = Audit(
+            actor_of(actor),
+            "key.create",
+            f"key:{record.id}",
+            {
+                "owner": owner.id,
+                "label": record.label,
+                "permissions": list(kept),
+                "path": record.path_rule,
+                "rotated_from": key.id,
+            },
+        )
+        previous = await self._retire(key, record, grace, actor, [create])
+        assert previous is not None  # strict: Conflict otherwise
+        return NewKey(generated.text, record, previous)
+
+    def _check_creator(
+        self, creator: Principal, permissions: Sequence[str], path_rule: str | None
+    ) -> None:
+        """Forbidden unless `creator` may hand out `permissions` under `path_rule`."""
+        perms = []
+        for raw in permissions:
+            try:
+                perms.append(self._catalog.parse(raw))
+            except ValueError:
+                continue  # a permission the catalog no longer knows grants nothing
+        beyond = creator.missing(self._catalog, perms)
+        if beyond:
+            raise Forbidden(
+                f"you cannot grant {', '.join(map(str, beyond))}",
+                code="missing-permission",
+                extra={"missingPermission": str(beyond[0])},
+            )
+        rule = parse_path_rule(path_rule) if path_rule else None
+        if creator.path_rule is not None and (rule is None or not rule.within(creator.path_rule)):
+            raise Forbidden(
+                f"the new key's path restriction must lie within {creator.path_rule}",
+                code="path-not-allowed",
+            )
+
+    async def _retire(
+        self,
+        old: ApiKey,
+        new: ApiKey,
+        grace: timedelta,
+        actor: Principal | None,
+        audits: list[Audit],
+        *,
+        strict: bool = True,
+    ) -> ApiKey | None:
+        """Store `new` and make `old` stop after `grace`, in one transaction; drop `old`
+        from every cache so its new expiry is seen at once. If `old` was rotated or deleted
+        meanwhile nothing is stored: Conflict, or None when not `strict`."""
+        stops = rotation.grace_end(datetime.now(UTC), grace, old.expires_at)
+        rotate = Audit(
+            actor_of(actor),
+            "key.rotate",
+            f"key:{old.id}",
+            {
+                "successor": new.id,
+                "grace_seconds": int(grace.total_seconds()),
+                "stops_at": stops.isoformat(),
+            },
+        )
+        previous = await self._store.replace_key(new, old.id, stops, [*audits, rotate])
+        if previous is None:
+            if not strict:
+                return None
+            raise Conflict(
+                "this key was rotated or deleted meanwhile; nothing was created",
+                code="key-already-rotated",
+            )
+        await self._invalidate([old.key_hash])
+        return previous
 
     # -- lookups ------------------------------------------------------------------------
 

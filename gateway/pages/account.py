@@ -27,7 +27,7 @@ KEYS_PATH = "/account/api-keys"
 NEW_PATH = "/account/api-keys/new"
 
 
-async def _user_or_login(request: web.Request) -> User | web.Response:
+async def user_or_login(request: web.Request) -> User | web.Response:
     session = await sessions.load_session(request)
     if session.user is None:
         # After logging in, a GET comes back to the same page; a POST to the key list.
@@ -35,7 +35,7 @@ async def _user_or_login(request: web.Request) -> User | web.Response:
     return session.user
 
 
-async def _csrf_or_fail(request: web.Request, form: Mapping[str, list[str]]) -> None:
+async def csrf_or_fail(request: web.Request, form: Mapping[str, list[str]]) -> None:
     if not await sessions.csrf_valid(request, first(form, "csrf")):
         raise Forbidden(
             "This form had expired or did not come from this site. Go back, reload the page "
@@ -49,7 +49,7 @@ async def _all_resources(services: Services) -> list[Resource]:
 
 
 async def list_keys(request: web.Request) -> web.StreamResponse:
-    user = await _user_or_login(request)
+    user = await user_or_login(request)
     if isinstance(user, web.Response):
         return user
     services = request.app[SERVICES]
@@ -96,7 +96,7 @@ def _choices(catalog: Catalog, held: tuple[Perm, ...], resources: list[Resource]
 
 
 async def new_key_form(request: web.Request) -> web.StreamResponse:
-    user = await _user_or_login(request)
+    user = await user_or_login(request)
     if isinstance(user, web.Response):
         return user
     return await _form(request, user, {}, [])
@@ -172,11 +172,11 @@ def _expiry(text: str) -> datetime | None:
 
 
 async def create_key(request: web.Request) -> web.StreamResponse:
-    user = await _user_or_login(request)
+    user = await user_or_login(request)
     if isinstance(user, web.Response):
         return user
     form = await read_form(request)
-    await _csrf_or_fail(request, form)
+    await csrf_or_fail(request, form)
     services = request.app[SERVICES]
     catalog = services.policy.catalog
     try:
@@ -208,20 +208,20 @@ async def create_key(request: web.Request) -> web.StreamResponse:
     )
 
 
-async def _owned_key_or_404(request: web.Request, user: User) -> ApiKey:
+async def owned_key_or_404(request: web.Request, user: User) -> ApiKey:
     return await request.app[SERVICES].keys.get_owned(request.match_info["key_id"], user.id)
 
 
 async def set_status(request: web.Request) -> web.StreamResponse:
-    user = await _user_or_login(request)
+    user = await user_or_login(request)
     if isinstance(user, web.Response):
         return user
     form = await read_form(request)
-    await _csrf_or_fail(request, form)
+    await csrf_or_fail(request, form)
     status = first(form, "status")
     if status not in ("active", "disabled"):
         raise BadRequest("status must be active or disabled")
-    key = await _owned_key_or_404(request, user)
+    key = await owned_key_or_404(request, user)
     await request.app[SERVICES].keys.set_status(
         key, status, actor=sessions.principal_of(request, user)
     )
@@ -229,22 +229,22 @@ async def set_status(request: web.Request) -> web.StreamResponse:
 
 
 async def confirm_delete(request: web.Request) -> web.StreamResponse:
-    user = await _user_or_login(request)
+    user = await user_or_login(request)
     if isinstance(user, web.Response):
         return user
     services = request.app[SERVICES]
-    key = await _owned_key_or_404(request, user)
+    key = await owned_key_or_404(request, user)
     names = resource_names(await _all_resources(services))
     view = key_view(key, services.policy.catalog, names, now=datetime.now(UTC))
     return await render(request, "key_delete.html", {"key": view})
 
 
 async def delete_key(request: web.Request) -> web.StreamResponse:
-    user = await _user_or_login(request)
+    user = await user_or_login(request)
     if isinstance(user, web.Response):
         return user
     form = await read_form(request)
-    await _csrf_or_fail(request, form)
-    key = await _owned_key_or_404(request, user)
+    await csrf_or_fail(request, form)
+    key = await owned_key_or_404(request, user)
     await request.app[SERVICES].keys.revoke(key, actor=sessions.principal_of(request, user))
     return see_other(f"{KEYS_PATH}?done=deleted")

@@ -34,6 +34,7 @@ class KeyView:
     expires_at: str
     expired: bool
     application: str | None  # "gozo at https://gozo.example"
+    replaced_by: str | None = None  # masked id of the key that replaced it (rotation)
 
 
 def when(value: datetime | None) -> str:
@@ -41,6 +42,19 @@ def when(value: datetime | None) -> str:
     if value is None:
         return "—"
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def duration_text(seconds: float) -> str:
+    """When something happens after a delay, for people: `at once`, `after 24 hours`."""
+    whole = int(seconds)
+    if whole <= 0:
+        return "at once"
+    count, unit = whole, "second"
+    for size, name in ((86400, "day"), (3600, "hour"), (60, "minute")):
+        if whole % size == 0:
+            count, unit = whole // size, name
+            break
+    return f"after {count} {unit}{'' if count == 1 else 's'}"
 
 
 def resource_names(resources: Iterable[Resource]) -> dict[tuple[str, str], str]:
@@ -100,4 +114,5 @@ def key_view(
         expires_at=when(key.expires_at),
         expired=key.expires_at is not None and key.expires_at <= now,
         application=application,
+        replaced_by=mask(key.replaced_by) if key.replaced_by else None,
     )

@@ -9,7 +9,7 @@ Exceptions::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -67,6 +67,8 @@ class ApiKey:
     encrypted_key: bytes | None = field(default=None, repr=False)
     # Fingerprint of the hashing secret `key_hash` was made with (keys/hashing.py).
     secret_fingerprint: str | None = None
+    # The key that replaced this one in a rotation (this one stops at `expires_at`).
+    replaced_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +185,13 @@ class Store(Protocol):
     ) -> ApiKey | None: ...
     async def delete_key(self, key_id: str, audit: Audit) -> ApiKey | None: ...
     async def touch_keys(self, last_used: Mapping[str, datetime]) -> None: ...
+    async def replace_key(
+        self, new: ApiKey, old_id: str, old_expires_at: datetime, audits: Sequence[Audit]
+    ) -> ApiKey | None:
+        """Rotation, in one transaction: insert `new`, make the old key stop at
+        `old_expires_at` and name its successor, write its invalidation record and `audits`.
+        The old key after, or None if it is gone or was already replaced."""
+        ...
 
     # invalidation log: key and user changes above write its rows in their transaction
     async def read_invalidations(self, after: int, limit: int) -> list[Invalidation]:

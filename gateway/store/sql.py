@@ -79,6 +79,7 @@ def _key(row: Row) -> ApiKey:
         redirect_origin=row["redirect_origin"],
         encrypted_key=bytes(row["encrypted_key"]) if row["encrypted_key"] is not None else None,
         secret_fingerprint=row["secret_fingerprint"],
+        replaced_by=row["replaced_by"],
     )
 
 
@@ -91,7 +92,8 @@ def _db_value(field: str, value: Any) -> Any:
 _USER_COLUMNS = "id, email, password_hash, is_admin, is_service, disabled, grants, created_at"
 _KEY_COLUMNS = (
     "id, key_hash, user_id, label, permissions, path_rule, status, created_at, expires_at, "
-    "last_used_at, application_identifier, redirect_origin, encrypted_key, secret_fingerprint"
+    "last_used_at, application_identifier, redirect_origin, encrypted_key, secret_fingerprint, "
+    "replaced_by"
 )
 _CODE_COLUMNS = (
     "code_hash, user_id, permissions, label, application_identifier, redirect_origin, "
@@ -294,25 +296,51 @@ class SqlStore(InvalidationLog, SecretQueries):
 
     async def create_key(self, key: ApiKey, audit: Audit) -> None:
         async with self._db.transaction() as tx:
-            await tx.execute(
-                f"INSERT INTO api_keys ({_KEY_COLUMNS}) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-                key.id,
-                key.key_hash,
-                key.user_id,
-                key.label,
-                json.dumps(list(key.permissions)),
-                key.path_rule,
-                key.status,
-                key.created_at,
-                key.expires_at,
-                key.last_used_at,
-                key.application_identifier,
-                key.redirect_origin,
-                key.encrypted_key,
-                key.secret_fingerprint,
-            )
+            await self._insert_key(tx, key)
             await self._audit(tx, audit)
+
+    @staticmethod
+    async def _insert_key(tx: Database, key: ApiKey) -> None:
+        await tx.execute(
+            f"INSERT INTO api_keys ({_KEY_COLUMNS}) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+            key.id,
+            key.key_hash,
+            key.user_id,
+            key.label,
+            json.dumps(list(key.permissions)),
+            key.path_rule,
+            key.status,
+            key.created_at,
+            key.expires_at,
+            key.last_used_at,
+            key.application_identifier,
+            key.redirect_origin,
+            key.encrypted_key,
+            key.secret_fingerprint,
+            key.replaced_by,
+        )
+
+    async def replace_key(
+        self, new: ApiKey, old_id: str, old_expires_at: datetime, audits: Sequence[Audit]
+    ) -> ApiKey | None:
+        async with self._db.transaction() as tx:
+            count = await tx.execute(
+                "UPDATE api_keys SET expires_at = $1, replaced_by = $2 "
+                "WHERE id = $3 AND replaced_by IS NULL",
+                old_expires_at,
+                new.id,
+                old_id,
+            )
+            if count == 0:
+                return None
+            await self._insert_key(tx, new)
+            for audit in audits:
+                await self._audit(tx, audit)
+            row = await tx.fetchrow(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = $1", old_id)
+            assert row is not None  # updated above, in this transaction
+            await _invalidate_key(tx, row)
+        return _key(row)
 
     async def find_key_by_hash(self, key_hash: bytes) -> KeyWithOwner | None:
         owner_cols = ", ".join(f"u.{c.strip()} AS u_{c.strip()}" for c in _USER_COLUMNS.split(","))

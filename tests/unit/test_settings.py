@@ -179,6 +179,7 @@ BAD_VALUES: dict[str, str] = {
     "key_max_failures": "-3",
     "key_failure_window": "0.5",
     "authorization_code_ttl": "-60",
+    "reauthorize_grace": "604801",
     "listen": "abc",
     "secret": "short",
     "secret_file": "/nonexistent/keygate-secret",
