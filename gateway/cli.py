@@ -62,6 +62,17 @@ def expiry(text: str) -> datetime:
         raise CliError(f"--expires: {text!r} is too long a lifetime") from None
 
 
+def _networks(args: argparse.Namespace) -> list[str] | None:
+    """The CIDR arguments, or None for --any; one of the two is required."""
+    if args.any == bool(args.networks):
+        raise CliError("name one or more networks (e.g. 203.0.113.0/24), or --any")
+    return None if args.any else list(args.networks)
+
+
+def _shown(networks: tuple[str, ...] | None) -> str:
+    return "any address" if networks is None else " ".join(networks)
+
+
 def _grace(text: str) -> timedelta:
     try:
         return rotation.parse_grace(text)
@@ -113,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     ungrant = users.add_parser("revoke-grant", help="take permissions from a user")
     ungrant.add_argument("email")
     ungrant.add_argument("permissions", nargs="+", metavar="PERM")
+    unets = users.add_parser("networks", help="networks every key of a user may be used from")
+    unets.add_argument("email")
+    unets.add_argument("networks", nargs="*", metavar="CIDR")
+    unets.add_argument("--any", action="store_true", help="clear the list: any address")
     passwd = users.add_parser("password", help="set a user's password (keys stay valid)")
     passwd.add_argument("email")
     passwd.add_argument("--password-stdin", action="store_true")
@@ -126,10 +141,20 @@ def build_parser() -> argparse.ArgumentParser:
     kcreate.add_argument("--permission", action="append", default=[], metavar="PERM")
     kcreate.add_argument("--path", help="/prefix or =/exact")
     kcreate.add_argument("--expires", help="lifetime, e.g. 30d")
+    kcreate.add_argument(
+        "--network",
+        action="append",
+        metavar="CIDR",
+        help="only from this network (IPv4 or IPv6); repeat. Default: any address",
+    )
     klist = keys.add_parser("list", help="list a user's keys")
     klist.add_argument("--user", required=True, metavar="EMAIL")
     for name in ("revoke", "disable", "enable"):
         keys.add_parser(name, help=f"{name} a key").add_argument("key_id")
+    knets = keys.add_parser("networks", help="networks a key may be used from")
+    knets.add_argument("key_id")
+    knets.add_argument("networks", nargs="*", metavar="CIDR")
+    knets.add_argument("--any", action="store_true", help="clear the list: any address")
     krotate = keys.add_parser("rotate", help="replace a key by a new one (printed once)")
     krotate.add_argument("key_id")
     krotate.add_argument(
@@ -262,6 +287,10 @@ def cmd_users(args: argparse.Namespace) -> None:
             user = await s.users.find(args.email)
             user = await s.users.revoke_grants(user, args.permissions, actor="cli")
             _say(f"{user.email} now holds: {' '.join(user.grants) or 'nothing'}")
+        elif args.action == "networks":
+            user = await s.users.find(args.email)
+            user = await s.users.set_networks(user, _networks(args), actor="cli")
+            _say(f"{user.email}'s keys may be used from: {_shown(user.allowed_networks)}")
         elif args.action == "password":
             user = await s.users.find(args.email)
             await s.users.set_password(user, _read_password(args.password_stdin), actor="cli")
@@ -286,6 +315,7 @@ def cmd_keys(args: argparse.Namespace) -> None:
                 permissions=args.permission,
                 path_rule=args.path,
                 expires_at=expires,
+                allowed_networks=args.network,
             )
             _say(new.text)
             print(
@@ -301,8 +331,13 @@ def cmd_keys(args: argparse.Namespace) -> None:
                     f"permissions={' '.join(k.permissions) or '-'}  path={k.path_rule or '-'}  "
                     f"expires={k.expires_at.isoformat() if k.expires_at else '-'}  "
                     f"last-used={k.last_used_at.isoformat() if k.last_used_at else '-'}"
+                    + (f"  networks={' '.join(k.allowed_networks)}" if k.allowed_networks else "")
                     + (f"  replaced-by={k.replaced_by}" if k.replaced_by else "")
                 )
+        elif args.action == "networks":
+            key = await s.keys.get_owned(args.key_id, None)
+            key = await s.keys.set_networks(key, _networks(args), actor=None)
+            _say(f"{key.id} may be used from: {_shown(key.allowed_networks)}")
         elif args.action == "rotate":
             assert grace is not None
             key = await s.keys.get_owned(args.key_id, None)

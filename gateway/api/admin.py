@@ -7,7 +7,8 @@ holds it, or an administrator's browser session. Every change goes through `User
     GET    /v1/admin/users                      list (?page=&pageSize=)
     POST   /v1/admin/users                      create (people or service users) -> 201
     GET    /v1/admin/users/{user}               by id or email
-    PATCH  /v1/admin/users/{user}               {disabled?, grants?} (grants are replaced)
+    PATCH  /v1/admin/users/{user}               {disabled?, grants?, allowedNetworks?}
+                                                (grants and networks are replaced)
     PUT    /v1/admin/users/{user}/password      {password} (his keys stay valid, as in Haplo)
     GET    /v1/admin/users/{user}/keys          his keys, masked
     DELETE /v1/admin/users/{user}/keys/{keyId}  revoke one -> 204
@@ -92,6 +93,8 @@ async def update_user(request: web.Request) -> web.StreamResponse:
     actor = actor_of(principal)
     if patch.grants is not None:
         user = await users.set_grants(user, patch.grants, actor=actor)
+    if patch.networks_given:
+        user = await users.set_networks(user, patch.networks, actor=actor)
     if patch.disabled is not None and patch.disabled != user.disabled:
         if patch.disabled and user.id == principal.user_id:
             # Locking yourself out is never what an administrator means to do.

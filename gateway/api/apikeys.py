@@ -1,8 +1,10 @@
 """Buckaroo-style API-key management: `/v1/apikeys` (errors are problem+json).
 
-* `POST /v1/apikeys` `{name, scopes, path?}` -> 201 with the key, shown this once.
+* `POST /v1/apikeys` `{name, scopes, path?, allowedNetworks?}` -> 201 with the key, shown
+  this once.
 * `GET /v1/apikeys?page=&pageSize=`, `GET /v1/apikeys/{id}`: masked, never the key.
-* `PATCH /v1/apikeys/{id}` `{status?: Active|Disabled, name?}`, `DELETE /v1/apikeys/{id}` (204).
+* `PATCH /v1/apikeys/{id}` `{status?: Active|Disabled, name?, allowedNetworks?}` (null: any
+  address), `DELETE /v1/apikeys/{id}` (204).
 * `POST /v1/apikeys/{id}/rotate` `{grace?, scopes?}` -> 201 with the new key (shown once) and
   when the old one stops (`previous.expiresAt`); see keys/rotation.py.
 * `PATCH /v1/apikeys/{id}/decrypt` `{password}`: the stored key, only where the deployment
@@ -76,6 +78,7 @@ async def create_key(request: web.Request) -> web.StreamResponse:
         label=body.label,
         permissions=body.permissions,
         path_rule=body.path,
+        allowed_networks=body.networks,
     )
     return json_response(
         v1_key(new.record, new.text),
@@ -106,6 +109,8 @@ async def update_key(request: web.Request) -> web.StreamResponse:
     if patch.name is not None:
         services.keys.check_label(patch.name, "name")
         key = await services.keys.rename(key, patch.name, actor=principal)
+    if patch.networks_given:
+        key = await services.keys.set_networks(key, patch.networks, actor=principal)
     if patch.status is not None and patch.status != key.status:
         key = await services.keys.set_status(key, patch.status, actor=principal)
     return json_response(v1_key(key))

@@ -76,6 +76,7 @@ class KeyRequest:
     label: object
     permissions: tuple[str, ...]
     path: str | None = None
+    networks: tuple[str, ...] | None = None  # the IP allow-list; None: any address
 
 
 def greenfield_key_request(body: object) -> KeyRequest:
@@ -107,7 +108,7 @@ def api_key_data(key: ApiKey, full_key: str | None = None) -> dict[str, Any]:
 
 def v1_key_request(body: object) -> KeyRequest:
     """`{name, scopes, path?}`: scopes space-separated `audience:operation`."""
-    data, errors = _object(body, required=("name", "scopes"), optional=("path",))
+    data, errors = _object(body, required=("name", "scopes"), optional=("path", NETWORKS))
     name = data.get("name")
     if "name" in data and not isinstance(name, str):
         errors.append(("name", "must be a string"))
@@ -119,21 +120,35 @@ def v1_key_request(body: object) -> KeyRequest:
     path = data.get("path")
     if path is not None and not isinstance(path, str):
         errors.append(("path", "must be a string ('/prefix' or '=/exact/path') or null"))
+    networks = _networks(data, errors)
     _raise(errors)
     assert isinstance(scopes, str)
-    return KeyRequest(name, tuple(scopes.split()), path if isinstance(path, str) else None)
+    return KeyRequest(
+        name, tuple(scopes.split()), path if isinstance(path, str) else None, networks
+    )
+
+
+NETWORKS = "allowedNetworks"
+
+
+def _networks(data: Mapping[str, Any], errors: Errors) -> tuple[str, ...] | None:
+    """`allowedNetworks`: an array of CIDR strings, or null (any address)."""
+    raw = data.get(NETWORKS)
+    return None if raw is None else _string_list(raw, NETWORKS, errors)
 
 
 @dataclass(frozen=True, slots=True)
 class KeyPatch:
     status: str | None  # "active" / "disabled"
     name: object | None
+    networks_given: bool = False  # `allowedNetworks` was sent (null clears the list)
+    networks: tuple[str, ...] | None = None
 
 
 def v1_key_patch(body: object) -> KeyPatch:
-    data, errors = _object(body, optional=("status", "name"))
+    data, errors = _object(body, optional=("status", "name", NETWORKS))
     if not data and not errors:
-        errors.append(("body", "send status and/or name"))
+        errors.append(("body", f"send status, name and/or {NETWORKS}"))
     status = data.get("status")
     store_status = None
     if "status" in data:
@@ -144,8 +159,9 @@ def v1_key_patch(body: object) -> KeyPatch:
     name = data.get("name")
     if "name" in data and (not isinstance(name, str) or not name.strip()):
         errors.append(("name", "must be a non-empty string"))
+    networks = _networks(data, errors)
     _raise(errors)
-    return KeyPatch(store_status, name)
+    return KeyPatch(store_status, name, NETWORKS in data, networks)
 
 
 def password_request(body: object) -> str:
@@ -184,6 +200,7 @@ def v1_key(key: ApiKey, full_key: str | None = None) -> dict[str, Any]:
             "expiresAt": iso(key.expires_at),
             "lastUsedAt": iso(key.last_used_at),
             "replacedBy": key.replaced_by,
+            NETWORKS: list(key.allowed_networks) if key.allowed_networks is not None else None,
             "_links": {"self": {"href": f"/v1/apikeys/{key.id}", "method": "GET"}},
         }
     )
@@ -280,18 +297,23 @@ def user_create_request(body: object) -> UserCreate:
 class UserPatch:
     disabled: bool | None
     grants: tuple[str, ...] | None
+    networks_given: bool = False  # `allowedNetworks` was sent (null clears the list)
+    networks: tuple[str, ...] | None = None
 
 
 def user_patch_request(body: object) -> UserPatch:
-    data, errors = _object(body, optional=("disabled", "grants"))
+    data, errors = _object(body, optional=("disabled", "grants", NETWORKS))
     if not data and not errors:
-        errors.append(("body", "send disabled and/or grants"))
+        errors.append(("body", f"send disabled, grants and/or {NETWORKS}"))
     disabled = data.get("disabled")
     if "disabled" in data and not isinstance(disabled, bool):
         errors.append(("disabled", "must be true or false"))
     grants = _string_list(data["grants"], "grants", errors) if "grants" in data else None
+    networks = _networks(data, errors)
     _raise(errors)
-    return UserPatch(disabled if isinstance(disabled, bool) else None, grants)
+    return UserPatch(
+        disabled if isinstance(disabled, bool) else None, grants, NETWORKS in data, networks
+    )
 
 
 def resource_request(body: object) -> str:
@@ -319,6 +341,7 @@ def user_view(user: User) -> dict[str, Any]:
         "disabled": user.disabled,
         "grants": list(user.grants),
         "createdAt": iso(user.created_at),
+        NETWORKS: list(user.allowed_networks) if user.allowed_networks is not None else None,
     }
 
 

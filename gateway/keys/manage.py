@@ -19,6 +19,7 @@ from gateway.keys.hashing import KeyHasher
 from gateway.keys.vault import KeyVault
 from gateway.policy.evaluate import Principal, owner_grants
 from gateway.policy.model import Catalog, Perm
+from gateway.policy.networks import NetworkError, outside, parse_networks
 from gateway.policy.pathrule import PathRuleError, parse_path_rule
 from gateway.store.base import ApiKey, Audit, Store, User
 
@@ -121,6 +122,7 @@ class KeyService:
         redirect_origin: str | None = None,
         replacing: ApiKey | None = None,
         grace: timedelta = timedelta(0),
+        allowed_networks: Sequence[object] | None = None,
     ) -> NewKey:
         """Mint a key for `owner`. `creator` None means the operator's CLI (no limit but the
         owner's own grants). With `replacing` (re-authorizing an application), that key stops
@@ -137,6 +139,7 @@ class KeyService:
             raise Invalid([("expires", "the expiry must be in the future")])
         if owner.disabled:
             raise Forbidden("the owner is disabled", code="user-disabled")
+        networks = self.check_networks(owner, allowed_networks)
 
         held = owner_grants(self._catalog, owner.grants, is_admin=owner.is_admin)
         beyond_owner = self._catalog.covers(held, perms)
@@ -163,6 +166,7 @@ class KeyService:
             expires_at=expires_at,
             application_identifier=application_identifier,
             redirect_origin=redirect_origin,
+            allowed_networks=networks,
             encrypted_key=self._vault.seal(generated.key_id, generated.text)
             if self._vault
             else None,
@@ -174,6 +178,7 @@ class KeyService:
             "path": record.path_rule,
             "expires": expires_at.isoformat() if expires_at else None,
             "application": application_identifier,
+            "networks": list(networks) if networks is not None else None,
         }
         audit = Audit(actor_of(creator), "key.create", f"key:{record.id}", detail)
         if replacing is None:
@@ -358,6 +363,42 @@ class KeyService:
             key.id,
             {"label": clean},
             Audit(actor_of(actor), "key.rename", f"key:{key.id}", {"label": clean}),
+        )
+        if updated is None:
+            raise NotFound("API key not found", code="apikey-not-found")
+        await self._invalidate([key.key_hash])
+        return updated
+
+    @staticmethod
+    def check_networks(owner: User, raws: Sequence[object] | None) -> tuple[str, ...] | None:
+        """A key's allow-list: valid CIDR, each inside the owner's list (if he has one)."""
+        if raws is None:
+            return None
+        try:
+            networks = parse_networks(raws)
+        except NetworkError as exc:
+            raise Invalid([("allowedNetworks", str(exc))]) from None
+        beyond = outside(networks, owner.allowed_networks)
+        if beyond:
+            raise Forbidden(
+                f"{beyond[0]} is outside the networks the owner's keys may be used from",
+                code="network-not-allowed",
+            )
+        return networks
+
+    async def set_networks(
+        self, key: ApiKey, raws: Sequence[object] | None, *, actor: Principal | None
+    ) -> ApiKey:
+        """Replace (None: clear) a key's allow-list; every instance sees it at once."""
+        owner = await self._store.get_user(key.user_id)
+        if owner is None:
+            raise NotFound("API key not found", code="apikey-not-found")
+        networks = self.check_networks(owner, raws)
+        shown = list(networks) if networks is not None else None
+        updated = await self._store.update_key(
+            key.id,
+            {"allowed_networks": networks},
+            Audit(actor_of(actor), "key.set-networks", f"key:{key.id}", {"networks": shown}),
         )
         if updated is None:
             raise NotFound("API key not found", code="apikey-not-found")

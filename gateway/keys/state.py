@@ -8,6 +8,7 @@ from typing import Any
 
 from gateway.policy.evaluate import Principal, owner_grants
 from gateway.policy.model import Catalog
+from gateway.policy.networks import AddressRule
 from gateway.policy.pathrule import parse_path_rule
 from gateway.store.base import KeyWithOwner
 
@@ -27,6 +28,8 @@ class KeyState:
     permissions: tuple[str, ...]
     grants: tuple[str, ...]
     path_rule: str | None
+    networks: tuple[str, ...] | None = None  # the key's allow-list (None: any address)
+    owner_networks: tuple[str, ...] | None = None  # the owner's, which bounds the key's
 
     @classmethod
     def from_store(cls, found: KeyWithOwner) -> KeyState:
@@ -43,6 +46,8 @@ class KeyState:
             permissions=key.permissions,
             grants=owner.grants,
             path_rule=key.path_rule,
+            networks=key.allowed_networks,
+            owner_networks=owner.allowed_networks,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -58,6 +63,8 @@ class KeyState:
             "permissions": list(self.permissions),
             "grants": list(self.grants),
             "path_rule": self.path_rule,
+            "networks": _list_or_none(self.networks),
+            "owner_networks": _list_or_none(self.owner_networks),
         }
 
     @classmethod
@@ -74,6 +81,10 @@ class KeyState:
             permissions=tuple(str(p) for p in data["permissions"]),
             grants=tuple(str(g) for g in data["grants"]),
             path_rule=str(data["path_rule"]) if data["path_rule"] is not None else None,
+            # Required, not defaulted: an entry written by an instance that did not know
+            # allow-lists must be re-read from the database, never taken as "any address".
+            networks=_tuple_or_none(data["networks"]),
+            owner_networks=_tuple_or_none(data["owner_networks"]),
         )
 
 
@@ -101,4 +112,13 @@ def principal_for(state: KeyState, catalog: Catalog) -> Principal:
         key_permissions=tuple(perms),
         path_rule=parse_path_rule(state.path_rule) if state.path_rule else None,
         is_admin=state.is_admin,
+        address_rule=AddressRule.of(state.networks, state.owner_networks),
     )
+
+
+def _list_or_none(values: tuple[str, ...] | None) -> list[str] | None:
+    return None if values is None else list(values)
+
+
+def _tuple_or_none(value: Any) -> tuple[str, ...] | None:
+    return None if value is None else tuple(str(v) for v in value)

@@ -119,11 +119,13 @@ async def _form(
                 "label": first(form, "label"),
                 "path": first(form, "path"),
                 "expires": first(form, "expires"),
+                "networks": first(form, "networks"),
                 "permission": set(form.get("permission", [])),
                 "resource": set(form.get("resource", [])),
                 "scope_mode": {k[6:]: first(form, k) for k in form if k.startswith("scope-")},
             },
             "errors": errors,
+            "owner_networks": " ".join(user.allowed_networks or ()),
         }
     )
     return await render(request, "key_new.html", context, status=status)
@@ -190,11 +192,13 @@ async def create_key(request: web.Request) -> web.StreamResponse:
             permissions=permissions,
             path_rule=path or None,
             expires_at=_expiry(first(form, "expires")),
+            allowed_networks=first(form, "networks").replace(",", " ").split() or None,
         )
     except Invalid as exc:
         return await _form(request, user, form, exc.errors, status=422)
     except Forbidden as exc:
-        return await _form(request, user, form, [("permissions", exc.message)], status=403)
+        field = "networks" if exc.code == "network-not-allowed" else "permissions"
+        return await _form(request, user, form, [(field, exc.message)], status=403)
     names = resource_names(resources)
     return await render(
         request,

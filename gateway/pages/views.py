@@ -35,6 +35,7 @@ class KeyView:
     expired: bool
     application: str | None  # "gozo at https://gozo.example"
     replaced_by: str | None = None  # masked id of the key that replaced it (rotation)
+    networks: str | None = None  # the IP allow-list, space-separated; None: any address
 
 
 def when(value: datetime | None) -> str:
@@ -115,4 +116,5 @@ def key_view(
         expired=key.expires_at is not None and key.expires_at <= now,
         application=application,
         replaced_by=mask(key.replaced_by) if key.replaced_by else None,
+        networks=" ".join(key.allowed_networks) if key.allowed_networks is not None else None,
     )

@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import NamedTuple
 
 from gateway.policy.model import UNRESTRICTED, Catalog, Perm, Policy, Route, RouteMatch
+from gateway.policy.networks import AddressRule
 from gateway.policy.pathrule import PathRule
 
 MAY_MEMO_SIZE = 256
@@ -37,6 +38,8 @@ class Principal:
     path_rule: PathRule | None = None
     is_admin: bool = False
     via: str = "key"  # "key", "password", "session"
+    # The client addresses it may call from (the key's and the owner's allow-lists).
+    address_rule: AddressRule | None = None
     # Answers of `may`, per requirement. A principal is built from one catalog and cached
     # with its key, so repeated requests skip the implication walk.
     _memo: dict[Perm, bool] = field(default_factory=dict, compare=False, repr=False)

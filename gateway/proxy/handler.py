@@ -13,7 +13,6 @@ from memory is never checked, so the hot path pays nothing for the budget.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections.abc import Sequence
 
@@ -24,6 +23,8 @@ from gateway.credentials import KeyCredential, PasswordCredential
 from gateway.errors import GatewayError, Unauthenticated
 from gateway.keys.budget import KEY_FAILURES
 from gateway.policy.evaluate import Principal, owner_grants
+from gateway.policy.networks import AddressRule
+from gateway.proxy.client_address import resolve
 from gateway.proxy.decision import (
     Allowed,
     Decision,
@@ -47,7 +48,14 @@ def decide_now(
     """The decision from what is in memory (no I/O): Allowed, Refused, or NeedsLookup, which
     `finish` completes. The fast front serves a request decided now without a task for it.
     `peer` is the socket peer's address, for the failed-key budget."""
-    decision = decide(services.policy, services.verifier, method, raw_target, values)
+    decision = decide(
+        services.policy,
+        services.verifier,
+        method,
+        raw_target,
+        values,
+        lambda: client_address(values, peer, services),
+    )
     if isinstance(decision, Allowed):
         metrics.PROXY_REQUESTS.inc("allowed")
     elif isinstance(decision, Refused):
@@ -84,7 +92,7 @@ async def finish(
     except GatewayError as exc:
         decision: Allowed | Refused = Refused(exc, needs.target.path, exc.code)
     else:
-        decision = resume(services.policy, needs, principal)
+        decision = resume(services.policy, needs, principal, lambda: address)
     if isinstance(decision, Allowed):
         metrics.PROXY_REQUESTS.inc("allowed")
     else:
@@ -117,31 +125,13 @@ async def password_principal(
         grants=owner_grants(services.policy.catalog, user.grants, is_admin=user.is_admin),
         is_admin=user.is_admin,
         via="password",
+        address_rule=AddressRule.of(user.allowed_networks),
     )
 
 
 def client_address(values: HeaderValues, remote: str | None, services: Services) -> str:
-    """The client's address for throttling: the peer, or behind a trusted proxy the last
-    X-Forwarded-For hop that is not itself a trusted proxy (earlier hops are client-made)."""
-    peer = remote or ""
-    trusted = services.settings.trusted_proxies
-    if not trusted or not _within(peer, trusted):
-        return peer
-    hops = [h.strip() for v in values("X-Forwarded-For") for h in v.split(",")]
-    for hop in reversed(hops):
-        if not _within(hop, trusted):
-            return hop[:64]
-    return peer
-
-
-def _within(
-    address: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
-) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in net for net in networks)
+    """The client's address for throttling and IP allow-lists (proxy/client_address.py)."""
+    return resolve(values, remote, services.settings.trusted_proxies)
 
 
 async def defer_continue(request: web.Request) -> None:

@@ -39,6 +39,8 @@ class User:
     disabled: bool
     grants: tuple[str, ...]
     created_at: datetime
+    # Networks (CIDR) the user's keys may be used from, set by administrators; None: any.
+    allowed_networks: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,8 @@ class ApiKey:
     secret_fingerprint: str | None = None
     # The key that replaced this one in a rotation (this one stops at `expires_at`).
     replaced_by: str | None = None
+    # Networks (CIDR) the key may be used from, within the owner's; None: any.
+    allowed_networks: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,5 +245,9 @@ class Store(Protocol):
         ...
 
 
-USER_FIELDS = frozenset({"email", "password_hash", "is_admin", "is_service", "disabled", "grants"})
-KEY_FIELDS = frozenset({"label", "permissions", "path_rule", "status", "expires_at"})
+USER_FIELDS = frozenset(
+    {"email", "password_hash", "is_admin", "is_service", "disabled", "grants", "allowed_networks"}
+)
+KEY_FIELDS = frozenset(
+    {"label", "permissions", "path_rule", "status", "expires_at", "allowed_networks"}
+)

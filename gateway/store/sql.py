@@ -60,7 +60,12 @@ def _user(row: Row, prefix: str = "") -> User:
         disabled=bool(row[prefix + "disabled"]),
         grants=tuple(json.loads(row[prefix + "grants"])),
         created_at=row[prefix + "created_at"],
+        allowed_networks=_networks(row[prefix + "allowed_networks"]),
     )
+
+
+def _networks(raw: str | None) -> tuple[str, ...] | None:
+    return None if raw is None else tuple(json.loads(raw))
 
 
 def _key(row: Row) -> ApiKey:
@@ -80,20 +85,25 @@ def _key(row: Row) -> ApiKey:
         encrypted_key=bytes(row["encrypted_key"]) if row["encrypted_key"] is not None else None,
         secret_fingerprint=row["secret_fingerprint"],
         replaced_by=row["replaced_by"],
+        allowed_networks=_networks(row["allowed_networks"]),
     )
 
 
 def _db_value(field: str, value: Any) -> Any:
     if field in {"grants", "permissions"}:
         return json.dumps(list(value))
+    if field == "allowed_networks":
+        return None if value is None else json.dumps(list(value))
     return value
 
 
-_USER_COLUMNS = "id, email, password_hash, is_admin, is_service, disabled, grants, created_at"
+_USER_COLUMNS = (
+    "id, email, password_hash, is_admin, is_service, disabled, grants, created_at, allowed_networks"
+)
 _KEY_COLUMNS = (
     "id, key_hash, user_id, label, permissions, path_rule, status, created_at, expires_at, "
     "last_used_at, application_identifier, redirect_origin, encrypted_key, secret_fingerprint, "
-    "replaced_by"
+    "replaced_by, allowed_networks"
 )
 _CODE_COLUMNS = (
     "code_hash, user_id, permissions, label, application_identifier, redirect_origin, "
@@ -193,7 +203,7 @@ class SqlStore(InvalidationLog, SecretQueries):
     async def create_user(self, user: User, audit: Audit) -> User:
         async with self._db.transaction() as tx:
             await tx.execute(
-                f"INSERT INTO users ({_USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                f"INSERT INTO users ({_USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 user.id,
                 user.email,
                 user.password_hash,
@@ -202,6 +212,7 @@ class SqlStore(InvalidationLog, SecretQueries):
                 user.disabled,
                 json.dumps(list(user.grants)),
                 user.created_at,
+                _db_value("allowed_networks", user.allowed_networks),
             )
             await self._audit(tx, audit)
         return user
@@ -303,7 +314,7 @@ class SqlStore(InvalidationLog, SecretQueries):
     async def _insert_key(tx: Database, key: ApiKey) -> None:
         await tx.execute(
             f"INSERT INTO api_keys ({_KEY_COLUMNS}) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
             key.id,
             key.key_hash,
             key.user_id,
@@ -319,6 +330,7 @@ class SqlStore(InvalidationLog, SecretQueries):
             key.encrypted_key,
             key.secret_fingerprint,
             key.replaced_by,
+            _db_value("allowed_networks", key.allowed_networks),
         )
 
     async def replace_key(
