@@ -1,4 +1,4 @@
-"""The `gateway` command: serve, migrate, users, keys, policy.
+"""The `gateway` command: serve, migrate, users, keys, policy, audit.
 
 Every failure prints one line on stderr and exits non-zero; never a traceback.
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import json
 import logging
 import re
 import signal
@@ -170,6 +171,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep only these of the key's permissions (narrow it); repeat",
     )
     keys.add_parser("rehash-status", help="how many keys still depend on each of previous_secrets")
+
+    audit = sub.add_parser("audit", help="read the audit log, newest first")
+    audit.add_argument("--actor", help='who acted, e.g. "cli", "user:<id>", "key:<key id>"')
+    audit.add_argument("--user", metavar="EMAIL", help="entries about this user or his keys")
+    audit.add_argument("--key", metavar="KEY_ID", help="entries about this key")
+    audit.add_argument("--action", help="e.g. key.rotate, user.set-networks")
+    audit.add_argument("--since", help="ISO 8601 time, or a duration back from now (e.g. 2h)")
+    audit.add_argument("--until", help="ISO 8601 time, or a duration back from now")
+    audit.add_argument("--limit", default="50", help="entries per page (1-200, default 50)")
+    audit.add_argument("--cursor", help="the next page's cursor, printed after a full page")
 
     policy = sub.add_parser("policy", help="check and explain policies").add_subparsers(
         dest="action", required=True, parser_class=_Parser
@@ -365,6 +376,56 @@ def cmd_keys(args: argparse.Namespace) -> None:
     asyncio.run(_with_services(settings, work))
 
 
+def cmd_audit(args: argparse.Namespace) -> None:
+    from gateway.api.lifecycle_schemas import audit_entry, audit_params
+    from gateway.store.base import AuditQuery
+
+    text = {
+        name: _audit_time(value) if name in {"since", "until"} else value
+        for name in ("actor", "key", "action", "since", "until", "cursor", "limit")
+        if (value := getattr(args, name)) is not None
+    }
+    try:
+        params = audit_params(text)
+    except GatewayError as exc:
+        errors = getattr(exc, "errors", [("filter", exc.message)])
+        raise CliError(f"--{errors[0][0]}: {errors[0][1]}") from None
+    settings = _prepared(_settings(args))
+
+    async def work(s: Services) -> None:
+        subject = (await s.users.find(args.user)).id if args.user else None
+        records = await s.store.query_audit(
+            AuditQuery(
+                actor=params.actor,
+                subject_user=subject,
+                target=f"key:{params.key}" if params.key else None,
+                action=params.action,
+                since=params.since,
+                until=params.until,
+                before=params.cursor,
+                limit=params.limit + 1,
+            )
+        )
+        for record in records[: params.limit]:
+            entry = audit_entry(record)
+            detail = json.dumps(entry["detail"], sort_keys=True, ensure_ascii=False)
+            _say(
+                f"{entry['id']}  {entry['at']}  {entry['actor']}  {entry['action']}  "
+                f"{entry['target']}  {detail}"
+            )
+        if len(records) > params.limit:
+            _note(f"more entries: --cursor {records[params.limit - 1].id}")
+
+    asyncio.run(_with_services(settings, work))
+
+
+def _audit_time(text: str) -> str:
+    """An ISO 8601 time as given, or a duration (2h, 7d) back from now."""
+    if _DURATION.match(text.strip()):
+        return (datetime.now(UTC) - parse_duration(text)).isoformat()
+    return text
+
+
 def cmd_policy(args: argparse.Namespace) -> None:
     if args.action == "check":
         files = [Path(f) for f in args.files] or list(_settings(args).policy)
@@ -417,6 +478,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
     "users": cmd_users,
     "keys": cmd_keys,
     "policy": cmd_policy,
+    "audit": cmd_audit,
 }
 
 

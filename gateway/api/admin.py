@@ -47,7 +47,7 @@ BASE = "/v1/admin"
 NO_CONTENT_HEADERS = {"Cache-Control": "no-store"}
 
 
-async def _admin(request: web.Request) -> Principal:
+async def admin_caller(request: web.Request) -> Principal:
     principal = (await authenticate(request, passwords=False, sessions=True)).principal
     require(principal, request.app[SERVICES].policy.catalog, UNRESTRICTED)
     return principal
@@ -57,14 +57,14 @@ async def _admin(request: web.Request) -> Principal:
 
 
 async def list_users(request: web.Request) -> web.StreamResponse:
-    await _admin(request)
+    await admin_caller(request)
     page = page_params(request.query)
     users = await request.app[SERVICES].store.list_users()
     return json_response(paged(f"{BASE}/users", page, users, user_view))
 
 
 async def create_user(request: web.Request) -> web.StreamResponse:
-    principal = await _admin(request)
+    principal = await admin_caller(request)
     body = user_create_request(await read_json(request))
     user = await request.app[SERVICES].users.create(
         email=body.email,
@@ -80,13 +80,13 @@ async def create_user(request: web.Request) -> web.StreamResponse:
 
 
 async def get_user(request: web.Request) -> web.StreamResponse:
-    await _admin(request)
+    await admin_caller(request)
     user = await request.app[SERVICES].users.find(request.match_info["user"])
     return json_response(user_view(user))
 
 
 async def update_user(request: web.Request) -> web.StreamResponse:
-    principal = await _admin(request)
+    principal = await admin_caller(request)
     users = request.app[SERVICES].users
     user = await users.find(request.match_info["user"])
     patch = user_patch_request(await read_json(request))
@@ -104,7 +104,7 @@ async def update_user(request: web.Request) -> web.StreamResponse:
 
 
 async def set_password(request: web.Request) -> web.StreamResponse:
-    principal = await _admin(request)
+    principal = await admin_caller(request)
     users = request.app[SERVICES].users
     user = await users.find(request.match_info["user"])
     password = password_request(await read_json(request))
@@ -113,7 +113,7 @@ async def set_password(request: web.Request) -> web.StreamResponse:
 
 
 async def list_user_keys(request: web.Request) -> web.StreamResponse:
-    await _admin(request)
+    await admin_caller(request)
     services = request.app[SERVICES]
     user = await services.users.find(request.match_info["user"])
     page = page_params(request.query)
@@ -122,7 +122,7 @@ async def list_user_keys(request: web.Request) -> web.StreamResponse:
 
 
 async def revoke_user_key(request: web.Request) -> web.StreamResponse:
-    principal = await _admin(request)
+    principal = await admin_caller(request)
     services = request.app[SERVICES]
     user = await services.users.find(request.match_info["user"])
     key = await services.keys.get_owned(request.match_info["keyId"], user.id)
@@ -134,7 +134,7 @@ async def revoke_user_key(request: web.Request) -> web.StreamResponse:
 
 
 async def list_resources(request: web.Request) -> web.StreamResponse:
-    await _admin(request)
+    await admin_caller(request)
     services = request.app[SERVICES]
     type_ = request.query.get("type")
     if type_ is not None and not type_:
@@ -145,7 +145,7 @@ async def list_resources(request: web.Request) -> web.StreamResponse:
 
 
 async def put_resource(request: web.Request) -> web.StreamResponse:
-    principal = await _admin(request)
+    principal = await admin_caller(request)
     services = request.app[SERVICES]
     type_, id_ = resource_ref(
         request.match_info["type"],
@@ -162,7 +162,7 @@ async def put_resource(request: web.Request) -> web.StreamResponse:
 
 
 async def delete_resource(request: web.Request) -> web.StreamResponse:
-    principal = await _admin(request)
+    principal = await admin_caller(request)
     services = request.app[SERVICES]
     type_, id_ = resource_ref(
         request.match_info["type"],

@@ -47,7 +47,7 @@ DECRYPT = "apikey:decrypt"
 BASE = "/v1/apikeys"
 
 
-async def _caller(request: web.Request, need: str) -> Principal:
+async def caller(request: web.Request, need: str) -> Principal:
     principal = (await authenticate(request, passwords=False, sessions=True)).principal
     if principal.via == "key":
         catalog = request.app[SERVICES].policy.catalog
@@ -55,7 +55,7 @@ async def _caller(request: web.Request, need: str) -> Principal:
     return principal
 
 
-async def _own_key(request: web.Request, services: Services, principal: Principal) -> ApiKey:
+async def own_key(request: web.Request, services: Services, principal: Principal) -> ApiKey:
     key_id = request.match_info["id"]
     settings = services.settings
     if not keyformat.looks_like_key_id(key_id, settings.key_prefix, settings.accepted_key_prefixes):
@@ -68,7 +68,7 @@ async def _own_key(request: web.Request, services: Services, principal: Principa
 
 async def create_key(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
-    principal = await _caller(request, MANAGE)
+    principal = await caller(request, MANAGE)
     body = v1_key_request(await read_json(request))
     check_key_request(services.keys, body, label_path="name", perms_path="scopes")
     owner = await services.users.find(principal.user_id)
@@ -89,7 +89,7 @@ async def create_key(request: web.Request) -> web.StreamResponse:
 
 async def list_keys(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
-    principal = await _caller(request, READ)
+    principal = await caller(request, READ)
     page = page_params(request.query)
     keys = await services.keys.list_for(principal.user_id)
     return json_response(paged(BASE, page, keys, v1_key))
@@ -97,14 +97,14 @@ async def list_keys(request: web.Request) -> web.StreamResponse:
 
 async def get_key(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
-    principal = await _caller(request, READ)
-    return json_response(v1_key(await _own_key(request, services, principal)))
+    principal = await caller(request, READ)
+    return json_response(v1_key(await own_key(request, services, principal)))
 
 
 async def update_key(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
-    principal = await _caller(request, MANAGE)
-    key = await _own_key(request, services, principal)
+    principal = await caller(request, MANAGE)
+    key = await own_key(request, services, principal)
     patch = v1_key_patch(await read_json(request))
     if patch.name is not None:
         services.keys.check_label(patch.name, "name")
@@ -118,8 +118,8 @@ async def update_key(request: web.Request) -> web.StreamResponse:
 
 async def delete_key(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
-    principal = await _caller(request, MANAGE)
-    key = await _own_key(request, services, principal)
+    principal = await caller(request, MANAGE)
+    key = await own_key(request, services, principal)
     await services.keys.revoke(key, actor=principal)
     return web.Response(status=204, headers={"Cache-Control": "no-store"})
 
@@ -134,7 +134,7 @@ async def decrypt_key(request: web.Request) -> web.StreamResponse:
         require(principal, catalog, DECRYPT)
     # Said before the key and the password are looked at: no password is worth sending here.
     services.keys.check_retrievable()
-    key = await _own_key(request, services, principal)
+    key = await own_key(request, services, principal)
     password = password_request(await read_json(request))
     await reauthenticate(request, principal, password)
     text = await services.keys.reveal_audited(key, actor=principal)
@@ -143,8 +143,8 @@ async def decrypt_key(request: web.Request) -> web.StreamResponse:
 
 async def rotate_key(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
-    principal = await _caller(request, MANAGE)
-    key = await _own_key(request, services, principal)
+    principal = await caller(request, MANAGE)
+    key = await own_key(request, services, principal)
     body = rotate_request(await read_json(request))
     new = await services.keys.rotate(
         key, grace=body.grace, actor=principal, permissions=body.permissions

@@ -106,6 +106,8 @@ class Audit:
     action: str  # "user.create", "key.revoke", ...
     target: str  # "user:<id>", "key:<key id>", "resource:store/S1"
     detail: Mapping[str, Any] = field(default_factory=dict)
+    # Whose account the entry concerns; by default the target user, or the target key's owner.
+    subject_user: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +118,21 @@ class AuditRecord:
     action: str
     target: str
     detail: Mapping[str, Any]
+    subject_user: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    """Filters on the audit log, newest first; `before` is the paging cursor (an entry id)."""
+
+    actor: str | None = None
+    subject_user: str | None = None
+    target: str | None = None
+    action: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    before: int | None = None
+    limit: int = 50
 
 
 # -- sessions and authorization codes (hosted pages) ---------------------------------------
@@ -231,6 +248,10 @@ class Store(Protocol):
     ) -> list[AuditRecord]: ...
     async def add_audit(self, audit: Audit) -> None:
         """Record an event that changes no row (e.g. a retrievable key was read back)."""
+        ...
+
+    async def query_audit(self, query: AuditQuery) -> list[AuditRecord]:
+        """Entries matching every filter given, newest first, at most `query.limit`."""
         ...
 
     # -- sessions and authorization codes (hosted pages)

@@ -28,6 +28,7 @@ from gateway.store.base import (
     User,
 )
 from gateway.store.invalidations import InvalidationLog
+from gateway.store.sql_audit import AuditQueries, audit_record
 from gateway.store.sql_secrets import SecretQueries
 
 Row = Mapping[str, Any]
@@ -111,7 +112,7 @@ _CODE_COLUMNS = (
 )
 
 
-class SqlStore(InvalidationLog, SecretQueries):
+class SqlStore(InvalidationLog, SecretQueries, AuditQueries):
     """`Store` over any `Database` adapter."""
 
     def __init__(self, db: Database) -> None:
@@ -164,13 +165,21 @@ class SqlStore(InvalidationLog, SecretQueries):
 
     @staticmethod
     async def _audit(tx: Database, audit: Audit) -> None:
+        subject = audit.subject_user
+        if subject is None and audit.target.startswith("user:"):
+            subject = audit.target[len("user:") :]
+        # A key's owner is read in the change's transaction (before a deletion, see
+        # delete_key), so the entry stays his after the key is gone.
         await tx.execute(
-            "INSERT INTO audit_log (at, actor, action, target, detail) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO audit_log (at, actor, action, target, detail, subject_user) "
+            "VALUES ($1, $2, $3, $4, $5, COALESCE($6, "
+            "(SELECT user_id FROM api_keys WHERE 'key:' || id = $4)))",
             now(),
             audit.actor,
             audit.action,
             audit.target,
             json.dumps(dict(audit.detail), sort_keys=True),
+            subject,
         )
 
     async def add_audit(self, audit: Audit) -> None:
@@ -180,23 +189,18 @@ class SqlStore(InvalidationLog, SecretQueries):
     async def list_audit(self, limit: int = 100, target: str | None = None) -> list[AuditRecord]:
         if target is None:
             rows = await self._db.fetch(
-                "SELECT id, at, actor, action, target, detail FROM audit_log "
+                "SELECT id, at, actor, action, target, detail, subject_user FROM audit_log "
                 "ORDER BY id DESC LIMIT $1",
                 limit,
             )
         else:
             rows = await self._db.fetch(
-                "SELECT id, at, actor, action, target, detail FROM audit_log WHERE target = $1 "
-                "ORDER BY id DESC LIMIT $2",
+                "SELECT id, at, actor, action, target, detail, subject_user FROM audit_log "
+                "WHERE target = $1 ORDER BY id DESC LIMIT $2",
                 target,
                 limit,
             )
-        return [
-            AuditRecord(
-                r["id"], r["at"], r["actor"], r["action"], r["target"], json.loads(r["detail"])
-            )
-            for r in rows
-        ]
+        return [audit_record(r) for r in rows]
 
     # -- users --------------------------------------------------------------------------
 
@@ -393,8 +397,8 @@ class SqlStore(InvalidationLog, SecretQueries):
             row = await tx.fetchrow(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = $1", key_id)
             if row is None:
                 return None
+            await self._audit(tx, audit)  # first: it reads the key's owner
             await tx.execute("DELETE FROM api_keys WHERE id = $1", key_id)
-            await self._audit(tx, audit)
             await _invalidate_key(tx, row)
         return _key(row)
 

@@ -5,3 +5,12 @@ ALTER TABLE api_keys ADD COLUMN replaced_by TEXT;
 -- administrators, bounds every key of his.
 ALTER TABLE api_keys ADD COLUMN allowed_networks TEXT;
 ALTER TABLE users ADD COLUMN allowed_networks TEXT;
+-- The audit log, readable: whose account each entry concerns (the user, or the owner of the
+-- key it names), so an owner sees his keys' history and admins filter by user.
+ALTER TABLE audit_log ADD COLUMN subject_user TEXT;
+UPDATE audit_log SET subject_user = substr(target, 6) WHERE target LIKE 'user:%';
+UPDATE audit_log SET subject_user = (SELECT k.user_id FROM api_keys k WHERE 'key:' || k.id = audit_log.target)
+    WHERE target LIKE 'key:%';
+CREATE INDEX audit_log_subject_user ON audit_log (subject_user, id);
+CREATE INDEX audit_log_actor ON audit_log (actor, id);
+CREATE INDEX audit_log_action ON audit_log (action, id);
