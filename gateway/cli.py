@@ -63,6 +63,28 @@ def expiry(text: str) -> datetime:
         raise CliError(f"--expires: {text!r} is too long a lifetime") from None
 
 
+def _leaked_key(args: argparse.Namespace) -> str:
+    if args.stdin == (args.key is not None):
+        raise CliError("give the key as an argument or with --stdin, not both")
+    text = sys.stdin.readline().strip() if args.stdin else args.key.strip()
+    if not text:
+        raise CliError("--stdin: no key on standard input")
+    return str(text)
+
+
+async def _disclose(s: Services, text: str, url: str) -> None:
+    from gateway.keys import disclose
+    from gateway.keys.leaks import Finding
+
+    [(_, label, key_id)] = await disclose.respond(
+        s, [Finding(text, "cli", url, "")], actor="cli", source="cli"
+    )
+    if key_id is None:
+        # Never echo the text: it may be a real secret of some other system.
+        raise CliError("false_positive: not a key of this deployment (nothing was changed)")
+    _say(f"{label}: {key_id} ({s.settings.leak_action})")
+
+
 def _networks(args: argparse.Namespace) -> list[str] | None:
     """The CIDR arguments, or None for --any; one of the two is required."""
     if args.any == bool(args.networks):
@@ -152,6 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     klist.add_argument("--user", required=True, metavar="EMAIL")
     for name in ("revoke", "disable", "enable"):
         keys.add_parser(name, help=f"{name} a key").add_argument("key_id")
+    kdisclose = keys.add_parser(
+        "disclose", help="a key was leaked: apply leak_action to it (as secret scanning does)"
+    )
+    kdisclose.add_argument("key", nargs="?", help="the whole key (or --stdin)")
+    kdisclose.add_argument("--stdin", action="store_true", help="read the key from stdin")
+    kdisclose.add_argument("--url", default="", help="where it was found (for the audit)")
     knets = keys.add_parser("networks", help="networks a key may be used from")
     knets.add_argument("key_id")
     knets.add_argument("networks", nargs="*", metavar="CIDR")
@@ -315,6 +343,7 @@ def cmd_keys(args: argparse.Namespace) -> None:
     # Checked before the database is touched; the lifetime counts from now.
     expires = expiry(args.expires) if args.action == "create" and args.expires else None
     grace = _grace(args.grace) if args.action == "rotate" else None
+    leaked = _leaked_key(args) if args.action == "disclose" else ""
 
     async def work(s: Services) -> None:
         if args.action == "create":
@@ -345,6 +374,8 @@ def cmd_keys(args: argparse.Namespace) -> None:
                     + (f"  networks={' '.join(k.allowed_networks)}" if k.allowed_networks else "")
                     + (f"  replaced-by={k.replaced_by}" if k.replaced_by else "")
                 )
+        elif args.action == "disclose":
+            await _disclose(s, leaked, args.url)
         elif args.action == "networks":
             key = await s.keys.get_owned(args.key_id, None)
             key = await s.keys.set_networks(key, _networks(args), actor=None)

@@ -200,6 +200,7 @@ def v1_key(key: ApiKey, full_key: str | None = None) -> dict[str, Any]:
             "expiresAt": iso(key.expires_at),
             "lastUsedAt": iso(key.last_used_at),
             "replacedBy": key.replaced_by,
+            "leakedAt": iso(key.leaked_at),
             NETWORKS: list(key.allowed_networks) if key.allowed_networks is not None else None,
             "_links": {"self": {"href": f"/v1/apikeys/{key.id}", "method": "GET"}},
         }

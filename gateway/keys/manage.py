@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from gateway.errors import Conflict, Forbidden, Invalid, NotFound
 from gateway.keys import format as keyformat
-from gateway.keys import rotation
 from gateway.keys.hashing import KeyHasher
+from gateway.keys.lifecycle import KeyLifecycle
+from gateway.keys.minted import NewKey as NewKey
+from gateway.keys.minted import actor_of as actor_of
 from gateway.keys.vault import KeyVault
 from gateway.policy.evaluate import Principal, owner_grants
 from gateway.policy.model import Catalog, Perm
-from gateway.policy.networks import NetworkError, outside, parse_networks
 from gateway.policy.pathrule import PathRuleError, parse_path_rule
 from gateway.store.base import ApiKey, Audit, Store, User
 
@@ -30,30 +30,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 Invalidate = Callable[[list[bytes]], Awaitable[None]]
 
 
-@dataclass(frozen=True, slots=True)
-class NewKey:
-    """A freshly minted key. `text` exists only here, once: show it and drop it.
-
-    `previous` is the key it replaced (rotation, re-authorization), as it is after: it
-    stops at its `expires_at`."""
-
-    text: str
-    record: ApiKey
-    previous: ApiKey | None = None
-
-    def __repr__(self) -> str:
-        return f"NewKey(id={self.record.id!r})"
-
-
-def actor_of(principal: Principal | None) -> str:
-    if principal is None:
-        return "cli"
-    if principal.key_id is not None:
-        return f"key:{principal.key_id}"
-    return f"user:{principal.user_id}"
-
-
-class KeyService:
+class KeyService(KeyLifecycle):
     def __init__(
         self,
         *,
@@ -189,70 +166,6 @@ class KeyService:
             await self._store.create_key(record, audit)
         return NewKey(generated.text, record, previous)
 
-    # -- rotation -----------------------------------------------------------------------
-
-    async def rotate(
-        self,
-        key: ApiKey,
-        *,
-        grace: timedelta,
-        actor: Principal | None,
-        permissions: Sequence[str] | None = None,
-    ) -> NewKey:
-        """A new key with everything `key` has (`rotation.successor`); `key` keeps working
-        for `grace` (never past its own expiry), then is refused everywhere. `permissions`
-        (a subset of the key's) narrows the new key."""
-        now = datetime.now(UTC)
-        if key.replaced_by is not None:
-            raise Conflict(
-                f"this key was already rotated (its successor is {key.replaced_by})",
-                code="key-already-rotated",
-            )
-        if key.expires_at is not None and key.expires_at <= now:
-            raise Conflict("an expired key cannot be rotated", code="key-expired")
-        if not timedelta(0) <= grace <= rotation.MAX_GRACE:
-            raise Invalid([("grace", "the grace period may be at most 7 days")])
-        owner = await self._store.get_user(key.user_id)
-        if owner is None:
-            raise NotFound("API key not found", code="apikey-not-found")
-        if owner.disabled:
-            raise Forbidden("the owner is disabled", code="user-disabled")
-        kept = tuple(key.permissions)
-        if permissions is not None:
-            beyond = [p for p in permissions if p not in key.permissions]
-            if beyond:
-                raise Invalid([("permissions", f"the key does not hold {beyond[0]}")])
-            kept = tuple(dict.fromkeys(permissions))
-        if actor is not None:
-            self._check_creator(actor, kept, key.path_rule)
-        generated = keyformat.generate(self._prefix)
-        record = rotation.successor(
-            key,
-            key_id=generated.key_id,
-            key_hash=self._hasher.digest(generated.text),
-            secret_fingerprint=self._hasher.fingerprint,
-            encrypted_key=self._vault.seal(generated.key_id, generated.text)
-            if self._vault
-            else None,
-            created_at=now,
-            permissions=kept,
-        )
-        create = Audit(
-            actor_of(actor),
-            "key.create",
-            f"key:{record.id}",
-            {
-                "owner": owner.id,
-                "label": record.label,
-                "permissions": list(kept),
-                "path": record.path_rule,
-                "rotated_from": key.id,
-            },
-        )
-        previous = await self._retire(key, record, grace, actor, [create])
-        assert previous is not None  # strict: Conflict otherwise
-        return NewKey(generated.text, record, previous)
-
     def _check_creator(
         self, creator: Principal, permissions: Sequence[str], path_rule: str | None
     ) -> None:
@@ -276,41 +189,6 @@ class KeyService:
                 f"the new key's path restriction must lie within {creator.path_rule}",
                 code="path-not-allowed",
             )
-
-    async def _retire(
-        self,
-        old: ApiKey,
-        new: ApiKey,
-        grace: timedelta,
-        actor: Principal | None,
-        audits: list[Audit],
-        *,
-        strict: bool = True,
-    ) -> ApiKey | None:
-        """Store `new` and make `old` stop after `grace`, in one transaction; drop `old`
-        from every cache so its new expiry is seen at once. If `old` was rotated or deleted
-        meanwhile nothing is stored: Conflict, or None when not `strict`."""
-        stops = rotation.grace_end(datetime.now(UTC), grace, old.expires_at)
-        rotate = Audit(
-            actor_of(actor),
-            "key.rotate",
-            f"key:{old.id}",
-            {
-                "successor": new.id,
-                "grace_seconds": int(grace.total_seconds()),
-                "stops_at": stops.isoformat(),
-            },
-        )
-        previous = await self._store.replace_key(new, old.id, stops, [*audits, rotate])
-        if previous is None:
-            if not strict:
-                return None
-            raise Conflict(
-                "this key was rotated or deleted meanwhile; nothing was created",
-                code="key-already-rotated",
-            )
-        await self._invalidate([old.key_hash])
-        return previous
 
     # -- lookups ------------------------------------------------------------------------
 
@@ -363,42 +241,6 @@ class KeyService:
             key.id,
             {"label": clean},
             Audit(actor_of(actor), "key.rename", f"key:{key.id}", {"label": clean}),
-        )
-        if updated is None:
-            raise NotFound("API key not found", code="apikey-not-found")
-        await self._invalidate([key.key_hash])
-        return updated
-
-    @staticmethod
-    def check_networks(owner: User, raws: Sequence[object] | None) -> tuple[str, ...] | None:
-        """A key's allow-list: valid CIDR, each inside the owner's list (if he has one)."""
-        if raws is None:
-            return None
-        try:
-            networks = parse_networks(raws)
-        except NetworkError as exc:
-            raise Invalid([("allowedNetworks", str(exc))]) from None
-        beyond = outside(networks, owner.allowed_networks)
-        if beyond:
-            raise Forbidden(
-                f"{beyond[0]} is outside the networks the owner's keys may be used from",
-                code="network-not-allowed",
-            )
-        return networks
-
-    async def set_networks(
-        self, key: ApiKey, raws: Sequence[object] | None, *, actor: Principal | None
-    ) -> ApiKey:
-        """Replace (None: clear) a key's allow-list; every instance sees it at once."""
-        owner = await self._store.get_user(key.user_id)
-        if owner is None:
-            raise NotFound("API key not found", code="apikey-not-found")
-        networks = self.check_networks(owner, raws)
-        shown = list(networks) if networks is not None else None
-        updated = await self._store.update_key(
-            key.id,
-            {"allowed_networks": networks},
-            Audit(actor_of(actor), "key.set-networks", f"key:{key.id}", {"networks": shown}),
         )
         if updated is None:
             raise NotFound("API key not found", code="apikey-not-found")

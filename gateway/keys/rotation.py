@@ -33,6 +33,8 @@ NOT_INHERITED = frozenset(
         "last_used_at",
         "status",
         "replaced_by",
+        "leaked_at",
+        "leak_source",
     }
 )
 
@@ -87,6 +89,8 @@ def successor(
         "last_used_at": None,
         "status": "active",
         "replaced_by": None,
+        "leaked_at": None,
+        "leak_source": None,
     }
     if permissions is not None:
         changes["permissions"] = permissions

@@ -36,6 +36,7 @@ class KeyView:
     application: str | None  # "gozo at https://gozo.example"
     replaced_by: str | None = None  # masked id of the key that replaced it (rotation)
     networks: str | None = None  # the IP allow-list, space-separated; None: any address
+    leaked: str | None = None  # "2026-12-07 10:00 UTC (github: commit)" when reported leaked
 
 
 def when(value: datetime | None) -> str:
@@ -117,4 +118,5 @@ def key_view(
         application=application,
         replaced_by=mask(key.replaced_by) if key.replaced_by else None,
         networks=" ".join(key.allowed_networks) if key.allowed_networks is not None else None,
+        leaked=f"{when(key.leaked_at)} ({key.leak_source})" if key.leaked_at else None,
     )

@@ -73,6 +73,9 @@ class ApiKey:
     replaced_by: str | None = None
     # Networks (CIDR) the key may be used from, within the owner's; None: any.
     allowed_networks: tuple[str, ...] | None = None
+    # When and where the key was reported leaked (secret scanning, `gateway keys disclose`).
+    leaked_at: datetime | None = None
+    leak_source: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +257,11 @@ class Store(Protocol):
         """Entries matching every filter given, newest first, at most `query.limit`."""
         ...
 
+    async def remember_report(self, digest: bytes, at: datetime, forget_before: datetime) -> bool:
+        """Record a leak report's digest; False if it was recorded already (a replay). Digests
+        older than `forget_before` are dropped first."""
+        ...
+
     # -- sessions and authorization codes (hosted pages)
     async def create_session(self, session: Session, audit: Audit) -> None: ...
     async def get_session(self, token_hash: bytes) -> Session | None: ...
@@ -270,5 +278,14 @@ USER_FIELDS = frozenset(
     {"email", "password_hash", "is_admin", "is_service", "disabled", "grants", "allowed_networks"}
 )
 KEY_FIELDS = frozenset(
-    {"label", "permissions", "path_rule", "status", "expires_at", "allowed_networks"}
+    {
+        "label",
+        "permissions",
+        "path_rule",
+        "status",
+        "expires_at",
+        "allowed_networks",
+        "leaked_at",
+        "leak_source",
+    }
 )

@@ -87,6 +87,8 @@ def _key(row: Row) -> ApiKey:
         secret_fingerprint=row["secret_fingerprint"],
         replaced_by=row["replaced_by"],
         allowed_networks=_networks(row["allowed_networks"]),
+        leaked_at=row["leaked_at"],
+        leak_source=row["leak_source"],
     )
 
 
@@ -104,7 +106,7 @@ _USER_COLUMNS = (
 _KEY_COLUMNS = (
     "id, key_hash, user_id, label, permissions, path_rule, status, created_at, expires_at, "
     "last_used_at, application_identifier, redirect_origin, encrypted_key, secret_fingerprint, "
-    "replaced_by, allowed_networks"
+    "replaced_by, allowed_networks, leaked_at, leak_source"
 )
 _CODE_COLUMNS = (
     "code_hash, user_id, permissions, label, application_identifier, redirect_origin, "
@@ -318,7 +320,8 @@ class SqlStore(InvalidationLog, SecretQueries, AuditQueries):
     async def _insert_key(tx: Database, key: ApiKey) -> None:
         await tx.execute(
             f"INSERT INTO api_keys ({_KEY_COLUMNS}) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, "
+            "$17, $18)",
             key.id,
             key.key_hash,
             key.user_id,
@@ -335,6 +338,8 @@ class SqlStore(InvalidationLog, SecretQueries, AuditQueries):
             key.secret_fingerprint,
             key.replaced_by,
             _db_value("allowed_networks", key.allowed_networks),
+            key.leaked_at,
+            key.leak_source,
         )
 
     async def replace_key(

@@ -14,3 +14,12 @@ UPDATE audit_log SET subject_user = (SELECT k.user_id FROM api_keys k WHERE 'key
 CREATE INDEX audit_log_subject_user ON audit_log (subject_user, id);
 CREATE INDEX audit_log_actor ON audit_log (actor, id);
 CREATE INDEX audit_log_action ON audit_log (action, id);
+-- Leaked keys: when a key was reported leaked (secret scanning, `gateway keys disclose`),
+-- and the reports already received (body and signature hashed), for replay protection.
+ALTER TABLE api_keys ADD COLUMN leaked_at TIMESTAMPTZ;
+ALTER TABLE api_keys ADD COLUMN leak_source TEXT;
+CREATE TABLE leak_reports (
+    digest      BLOB PRIMARY KEY,
+    received_at TIMESTAMPTZ NOT NULL
+);
+CREATE INDEX leak_reports_received_at ON leak_reports (received_at);
