@@ -108,6 +108,10 @@ class Settings:
     secret_scanning_keys_file: Path | None = None
     secret_scanning_keys_url: str | None = None
     secret_scanning_replay_window: float = 24 * 3600.0
+    # Keys unused (no request, and not created) for this many days are disabled; 0: never.
+    idle_key_days: float = 0.0
+    # A key's permission not used for this many days is "granted but unused" (least privilege).
+    unused_permission_days: float = 30.0
 
     @property
     def development(self) -> bool:
@@ -416,6 +420,8 @@ _PLAIN: dict[str, Callable[[str, Any], Any]] = {
     "secret_scanning_keys_file": _scanning_keys_file,
     "secret_scanning_keys_url": _scanning_keys_url,
     "secret_scanning_replay_window": _seconds(60),
+    "idle_key_days": _bounded(0, 36500),
+    "unused_permission_days": _bounded(1, 36500),
 }
 # Settings that are not plain fields: listen, secret(_file), key_encryption_key(_file).
 _SPECIAL = {

@@ -5,8 +5,10 @@
 * `GET /v1/apikeys?page=&pageSize=`, `GET /v1/apikeys/{id}`: masked, never the key.
 * `PATCH /v1/apikeys/{id}` `{status?: Active|Disabled, name?, allowedNetworks?}` (null: any
   address), `DELETE /v1/apikeys/{id}` (204).
-* `POST /v1/apikeys/{id}/rotate` `{grace?, scopes?}` -> 201 with the new key (shown once) and
-  when the old one stops (`previous.expiresAt`); see keys/rotation.py.
+* `POST /v1/apikeys/{id}/rotate` `{grace?, scopes?, narrow?}` -> 201 with the new key (shown
+  once) and when the old one stops (`previous.expiresAt`); see keys/rotation.py. `narrow`
+  keeps only the permissions used within `unused_permission_days`.
+* `GET /v1/apikeys/{id}/usage`: last use per permission, and which are granted but unused.
 * `PATCH /v1/apikeys/{id}/decrypt` `{password}`: the stored key, only where the deployment
   keeps retrievable keys, after a fresh password check, audited.
 
@@ -19,11 +21,13 @@ himself, like the account pages, so it needs no scope (except `apikey:decrypt` w
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from aiohttp import web
 
 from gateway.api.auth import authenticate, reauthenticate, require, scope
 from gateway.api.body import read_json
-from gateway.api.lifecycle_schemas import rotate_request, rotated
+from gateway.api.lifecycle_schemas import rotate_request, rotated, usage_view
 from gateway.api.render import add_routes, json_response
 from gateway.api.schemas import (
     check_key_request,
@@ -36,6 +40,7 @@ from gateway.api.schemas import (
 )
 from gateway.errors import NotFound
 from gateway.keys import format as keyformat
+from gateway.keys.usage import PermissionUse, kept_permissions, report
 from gateway.policy.evaluate import Principal
 from gateway.services import Services
 from gateway.state import SERVICES
@@ -92,13 +97,15 @@ async def list_keys(request: web.Request) -> web.StreamResponse:
     principal = await caller(request, READ)
     page = page_params(request.query)
     keys = await services.keys.list_for(principal.user_id)
-    return json_response(paged(BASE, page, keys, v1_key))
+    idle_days = services.settings.idle_key_days
+    return json_response(paged(BASE, page, keys, lambda k: v1_key(k, idle_days=idle_days)))
 
 
 async def get_key(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
     principal = await caller(request, READ)
-    return json_response(v1_key(await own_key(request, services, principal)))
+    key = await own_key(request, services, principal)
+    return json_response(v1_key(key, idle_days=services.settings.idle_key_days))
 
 
 async def update_key(request: web.Request) -> web.StreamResponse:
@@ -113,7 +120,7 @@ async def update_key(request: web.Request) -> web.StreamResponse:
         key = await services.keys.set_networks(key, patch.networks, actor=principal)
     if patch.status is not None and patch.status != key.status:
         key = await services.keys.set_status(key, patch.status, actor=principal)
-    return json_response(v1_key(key))
+    return json_response(v1_key(key, idle_days=services.settings.idle_key_days))
 
 
 async def delete_key(request: web.Request) -> web.StreamResponse:
@@ -146,10 +153,28 @@ async def rotate_key(request: web.Request) -> web.StreamResponse:
     principal = await caller(request, MANAGE)
     key = await own_key(request, services, principal)
     body = rotate_request(await read_json(request))
+    permissions = body.permissions
+    if body.narrow:
+        permissions = tuple(kept_permissions(await key_usage(services, key)))
     new = await services.keys.rotate(
-        key, grace=body.grace, actor=principal, permissions=body.permissions
+        key, grace=body.grace, actor=principal, permissions=permissions
     )
     return json_response(rotated(new), status=201, headers={"Location": f"{BASE}/{new.record.id}"})
+
+
+async def usage(request: web.Request) -> web.StreamResponse:
+    services = request.app[SERVICES]
+    principal = await caller(request, READ)
+    key = await own_key(request, services, principal)
+    uses = await key_usage(services, key)
+    return json_response(usage_view(key, uses, services.settings))
+
+
+async def key_usage(services: Services, key: ApiKey) -> tuple[PermissionUse, ...]:
+    """The key's permissions with their last use (least privilege)."""
+    used = (await services.store.permission_use([key.id]))[key.id]
+    days = services.settings.unused_permission_days
+    return report(key, used, days, datetime.now(UTC))
 
 
 def setup(app: web.Application) -> None:
@@ -162,3 +187,4 @@ def setup(app: web.Application) -> None:
     )
     add_routes(app, "problem", BASE + "/{id}/decrypt", {"PATCH": decrypt_key})
     add_routes(app, "problem", BASE + "/{id}/rotate", {"POST": rotate_key})
+    add_routes(app, "problem", BASE + "/{id}/usage", {"GET": usage})

@@ -18,9 +18,11 @@ from typing import Any
 
 from gateway.api.schemas import _object, _raise, iso, v1_key
 from gateway.errors import Invalid
-from gateway.keys import rotation
+from gateway.keys import idle, rotation
 from gateway.keys.manage import NewKey
-from gateway.store.base import AuditRecord
+from gateway.keys.usage import PermissionUse
+from gateway.settings import Settings
+from gateway.store.base import ApiKey, AuditRecord
 
 DEFAULT_AUDIT_LIMIT = 50
 MAX_AUDIT_LIMIT = 200
@@ -32,10 +34,16 @@ _SECRET_NAME = re.compile(r"password|hash|secret|token|apikey|key_text", re.IGNO
 class RotateRequest:
     grace: timedelta
     permissions: tuple[str, ...] | None  # None: keep every permission
+    narrow: bool = False  # keep only the permissions used lately (least privilege)
 
 
 def rotate_request(body: object) -> RotateRequest:
-    data, errors = _object(body, optional=("grace", "scopes"))
+    data, errors = _object(body, optional=("grace", "scopes", "narrow"))
+    narrow = data.get("narrow", False)
+    if not isinstance(narrow, bool):
+        errors.append(("narrow", "must be true or false"))
+    elif narrow and data.get("scopes") is not None:
+        errors.append(("narrow", "send scopes or narrow, not both"))
     grace = timedelta(0)
     if "grace" in data:
         try:
@@ -46,7 +54,9 @@ def rotate_request(body: object) -> RotateRequest:
     if scopes is not None and not isinstance(scopes, str):
         errors.append(("scopes", "must be a string of space-separated scopes, or null"))
     _raise(errors)
-    return RotateRequest(grace, tuple(scopes.split()) if isinstance(scopes, str) else None)
+    return RotateRequest(
+        grace, tuple(scopes.split()) if isinstance(scopes, str) else None, narrow is True
+    )
 
 
 def rotated(new: NewKey) -> dict[str, Any]:
@@ -137,4 +147,19 @@ def audit_page(records: list[AuditRecord], limit: int) -> dict[str, Any]:
     return {
         "items": [audit_entry(r) for r in shown],
         "nextCursor": str(shown[-1].id) if more and shown else None,
+    }
+
+
+def usage_view(key: ApiKey, uses: tuple[PermissionUse, ...], settings: Settings) -> dict[str, Any]:
+    """Least privilege for one key: last use per permission, and the unused ones."""
+    return {
+        "id": key.id,
+        "unusedForDays": settings.unused_permission_days,
+        "permissions": [
+            {"permission": u.permission, "lastUsedAt": iso(u.last_used_at), "unused": u.unused}
+            for u in uses
+        ],
+        "unused": [u.permission for u in uses if u.unused],
+        "lastUsedAt": iso(key.last_used_at),
+        "idleDisableAt": iso(idle.disable_at(key, settings.idle_key_days)),
     }

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from gateway.errors import Invalid
 from gateway.keys import format as keyformat
+from gateway.keys import idle
 from gateway.keys.manage import MAX_PERMISSIONS
 from gateway.policy.model import RESOURCE_RE
 from gateway.store.base import ApiKey, Resource, User
@@ -184,8 +185,9 @@ def iso(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def v1_key(key: ApiKey, full_key: str | None = None) -> dict[str, Any]:
-    """A key as `/v1/apikeys` shows it; `key` only at creation and on decrypt."""
+def v1_key(key: ApiKey, full_key: str | None = None, *, idle_days: float = 0.0) -> dict[str, Any]:
+    """A key as `/v1/apikeys` shows it; `key` only at creation and on decrypt. With
+    `idle_days` (the deployment's idle_key_days), when it will be disabled if left unused."""
     body: dict[str, Any] = {"id": key.id}
     if full_key is not None:
         body["key"] = full_key
@@ -201,6 +203,7 @@ def v1_key(key: ApiKey, full_key: str | None = None) -> dict[str, Any]:
             "lastUsedAt": iso(key.last_used_at),
             "replacedBy": key.replaced_by,
             "leakedAt": iso(key.leaked_at),
+            "idleDisableAt": iso(idle.disable_at(key, idle_days)),
             NETWORKS: list(key.allowed_networks) if key.allowed_networks is not None else None,
             "_links": {"self": {"href": f"/v1/apikeys/{key.id}", "method": "GET"}},
         }

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from gateway import sessions
 from gateway.errors import BadRequest, Forbidden, Invalid
+from gateway.keys.usage import report
 from gateway.pages.login import login_url
 from gateway.pages.render import first, read_form, render, see_other
 from gateway.pages.views import describe, key_view, resource_names
@@ -55,15 +56,29 @@ async def list_keys(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
     names = resource_names(await _all_resources(services))
     now = datetime.now(UTC)
+    settings = services.settings
+    owned = await services.keys.list_for(user.id)
+    used = await services.store.permission_use([k.id for k in owned])
     keys = [
-        key_view(k, services.policy.catalog, names, now=now)
-        for k in await services.keys.list_for(user.id)
+        key_view(
+            k,
+            services.policy.catalog,
+            names,
+            now=now,
+            uses=report(k, used[k.id], settings.unused_permission_days, now),
+            idle_days=settings.idle_key_days,
+        )
+        for k in owned
     ]
     notice = {"disabled": "Key disabled.", "active": "Key enabled.", "deleted": "Key deleted."}
     return await render(
         request,
         "keys.html",
-        {"keys": keys, "notice": notice.get(request.query.get("done", ""))},
+        {
+            "keys": keys,
+            "notice": notice.get(request.query.get("done", "")),
+            "unused_days": f"{settings.unused_permission_days:g}",
+        },
     )
 
 

@@ -6,7 +6,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from gateway.keys import idle
 from gateway.keys.format import mask
+from gateway.keys.usage import PermissionUse
 from gateway.policy.model import Catalog, Perm
 from gateway.store.base import ApiKey, Resource
 
@@ -37,6 +39,10 @@ class KeyView:
     replaced_by: str | None = None  # masked id of the key that replaced it (rotation)
     networks: str | None = None  # the IP allow-list, space-separated; None: any address
     leaked: str | None = None  # "2026-12-07 10:00 UTC (github: commit)" when reported leaked
+    idle_disable_at: str | None = None  # when it is disabled if left unused (idle_key_days)
+    # Least privilege: (permission, last used) per permission, and those granted but unused.
+    usage: tuple[tuple[str, str], ...] = ()
+    unused: tuple[str, ...] = ()
 
 
 def when(value: datetime | None) -> str:
@@ -100,6 +106,8 @@ def key_view(
     names: Mapping[tuple[str, str], str],
     *,
     now: datetime,
+    uses: Sequence[PermissionUse] = (),
+    idle_days: float = 0.0,
 ) -> KeyView:
     application = None
     if key.application_identifier or key.redirect_origin:
@@ -119,4 +127,7 @@ def key_view(
         replaced_by=mask(key.replaced_by) if key.replaced_by else None,
         networks=" ".join(key.allowed_networks) if key.allowed_networks is not None else None,
         leaked=f"{when(key.leaked_at)} ({key.leak_source})" if key.leaked_at else None,
+        idle_disable_at=when(at) if (at := idle.disable_at(key, idle_days)) else None,
+        usage=tuple((u.permission, when(u.last_used_at)) for u in uses),
+        unused=tuple(u.permission for u in uses if u.unused),
     )

@@ -86,6 +86,7 @@ class Permitted(NamedTuple):
     route: Route
     params: Mapping[str, str] = _NO_PARAMS
     allowed: bool = True
+    need: Perm | None = None  # the requirement the principal met (None: no credential needed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,4 +132,4 @@ def authorize(
     need = requirement.bind(match.params)
     if not principal.may(catalog, need):
         return Denied("missing-permission", f"requires {need}", missing=need)
-    return Permitted(route, match.params)
+    return Permitted(route, match.params, need=need)

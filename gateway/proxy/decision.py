@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 from gateway.credentials import Credential, PasswordCredential, extract
 from gateway.errors import BadRequest, Forbidden, GatewayError, Unauthenticated, denial_error
 from gateway.policy.evaluate import Denied, Principal, authorize, route_for
-from gateway.policy.model import Policy, Route, RouteMatch, Upstream
+from gateway.policy.model import Perm, Policy, Route, RouteMatch, Upstream
 from gateway.policy.networks import IP_NOT_ALLOWED_TEXT
 from gateway.policy.paths import CanonicalTarget, TargetRejected, canonicalize
 
@@ -52,6 +52,7 @@ class Allowed(NamedTuple):
     route: Route
     upstream: Upstream
     principal: Principal | None
+    need: Perm | None = None  # the requirement met (least-privilege bookkeeping)
 
 
 class Refused(NamedTuple):
@@ -152,4 +153,4 @@ def _authorize(
             principal.key_id,
         )
     route = match.route
-    return Allowed(target, route, policy.upstreams[route.upstream], principal)
+    return Allowed(target, route, policy.upstreams[route.upstream], principal, verdict.need)

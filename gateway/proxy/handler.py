@@ -58,6 +58,7 @@ def decide_now(
     )
     if isinstance(decision, Allowed):
         metrics.PROXY_REQUESTS.inc("allowed")
+        _note_use(services, decision)
     elif isinstance(decision, Refused):
         if decision.outcome in KEY_FAILURES:
             decision = _key_failed(services, decision, values, peer)
@@ -95,9 +96,17 @@ async def finish(
         decision = resume(services.policy, needs, principal, lambda: address)
     if isinstance(decision, Allowed):
         metrics.PROXY_REQUESTS.inc("allowed")
+        _note_use(services, decision)
     else:
         _count_refusal(decision, needs.method)
     return decision
+
+
+def _note_use(services: Services, allowed: Allowed) -> None:
+    """Which requirement a key met, for least privilege (resolved off the request path)."""
+    principal = allowed.principal
+    if allowed.need is not None and principal is not None and principal.key_id is not None:
+        services.usage.note(principal.key_id, allowed.need, principal.key_permissions or ())
 
 
 def _count_refusal(refused: Refused, method: str) -> None:

@@ -9,7 +9,7 @@ Exceptions::
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -255,6 +255,19 @@ class Store(Protocol):
 
     async def query_audit(self, query: AuditQuery) -> list[AuditRecord]:
         """Entries matching every filter given, newest first, at most `query.limit`."""
+        ...
+
+    async def disable_idle_keys(self, unused_before: datetime) -> list[ApiKey]:
+        """Disable every active key last used (or, never used, created) before
+        `unused_before`, each audited and invalidated; the keys disabled."""
+        ...
+
+    async def record_permission_use(self, uses: Iterable[tuple[str, str, datetime]]) -> None:
+        """Record (key id, permission, when) uses in one batch, keeping the latest time."""
+        ...
+
+    async def permission_use(self, key_ids: Iterable[str]) -> dict[str, dict[str, datetime]]:
+        """Per key id: permission -> when it last let a request through."""
         ...
 
     async def remember_report(self, digest: bytes, at: datetime, forget_before: datetime) -> bool:

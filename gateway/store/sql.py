@@ -29,6 +29,7 @@ from gateway.store.base import (
 )
 from gateway.store.invalidations import InvalidationLog
 from gateway.store.sql_audit import AuditQueries, audit_record
+from gateway.store.sql_lifecycle import LifecycleQueries
 from gateway.store.sql_secrets import SecretQueries
 
 Row = Mapping[str, Any]
@@ -114,7 +115,7 @@ _CODE_COLUMNS = (
 )
 
 
-class SqlStore(InvalidationLog, SecretQueries, AuditQueries):
+class SqlStore(InvalidationLog, SecretQueries, AuditQueries, LifecycleQueries):
     """`Store` over any `Database` adapter."""
 
     def __init__(self, db: Database) -> None:

@@ -1,5 +1,4 @@
-"""The SQL store's audit-log reading (filtered, newest first, paged by entry id) and the
-leak reports remembered for replay protection.
+"""The SQL store's audit-log reading: filtered, newest first, paged by entry id.
 
 A mixin of `SqlStore`. Filters are ANDed; `before` (the cursor) is the id of the last entry
 of the previous page, so a page never shifts when new entries are written meanwhile.
@@ -9,7 +8,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from gateway.store.base import AuditQuery, AuditRecord
@@ -57,15 +55,3 @@ class AuditQueries:
         sql = f"SELECT {_COLUMNS} FROM audit_log {where}ORDER BY id DESC LIMIT ${len(args)}"  # noqa: S608 - only constants and placeholders are interpolated
         rows = await self._db.fetch(sql, *args)
         return [audit_record(r) for r in rows]
-
-    async def remember_report(self, digest: bytes, at: datetime, forget_before: datetime) -> bool:
-        async with self._db.transaction() as tx:
-            await tx.execute("DELETE FROM leak_reports WHERE received_at < $1", forget_before)
-            # One statement: of two instances receiving the same report, exactly one inserts.
-            count = await tx.execute(
-                "INSERT INTO leak_reports (digest, received_at) VALUES ($1, $2) "
-                "ON CONFLICT (digest) DO NOTHING",
-                digest,
-                at,
-            )
-        return count == 1

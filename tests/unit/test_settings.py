@@ -184,6 +184,8 @@ BAD_VALUES: dict[str, str] = {
     "secret_scanning_keys_file": "/nonexistent/keys.json",
     "secret_scanning_keys_url": "http://github.example/keys",
     "secret_scanning_replay_window": "10",
+    "idle_key_days": "-1",
+    "unused_permission_days": "0",
     "listen": "abc",
     "secret": "short",
     "secret_file": "/nonexistent/keygate-secret",

@@ -23,3 +23,11 @@ CREATE TABLE leak_reports (
     received_at TIMESTAMPTZ NOT NULL
 );
 CREATE INDEX leak_reports_received_at ON leak_reports (received_at);
+-- Least privilege: when each of a key's permissions last let a request through (recorded
+-- in batches, off the request path). Idle keys use api_keys.last_used_at.
+CREATE TABLE key_permission_use (
+    key_id       TEXT NOT NULL REFERENCES api_keys (id) ON DELETE CASCADE,
+    permission   TEXT NOT NULL,
+    last_used_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (key_id, permission)
+);
