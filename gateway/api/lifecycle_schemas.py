@@ -23,10 +23,13 @@ from gateway.keys.manage import NewKey
 from gateway.keys.usage import PermissionUse
 from gateway.settings import Settings
 from gateway.store.base import ApiKey, AuditRecord
+from gateway.text import encodable
 
 DEFAULT_AUDIT_LIMIT = 50
 MAX_AUDIT_LIMIT = 200
 AUDIT_FILTERS = ("actor", "user", "key", "action", "since", "until", "cursor", "limit")
+MAX_FILTER = 320
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SECRET_NAME = re.compile(r"password|hash|secret|token|apikey|key_text", re.IGNORECASE)
 
 
@@ -92,6 +95,10 @@ def audit_params(query: Mapping[str, str], allowed: tuple[str, ...] = AUDIT_FILT
         if name not in allowed
     ]
     text = {name: query[name].strip() for name in allowed if query.get(name, "").strip()}
+    for name, value in list(text.items()):
+        if len(value) > MAX_FILTER or not encodable(value) or _CONTROL.search(value):
+            errors.append((name, f"at most {MAX_FILTER} printable characters"))
+            del text[name]
 
     def moment(name: str) -> datetime | None:
         if name not in text:

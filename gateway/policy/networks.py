@@ -74,13 +74,22 @@ class AddressRule:
         return cls(present) if present else None
 
     def allows(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
+        ip = _address(address)
+        if ip is None:
             return False  # an address we cannot read is never inside a list
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped  # ::ffff:203.0.113.5 from a dual-stack socket is 203.0.113.5
         return all(any(ip in net for net in lst) for lst in self.lists)
+
+
+@functools.lru_cache(maxsize=4096)
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The parsed address (cached: the same clients call again and again), or None."""
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped  # ::ffff:203.0.113.5 from a dual-stack socket is 203.0.113.5
+    return ip
 
 
 @functools.lru_cache(maxsize=1024)

@@ -102,6 +102,8 @@ async def test_admin_audit_pages_with_a_cursor_that_does_not_shift(gw: Gateway) 
         ({"limit": "201"}, "limit"),
         ({"cursor": "-1"}, "cursor"),
         ({"color": "red"}, "color"),
+        ({"actor": "a\x00b"}, "actor"),
+        ({"action": "x" * 400}, "action"),
     ],
 )
 async def test_admin_audit_refuses_bad_filters(

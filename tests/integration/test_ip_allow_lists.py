@@ -13,11 +13,14 @@ from typing import Any
 
 import pytest
 
+from gateway.app import create_app
 from gateway.errors import Forbidden, Invalid
 from gateway.services import Services, open_services
 from gateway.settings import load_settings
 from gateway.state import SERVICES
 from tests.conftest import make_settings
+from tests.e2e.support import form, login
+from tests.e2e.support import make_user as make_page_user
 from tests.integration.gateways import Gateway, MakeGateway
 from tests.integration.test_users_keys import REPORTS, make_user, mint
 from tests.openapi_check import start_gateway
@@ -154,3 +157,31 @@ async def test_the_apis_set_and_show_the_lists(aiohttp_client: Any, sqlite_url: 
         f"/v1/admin/users/{owner.id}", key=root.text, json_body={"allowedNetworks": ["bad"]}
     )
     assert reply.status == 422
+
+
+async def test_the_create_page_takes_networks(aiohttp_client: Any, sqlite_url: str) -> None:
+    """The create form's networks field sets the list (shown on the key list); a bad entry is
+    the form again with the reason; one outside the owner's list is refused the same way."""
+    client = await aiohttp_client(create_app(make_settings(sqlite_url)))
+    services = client.app[SERVICES]
+    alice = await make_page_user(services, "alice@example.com", grants=[REPORTS])
+    await login(client)
+
+    async def create(networks: str) -> Any:
+        page = await client.get("/account/api-keys/new")
+        data = form(await page.text(), "/account/api-keys").data(
+            label="office", permission=[REPORTS], networks=networks
+        )
+        return await client.post("/account/api-keys", data=data, allow_redirects=False)
+
+    assert (await create("203.0.113.0/24, 2001:db8::/32")).status == 201
+    [key] = await services.keys.list_for(alice.id)
+    assert key.allowed_networks == ("203.0.113.0/24", "2001:db8::/32")
+    assert "203.0.113.0/24 2001:db8::/32" in await (await client.get("/account/api-keys")).text()
+    bad = await create("not-a-network")
+    assert bad.status == 422
+    assert "not an IP address or network" in await bad.text()
+    await services.users.set_networks(alice, ["198.51.100.0/24"], actor="cli")
+    outside_owner = await create("203.0.113.0/24")
+    assert outside_owner.status == 403
+    assert "outside the networks" in await outside_owner.text()
