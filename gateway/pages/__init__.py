@@ -41,6 +41,7 @@ def setup(app: web.Application) -> None:
     r.add_get(account.KEYS_PATH + "/{key_id}/delete", page(account.confirm_delete))
     r.add_post(account.KEYS_PATH + "/{key_id}/delete", page(account.delete_key))
     r.add_post(account.KEYS_PATH + "/{key_id}/rotate", page(lifecycle.rotate_key))
+    r.add_post(account.KEYS_PATH + "/{key_id}/networks", page(lifecycle.set_networks))
     r.add_get(lifecycle.ACTIVITY_PATH, page(lifecycle.activity))
     r.add_get(authorize.AUTHORIZE_PATH, page(authorize.authorize_page))
     r.add_post(authorize.AUTHORIZE_PATH, page(authorize.authorize_submit))

@@ -70,7 +70,12 @@ async def list_keys(request: web.Request) -> web.StreamResponse:
         )
         for k in owned
     ]
-    notice = {"disabled": "Key disabled.", "active": "Key enabled.", "deleted": "Key deleted."}
+    notice = {
+        "disabled": "Key disabled.",
+        "active": "Key enabled.",
+        "deleted": "Key deleted.",
+        "networks": "Networks saved.",
+    }
     return await render(
         request,
         "keys.html",

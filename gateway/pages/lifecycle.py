@@ -1,4 +1,5 @@
-"""Account pages for the key lifecycle: rotate a key (the new one shown once), and Activity
+"""Account pages for the key lifecycle: rotate a key (the new one shown once), change the
+networks a key may be used from, and Activity
 (the audit entries about the person's account and keys, newest first, paged by cursor).
 
 Rotation's rules are `KeyService.rotate`'s; the page collects the grace and shows the new
@@ -18,8 +19,8 @@ from gateway.api.lifecycle_schemas import audit_entry, audit_params
 from gateway.errors import Invalid
 from gateway.keys import rotation
 from gateway.keys.format import mask
-from gateway.pages.account import csrf_or_fail, owned_key_or_404, user_or_login
-from gateway.pages.render import first, read_form, render
+from gateway.pages.account import KEYS_PATH, csrf_or_fail, owned_key_or_404, user_or_login
+from gateway.pages.render import first, read_form, render, see_other
 from gateway.pages.views import key_view, resource_names, when
 from gateway.state import SERVICES
 from gateway.store.base import AuditQuery
@@ -96,3 +97,18 @@ async def activity(request: web.Request) -> web.StreamResponse:
         "activity.html",
         {"entries": entries, "next_url": next_url, "key_filter": params.key},
     )
+
+
+async def set_networks(request: web.Request) -> web.StreamResponse:
+    """The key list's "From" form: networks separated by commas or spaces; empty: any."""
+    user = await user_or_login(request)
+    if isinstance(user, web.Response):
+        return user
+    form = await read_form(request)
+    await csrf_or_fail(request, form)
+    key = await owned_key_or_404(request, user)
+    networks = first(form, "networks").replace(",", " ").split() or None
+    await request.app[SERVICES].keys.set_networks(
+        key, networks, actor=sessions.principal_of(request, user)
+    )
+    return see_other(f"{KEYS_PATH}?done=networks")

@@ -185,3 +185,33 @@ async def test_the_create_page_takes_networks(aiohttp_client: Any, sqlite_url: s
     outside_owner = await create("203.0.113.0/24")
     assert outside_owner.status == 403
     assert "outside the networks" in await outside_owner.text()
+
+
+async def test_the_key_list_changes_and_clears_networks(
+    aiohttp_client: Any, sqlite_url: str
+) -> None:
+    """The key list's form sets a key's networks, clears them when left empty, and answers a
+    bad entry with a readable page naming it; nothing changes then."""
+    client = await aiohttp_client(create_app(make_settings(sqlite_url)))
+    services = client.app[SERVICES]
+    alice = await make_page_user(services, "alice@example.com", grants=[REPORTS])
+    await login(client)
+    key = await mint(services, alice, REPORTS)
+    action = f"/account/api-keys/{key.record.id}/networks"
+
+    async def save(networks: str) -> Any:
+        listing = await (await client.get("/account/api-keys")).text()
+        data = form(listing, action).data(networks=networks)
+        return await client.post(action, data=data, allow_redirects=False)
+
+    assert (await save("192.0.2.0/24 2001:db8::/32")).status == 303
+    stored = await services.store.get_key(key.record.id)
+    assert stored is not None
+    assert stored.allowed_networks == ("192.0.2.0/24", "2001:db8::/32")
+    bad = await save("192.0.2.0/33")
+    assert bad.status == 422
+    assert "not an IP address or network" in await bad.text()
+    assert (await save("")).status == 303
+    stored = await services.store.get_key(key.record.id)
+    assert stored is not None
+    assert stored.allowed_networks is None
