@@ -1,4 +1,4 @@
-"""The `gateway` command: serve, migrate, users, keys, resources, policy, import.
+"""The `gateway` command: serve, migrate, users, keys, resources, policy, import, audit.
 
 Every failure prints one line on stderr and exits non-zero; never a traceback.
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import json
 import logging
 import re
 import signal
@@ -21,6 +22,7 @@ from gateway import cli_output, cli_quota, cli_resources, logs
 from gateway.errors import GatewayError
 from gateway.importer import command as importer
 from gateway.keys import format as keyformat
+from gateway.keys import rotation
 from gateway.keys.hashing import KeyHasher
 from gateway.keys.rehash import rehash_status
 from gateway.policy.loader import PolicyError, load_policy
@@ -69,6 +71,46 @@ def expiry(text: str) -> datetime:
         raise CliError(f"--expires: {text!r} is too long a lifetime") from None
 
 
+def _leaked_key(args: argparse.Namespace) -> str:
+    if args.stdin == (args.key is not None):
+        raise CliError("give the key as an argument or with --stdin, not both")
+    text = sys.stdin.readline().strip() if args.stdin else args.key.strip()
+    if not text:
+        raise CliError("--stdin: no key on standard input")
+    return str(text)
+
+
+async def _disclose(s: Services, text: str, url: str) -> None:
+    from gateway.keys import disclose
+    from gateway.keys.leaks import Finding
+
+    [(_, label, key_id)] = await disclose.respond(
+        s, [Finding(text, "cli", url, "")], actor="cli", source="cli"
+    )
+    if key_id is None:
+        # Never echo the text: it may be a real secret of some other system.
+        raise CliError("false_positive: not a key of this deployment (nothing was changed)")
+    _say(f"{label}: {key_id} ({s.settings.leak_action})")
+
+
+def _networks(args: argparse.Namespace) -> list[str] | None:
+    """The CIDR arguments, or None for --any; one of the two is required."""
+    if args.any == bool(args.networks):
+        raise CliError("name one or more networks (e.g. 203.0.113.0/24), or --any")
+    return None if args.any else list(args.networks)
+
+
+def _shown(networks: tuple[str, ...] | None) -> str:
+    return "any address" if networks is None else " ".join(networks)
+
+
+def _grace(text: str) -> timedelta:
+    try:
+        return rotation.parse_grace(text)
+    except ValueError as exc:
+        raise CliError(f"--grace: {exc}") from None
+
+
 # -- argument parsing -------------------------------------------------------------------
 
 
@@ -115,6 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     ungrant = users.add_parser("revoke-grant", help="take permissions from a user")
     ungrant.add_argument("email")
     ungrant.add_argument("permissions", nargs="+", metavar="PERM")
+    unets = users.add_parser("networks", help="networks every key of a user may be used from")
+    unets.add_argument("email")
+    unets.add_argument("networks", nargs="*", metavar="CIDR")
+    unets.add_argument("--any", action="store_true", help="clear the list: any address")
     passwd = users.add_parser("password", help="set a user's password (keys stay valid)")
     passwd.add_argument("email")
     passwd.add_argument("--password-stdin", action="store_true")
@@ -130,14 +176,53 @@ def build_parser() -> argparse.ArgumentParser:
     kcreate.add_argument("--expires", help="lifetime, e.g. 30d")
     kcreate.add_argument("--limit", action="append", default=[], metavar="NAME")
     cli_quota.add_arguments(keys)
+    kcreate.add_argument(
+        "--network",
+        action="append",
+        metavar="CIDR",
+        help="only from this network (IPv4 or IPv6); repeat. Default: any address",
+    )
     klist = keys.add_parser("list", help="list a user's keys")
     klist.add_argument("--user", required=True, metavar="EMAIL")
     klist.add_argument("--json", action="store_true", help="a JSON array (stable field names)")
     for name in ("revoke", "disable", "enable"):
         keys.add_parser(name, help=f"{name} a key").add_argument("key_id")
+    kdisclose = keys.add_parser(
+        "disclose", help="a key was leaked: apply leak_action to it (as secret scanning does)"
+    )
+    kdisclose.add_argument("key", nargs="?", help="the whole key (or --stdin)")
+    kdisclose.add_argument("--stdin", action="store_true", help="read the key from stdin")
+    kdisclose.add_argument("--url", default="", help="where it was found (for the audit)")
+    knets = keys.add_parser("networks", help="networks a key may be used from")
+    knets.add_argument("key_id")
+    knets.add_argument("networks", nargs="*", metavar="CIDR")
+    knets.add_argument("--any", action="store_true", help="clear the list: any address")
+    krotate = keys.add_parser("rotate", help="replace a key by a new one (printed once)")
+    krotate.add_argument("key_id")
+    krotate.add_argument(
+        "--grace",
+        default="immediate",
+        help="how long the old key keeps working: immediate, "
+        "or a duration up to 7d such as 1h (default: immediate)",
+    )
+    krotate.add_argument(
+        "--permission",
+        action="append",
+        metavar="PERM",
+        help="keep only these of the key's permissions (narrow it); repeat",
+    )
     keys.add_parser("rehash-status", help="how many keys still depend on each of previous_secrets")
 
     cli_resources.add_parser(sub, _Parser)
+    audit = sub.add_parser("audit", help="read the audit log, newest first")
+    audit.add_argument("--actor", help='who acted, e.g. "cli", "user:<id>", "key:<key id>"')
+    audit.add_argument("--user", metavar="EMAIL", help="entries about this user or his keys")
+    audit.add_argument("--key", metavar="KEY_ID", help="entries about this key")
+    audit.add_argument("--action", help="e.g. key.rotate, user.set-networks")
+    audit.add_argument("--since", help="ISO 8601 time, or a duration back from now (e.g. 2h)")
+    audit.add_argument("--until", help="ISO 8601 time, or a duration back from now")
+    audit.add_argument("--limit", default="50", help="entries per page (1-200, default 50)")
+    audit.add_argument("--cursor", help="the next page's cursor, printed after a full page")
 
     policy = sub.add_parser("policy", help="check and explain policies").add_subparsers(
         dest="action", required=True, parser_class=_Parser
@@ -261,6 +346,10 @@ def cmd_users(args: argparse.Namespace) -> None:
             user = await s.users.find(args.email)
             user = await s.users.revoke_grants(user, args.permissions, actor="cli")
             _say(f"{user.email} now holds: {' '.join(user.grants) or 'nothing'}")
+        elif args.action == "networks":
+            user = await s.users.find(args.email)
+            user = await s.users.set_networks(user, _networks(args), actor="cli")
+            _say(f"{user.email}'s keys may be used from: {_shown(user.allowed_networks)}")
         elif args.action == "password":
             user = await s.users.find(args.email)
             assert password is not None  # read above for this action
@@ -274,6 +363,8 @@ def cmd_keys(args: argparse.Namespace) -> None:
     settings = _prepared(_settings(args))
     # Checked before the database is touched; the lifetime counts from now.
     expires = expiry(args.expires) if args.action == "create" and args.expires else None
+    grace = _grace(args.grace) if args.action == "rotate" else None
+    leaked = _leaked_key(args) if args.action == "disclose" else ""
 
     async def work(s: Services) -> None:
         if args.action == "create":
@@ -286,6 +377,7 @@ def cmd_keys(args: argparse.Namespace) -> None:
                 permissions=args.permission,
                 path_rule=args.path,
                 expires_at=expires,
+                allowed_networks=args.network,
             )
             if limits:
                 await s.quota.set(new.record.id, actor="cli", limits=limits)
@@ -308,6 +400,22 @@ def cmd_keys(args: argparse.Namespace) -> None:
                 await cli_quota.run(s, args, _say)
             except ValueError as exc:
                 raise CliError(str(exc)) from None
+        elif args.action == "disclose":
+            await _disclose(s, leaked, args.url)
+        elif args.action == "networks":
+            key = await s.keys.get_owned(args.key_id, None)
+            key = await s.keys.set_networks(key, _networks(args), actor=None)
+            _say(f"{key.id} may be used from: {_shown(key.allowed_networks)}")
+        elif args.action == "rotate":
+            assert grace is not None
+            key = await s.keys.get_owned(args.key_id, None)
+            new = await s.keys.rotate(key, grace=grace, actor=None, permissions=args.permission)
+            _say(new.text)
+            stops = new.previous.expires_at if new.previous else None
+            _note(
+                f"key id {new.record.id} replaces {key.id}, which stops at "
+                f"{stops.isoformat() if stops else 'once'}; the new key is shown only this once"
+            )
         elif args.action == "rehash-status":
             previous = [KeyHasher(p) for p in settings.previous_secrets]
             for line in await rehash_status(s.store, s.hasher, previous):
@@ -335,6 +443,56 @@ def _quota(check: Callable[[], tuple[str, ...]]) -> tuple[str, ...]:
         return check()
     except ValueError as exc:
         raise CliError(str(exc)) from None
+
+
+def cmd_audit(args: argparse.Namespace) -> None:
+    from gateway.api.lifecycle_schemas import audit_entry, audit_params
+    from gateway.store.base import AuditQuery
+
+    text = {
+        name: _audit_time(value) if name in {"since", "until"} else value
+        for name in ("actor", "key", "action", "since", "until", "cursor", "limit")
+        if (value := getattr(args, name)) is not None
+    }
+    try:
+        params = audit_params(text)
+    except GatewayError as exc:
+        errors = getattr(exc, "errors", [("filter", exc.message)])
+        raise CliError(f"--{errors[0][0]}: {errors[0][1]}") from None
+    settings = _prepared(_settings(args))
+
+    async def work(s: Services) -> None:
+        subject = (await s.users.find(args.user)).id if args.user else None
+        records = await s.store.query_audit(
+            AuditQuery(
+                actor=params.actor,
+                subject_user=subject,
+                target=f"key:{params.key}" if params.key else None,
+                action=params.action,
+                since=params.since,
+                until=params.until,
+                before=params.cursor,
+                limit=params.limit + 1,
+            )
+        )
+        for record in records[: params.limit]:
+            entry = audit_entry(record)
+            detail = json.dumps(entry["detail"], sort_keys=True, ensure_ascii=False)
+            _say(
+                f"{entry['id']}  {entry['at']}  {entry['actor']}  {entry['action']}  "
+                f"{entry['target']}  {detail}"
+            )
+        if len(records) > params.limit:
+            _note(f"more entries: --cursor {records[params.limit - 1].id}")
+
+    asyncio.run(_with_services(settings, work))
+
+
+def _audit_time(text: str) -> str:
+    """An ISO 8601 time as given, or a duration (2h, 7d) back from now."""
+    if _DURATION.match(text.strip()):
+        return (datetime.now(UTC) - parse_duration(text)).isoformat()
+    return text
 
 
 def cmd_policy(args: argparse.Namespace) -> None:
@@ -403,6 +561,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
     "resources": cmd_resources,
     "policy": cmd_policy,
     "import": cmd_import,
+    "audit": cmd_audit,
 }
 
 

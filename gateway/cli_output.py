@@ -76,4 +76,6 @@ def key_line(key: ApiKey) -> str:
         f"expires={key.expires_at.isoformat() if key.expires_at else '-'}  "
         f"last-used={key.last_used_at.isoformat() if key.last_used_at else '-'}"
         + (f"  legacy={key.legacy}" if key.legacy else "")
+        + (f"  networks={' '.join(key.allowed_networks)}" if key.allowed_networks else "")
+        + (f"  replaced-by={key.replaced_by}" if key.replaced_by else "")
     )

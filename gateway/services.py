@@ -11,12 +11,14 @@ from dataclasses import dataclass, field
 
 from gateway.cache.redis import SharedCache
 from gateway.errors import GatewayError, TooManyRequests
+from gateway.keys import idle
 from gateway.keys.budget import KEY_FAILURES, KeyBudget, key_budget_refusal
 from gateway.keys.hashing import KeyHasher
 from gateway.keys.manage import KeyService
 from gateway.keys.poller import InvalidationPoller, retention_for
 from gateway.keys.rehash import PreviousSecrets
 from gateway.keys.secret_check import check_secret
+from gateway.keys.usage import PermissionUsage
 from gateway.keys.vault import KeyVault
 from gateway.keys.verify import KeyVerifier, VerifiedKey
 from gateway.limits.engine import FLUSH_SECONDS, Limiter, LocalLimiter
@@ -96,6 +98,9 @@ class Services:
         self.users.use_catalog(policy.catalog)
         for watcher in self.policy_watchers:
             watcher(policy)
+
+    # Which permissions keys used, flushed with the last-used times (keys/usage.py).
+    usage: PermissionUsage = field(default_factory=PermissionUsage)
 
     async def check_password(self, email: str, password: str, address: str) -> User | None:
         """Every password check (login page, Basic email:password, re-authentication) goes
@@ -252,6 +257,7 @@ async def open_services(settings: Settings, *, migrate: bool = True) -> AsyncIte
         )
         if limiter is not None:
             _share_budgets(services, limiter, settings)
+        keys.on_retired = services.limiter.forget
         yield services
     finally:
         if limiter is not None:
@@ -286,7 +292,7 @@ def _share_budgets(services: Services, limiter: RedisLimiter, settings: Settings
 @contextlib.asynccontextmanager
 async def run_background(services: Services) -> AsyncIterator[None]:
     """Background tasks of a serving instance: invalidation listener and log poller,
-    last-used flush."""
+    last-used flush (with the permissions used), and the idle-key sweep when it is on."""
     poller = InvalidationPoller(
         services.store,
         services.verifier,
@@ -305,6 +311,8 @@ async def run_background(services: Services) -> AsyncIterator[None]:
     tasks.append(asyncio.create_task(_flush_balances(services)))
     if isinstance(services.limiter, RedisLimiter):
         tasks.append(asyncio.create_task(services.limiter.run_heartbeat()))
+    if services.settings.idle_key_days > 0:
+        tasks.append(asyncio.create_task(idle.run(services.store, services.settings.idle_key_days)))
     try:
         yield
     finally:
@@ -313,7 +321,7 @@ async def run_background(services: Services) -> AsyncIterator[None]:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await _flush_once(services)
+        await flush_bookkeeping(services)
         await _flush_balances_once(services)
 
 
@@ -333,14 +341,17 @@ async def _flush_balances_once(services: Services) -> None:
 async def _flush_last_used(services: Services) -> None:
     while True:
         await asyncio.sleep(LAST_USED_FLUSH_SECONDS)
-        await _flush_once(services)
+        await flush_bookkeeping(services)
 
 
-async def _flush_once(services: Services) -> None:
+async def flush_bookkeeping(services: Services) -> None:
+    """Write the last-used times and permission uses noted since the last flush."""
     batch = services.verifier.take_last_used()
-    if not batch:
-        return
+    uses = services.usage.take(services.policy.catalog)
     try:
-        await services.store.touch_keys(batch)
+        if batch:
+            await services.store.touch_keys(batch)
+        if uses:
+            await services.store.record_permission_use(uses)
     except Exception as exc:  # noqa: BLE001 - bookkeeping must never take the server down
         log.warning("could not record key last-used times: %s", type(exc).__name__)

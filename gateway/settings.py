@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import json
 import math
 import os
 import re
@@ -111,6 +112,20 @@ class Settings:
     # With Redis: requests' worth of a limit one instance may lease at once (0: every request
     # is one exact Redis call). See gateway/limits/redis_engine.py for what it trades.
     rate_limit_lease: int = 0
+    # Re-authorizing an application rotates its previous key: the old key keeps working this
+    # long (seconds, at most 7 days; 0: it stops at once) so the application can switch over.
+    reauthorize_grace: float = 24 * 3600.0
+    # Leaked keys (GitHub secret scanning partner endpoint, `gateway keys disclose`): what is
+    # done to a reported key, the signing keys (GitHub's JSON format) from a file and/or a URL
+    # refreshed when an unknown key signs, and how long reports are remembered against replay.
+    leak_action: str = "revoke"
+    secret_scanning_keys_file: Path | None = None
+    secret_scanning_keys_url: str | None = None
+    secret_scanning_replay_window: float = 24 * 3600.0
+    # Keys unused (no request, and not created) for this many days are disabled; 0: never.
+    idle_key_days: float = 0.0
+    # A key's permission not used for this many days is "granted but unused" (least privilege).
+    unused_permission_days: float = 30.0
 
     @property
     def development(self) -> bool:
@@ -320,6 +335,55 @@ def _deadline(maximum: float) -> Callable[[str, Any], float]:
     return parse
 
 
+def _bounded(minimum: float, maximum: float) -> Callable[[str, Any], float]:
+    def parse(name: str, value: Any) -> float:
+        number = _number(name, value, minimum=minimum)
+        if number > maximum:
+            raise SettingsError(f"{name}: {value!r} must be at most {maximum:g}")
+        return number
+
+    return parse
+
+
+def _leak_action(name: str, value: Any) -> str:
+    text = _str(name, value).strip().lower()
+    if text not in {"revoke", "disable", "notify"}:
+        raise SettingsError(f"{name}: {value!r} must be revoke, disable or notify")
+    return text
+
+
+def _scanning_keys_file(name: str, value: Any) -> Path | None:
+    """A file of signing keys in GitHub's format, read and checked now (not at a report)."""
+    text = _str(name, value).strip()
+    if not text:
+        return None
+    from gateway.keys.leaks import PublicKeys
+
+    path = Path(text)
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SettingsError(f"{name}: cannot read {text!r} ({exc.strerror})") from None
+    except ValueError:
+        raise SettingsError(f"{name}: {text!r} is not a JSON document") from None
+    try:
+        PublicKeys.from_document(document)
+    except ValueError as exc:
+        raise SettingsError(f"{name}: {text!r}: {exc}") from None
+    return path
+
+
+def _scanning_keys_url(name: str, value: Any) -> str | None:
+    text = _str(name, value).strip()
+    if not text:
+        return None
+    parts = urlsplit(text)
+    loopback = parts.hostname in {"127.0.0.1", "::1", "localhost"}
+    if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+        raise SettingsError(f"{name}: {text!r} must be an https:// URL")
+    return text
+
+
 def _count(minimum: int) -> Callable[[str, Any], int]:
     return lambda name, value: int(_number(name, value, minimum=minimum, integer=True))
 
@@ -376,6 +440,13 @@ _PLAIN: dict[str, Callable[[str, Any], Any]] = {
     "key_max_failures": _count(1),
     "key_failure_window": _seconds(1),
     "authorization_code_ttl": _seconds(1),
+    "reauthorize_grace": _bounded(0, 7 * 86400.0),
+    "leak_action": _leak_action,
+    "secret_scanning_keys_file": _scanning_keys_file,
+    "secret_scanning_keys_url": _scanning_keys_url,
+    "secret_scanning_replay_window": _seconds(60),
+    "idle_key_days": _bounded(0, 36500),
+    "unused_permission_days": _bounded(1, 36500),
 }
 # Settings that are not plain fields: listen, secret(_file), key_encryption_key(_file).
 _SPECIAL = {

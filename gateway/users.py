@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from gateway.errors import Conflict, Invalid, NotFound
 from gateway.passwords import hash_password, password_problem, verify_password
 from gateway.policy.model import Catalog
+from gateway.policy.networks import NetworkError, parse_networks
 from gateway.store import base as store_base
 from gateway.store.base import Audit, Store, User
 
@@ -144,6 +145,19 @@ class UserService:
         normalised = self.normalise_grants(grants)
         return await self.update(
             user, {"grants": list(normalised)}, actor=actor, action="user.set-grants"
+        )
+
+    async def set_networks(
+        self, user: User, networks: Sequence[object] | None, *, actor: str
+    ) -> User:
+        """Set (None: clear) the networks every key of the user may be used from. Keys with a
+        list of their own keep it, and both lists apply (gateway/policy/networks.py)."""
+        try:
+            parsed = None if networks is None else list(parse_networks(networks))
+        except NetworkError as exc:
+            raise Invalid([("allowedNetworks", str(exc))]) from None
+        return await self.update(
+            user, {"allowed_networks": parsed}, actor=actor, action="user.set-networks"
         )
 
     async def set_password(self, user: User, password: str, *, actor: str) -> User:

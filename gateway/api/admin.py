@@ -7,7 +7,8 @@ holds it, or an administrator's browser session. Every change goes through `User
     GET    /v1/admin/users                      list (?page=&pageSize=)
     POST   /v1/admin/users                      create (people or service users) -> 201
     GET    /v1/admin/users/{user}               by id or email
-    PATCH  /v1/admin/users/{user}               {disabled?, grants?} (grants are replaced)
+    PATCH  /v1/admin/users/{user}               {disabled?, grants?, allowedNetworks?}
+                                                (grants and networks are replaced)
     PUT    /v1/admin/users/{user}/password      {password} (his keys stay valid, as in Haplo)
     GET    /v1/admin/users/{user}/keys          his keys, masked
     GET    /v1/admin/users/{user}/keys/{keyId}  one, with its quota (limits, credits)
@@ -52,7 +53,7 @@ BASE = "/v1/admin"
 NO_CONTENT_HEADERS = {"Cache-Control": "no-store"}
 
 
-async def _admin(request: web.Request) -> Principal:
+async def admin_caller(request: web.Request) -> Principal:
     principal = (await authenticate(request, passwords=False, sessions=True)).principal
     require(principal, request.app[SERVICES].policy.catalog, UNRESTRICTED)
     return principal
@@ -62,14 +63,14 @@ async def _admin(request: web.Request) -> Principal:
 
 
 async def list_users(request: web.Request) -> web.StreamResponse:
-    await _admin(request)
+    await admin_caller(request)
     page = page_params(request.query)
     users = await request.app[SERVICES].store.list_users()
     return json_response(paged(f"{BASE}/users", page, users, user_view))
 
 
 async def create_user(request: web.Request) -> web.StreamResponse:
-    principal = await _admin(request)
+    principal = await admin_caller(request)
     body = user_create_request(await read_json(request))
     user = await request.app[SERVICES].users.create(
         email=body.email,
@@ -85,19 +86,21 @@ async def create_user(request: web.Request) -> web.StreamResponse:
 
 
 async def get_user(request: web.Request) -> web.StreamResponse:
-    await _admin(request)
+    await admin_caller(request)
     user = await request.app[SERVICES].users.find(request.match_info["user"])
     return json_response(user_view(user))
 
 
 async def update_user(request: web.Request) -> web.StreamResponse:
-    principal = await _admin(request)
+    principal = await admin_caller(request)
     users = request.app[SERVICES].users
     user = await users.find(request.match_info["user"])
     patch = user_patch_request(await read_json(request))
     actor = actor_of(principal)
     if patch.grants is not None:
         user = await users.set_grants(user, patch.grants, actor=actor)
+    if patch.networks_given:
+        user = await users.set_networks(user, patch.networks, actor=actor)
     if patch.disabled is not None and patch.disabled != user.disabled:
         if patch.disabled and user.id == principal.user_id:
             # Locking yourself out is never what an administrator means to do.
@@ -107,7 +110,7 @@ async def update_user(request: web.Request) -> web.StreamResponse:
 
 
 async def set_password(request: web.Request) -> web.StreamResponse:
-    principal = await _admin(request)
+    principal = await admin_caller(request)
     users = request.app[SERVICES].users
     user = await users.find(request.match_info["user"])
     password = password_request(await read_json(request))
@@ -116,7 +119,7 @@ async def set_password(request: web.Request) -> web.StreamResponse:
 
 
 async def list_user_keys(request: web.Request) -> web.StreamResponse:
-    await _admin(request)
+    await admin_caller(request)
     services = request.app[SERVICES]
     user = await services.users.find(request.match_info["user"])
     page = page_params(request.query)
@@ -125,7 +128,7 @@ async def list_user_keys(request: web.Request) -> web.StreamResponse:
 
 
 async def get_user_key(request: web.Request) -> web.StreamResponse:
-    await _admin(request)
+    await admin_caller(request)
     services = request.app[SERVICES]
     user = await services.users.find(request.match_info["user"])
     key = await services.keys.get_owned(request.match_info["keyId"], user.id)
@@ -133,7 +136,7 @@ async def get_user_key(request: web.Request) -> web.StreamResponse:
 
 
 async def set_user_key_quota(request: web.Request) -> web.StreamResponse:
-    principal = await _admin(request)
+    principal = await admin_caller(request)
     services = request.app[SERVICES]
     user = await services.users.find(request.match_info["user"])
     key = await services.keys.get_owned(request.match_info["keyId"], user.id)
@@ -152,7 +155,7 @@ async def set_user_key_quota(request: web.Request) -> web.StreamResponse:
 
 
 async def revoke_user_key(request: web.Request) -> web.StreamResponse:
-    principal = await _admin(request)
+    principal = await admin_caller(request)
     services = request.app[SERVICES]
     user = await services.users.find(request.match_info["user"])
     key = await services.keys.get_owned(request.match_info["keyId"], user.id)
@@ -164,7 +167,7 @@ async def revoke_user_key(request: web.Request) -> web.StreamResponse:
 
 
 async def list_resources(request: web.Request) -> web.StreamResponse:
-    await _admin(request)
+    await admin_caller(request)
     services = request.app[SERVICES]
     type_ = request.query.get("type")
     if type_ is not None and not type_:
@@ -175,7 +178,7 @@ async def list_resources(request: web.Request) -> web.StreamResponse:
 
 
 async def put_resource(request: web.Request) -> web.StreamResponse:
-    principal = await _admin(request)
+    principal = await admin_caller(request)
     services = request.app[SERVICES]
     type_, id_ = resource_ref(
         request.match_info["type"],
@@ -192,7 +195,7 @@ async def put_resource(request: web.Request) -> web.StreamResponse:
 
 
 async def delete_resource(request: web.Request) -> web.StreamResponse:
-    principal = await _admin(request)
+    principal = await admin_caller(request)
     services = request.app[SERVICES]
     type_, id_ = resource_ref(
         request.match_info["type"],
@@ -213,7 +216,7 @@ async def delete_resource(request: web.Request) -> web.StreamResponse:
 async def reload_policy(request: web.Request) -> web.StreamResponse:
     """Reload here first, so a broken policy is answered with its problem; then, under a
     master, every worker (this one included: an unchanged policy is not swapped again)."""
-    await _admin(request)
+    await admin_caller(request)
     services = request.app[SERVICES]
     try:
         changed = await reload.reload_policy(services)

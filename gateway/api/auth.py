@@ -27,6 +27,7 @@ from gateway.keys.budget import KEY_FAILURES
 from gateway.keys.verify import VerifiedKey
 from gateway.policy.evaluate import Principal, owner_grants
 from gateway.policy.model import UNRESTRICTED, Catalog, Perm
+from gateway.policy.networks import IP_NOT_ALLOWED_TEXT, AddressRule
 from gateway.policy.paths import TargetRejected, canonicalize
 from gateway.services import Services
 from gateway.state import SERVICES, SETTINGS
@@ -74,6 +75,7 @@ async def authenticate(
         return Caller(principal)
     if isinstance(credential, KeyCredential):
         verified = await _verified_key(request, services, credential.key)
+        check_address(request, verified.principal)
         if path_rule:
             check_path_rule(request, verified.principal)
         return Caller(verified.principal, credential.key)
@@ -104,6 +106,13 @@ def _charged(request: web.Request, services: Services, error: GatewayError) -> G
     return services.key_budget.charge(_address(request)) or error
 
 
+def check_address(request: web.Request, principal: Principal) -> None:
+    """A key (or owner) with an IP allow-list manages nothing from elsewhere either."""
+    rule = principal.address_rule
+    if rule is not None and not rule.allows(_address(request)):
+        raise Forbidden(IP_NOT_ALLOWED_TEXT, code="ip-not-allowed")
+
+
 def check_path_rule(request: web.Request, principal: Principal) -> None:
     rule = principal.path_rule
     if rule is None:
@@ -122,13 +131,16 @@ async def _password_principal(
     user = await services.check_password(credential.email, credential.password, _address(request))
     if user is None:
         raise Unauthenticated("the email or password is wrong", code="bad-credentials")
-    return Principal(
+    principal = Principal(
         user_id=user.id,
         email=user.email,
         grants=owner_grants(services.policy.catalog, user.grants, is_admin=user.is_admin),
         is_admin=user.is_admin,
         via="password",
+        address_rule=AddressRule.of(user.allowed_networks),
     )
+    check_address(request, principal)
+    return principal
 
 
 async def _session_principal(request: web.Request) -> Principal | None:

@@ -26,6 +26,14 @@ def _no_constants(name: str) -> Any:
 
 async def read_json(request: web.Request) -> Any:
     """The decoded body, or `EMPTY` when there is none; PayloadTooLarge / Invalid otherwise."""
+    raw = await read_body(request)
+    if not raw.strip():
+        return EMPTY
+    return parse_json(raw)
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The raw body, within the limit (PayloadTooLarge beyond it)."""
     limit = request.app[SETTINGS].max_body_bytes
     too_large = PayloadTooLarge(f"the request body may be at most {limit} bytes")
     if request.content_length is not None and request.content_length > limit:
@@ -40,10 +48,7 @@ async def read_json(request: web.Request) -> Any:
         if size > limit:
             raise too_large
         chunks.append(chunk)
-    raw = b"".join(chunks)
-    if not raw.strip():
-        return EMPTY
-    return parse_json(raw)
+    return b"".join(chunks)
 
 
 def parse_json(raw: bytes) -> Any:

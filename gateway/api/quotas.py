@@ -28,7 +28,8 @@ _CREDIT_FIELDS = {"balance", "refill", "refillAmount", "refillMode"}
 async def key_view(services: Services, key: ApiKey, text: str | None = None) -> dict[str, Any]:
     """The key as `/v1/apikeys/{id}` shows it, with its quota."""
     quota = await services.quota.get(key.id)
-    return {**v1_key(key, text), **(await quota_view(services, quota))}
+    idle_days = services.settings.idle_key_days
+    return {**v1_key(key, text, idle_days=idle_days), **(await quota_view(services, quota))}
 
 
 async def quota_view(services: Services, quota: KeyQuota | None) -> dict[str, Any]:

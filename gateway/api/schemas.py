@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from gateway.errors import Invalid
 from gateway.keys import format as keyformat
+from gateway.keys import idle
 from gateway.keys.manage import MAX_PERMISSIONS
 from gateway.policy.model import RESOURCE_RE
 from gateway.store.base import ApiKey, Resource, User
@@ -77,6 +78,7 @@ class KeyRequest:
     permissions: tuple[str, ...]
     path: str | None = None
     expires_at: datetime | None = None
+    networks: tuple[str, ...] | None = None  # the IP allow-list; None: any address
 
 
 def greenfield_key_request(body: object) -> KeyRequest:
@@ -107,10 +109,10 @@ def api_key_data(key: ApiKey, full_key: str | None = None) -> dict[str, Any]:
 
 
 def v1_key_request(body: object, *, now: datetime | None = None) -> KeyRequest:
-    """`{name, scopes, path?, expiresAt?, limits?}`: scopes space-separated `audience:operation`;
-    `expiresAt` an RFC 3339 date-time with its offset, in the future."""
+    """`{name, scopes, path?, expiresAt?, limits?, allowedNetworks?}`: scopes space-separated
+    `audience:operation`; `expiresAt` an RFC 3339 date-time with its offset, in the future."""
     data, errors = _object(
-        body, required=("name", "scopes"), optional=("path", "expiresAt", "limits")
+        body, required=("name", "scopes"), optional=("path", "expiresAt", "limits", NETWORKS)
     )
     name = data.get("name")
     if "name" in data and not isinstance(name, str):
@@ -124,11 +126,11 @@ def v1_key_request(body: object, *, now: datetime | None = None) -> KeyRequest:
     if path is not None and not isinstance(path, str):
         errors.append(("path", "must be a string ('/prefix' or '=/exact/path') or null"))
     expires_at = _moment(data.get("expiresAt"), "expiresAt", now or datetime.now(UTC), errors)
+    networks = _networks(data, errors)
     _raise(errors)
     assert isinstance(scopes, str)
-    return KeyRequest(
-        name, tuple(scopes.split()), path if isinstance(path, str) else None, expires_at
-    )
+    rule = path if isinstance(path, str) else None
+    return KeyRequest(name, tuple(scopes.split()), rule, expires_at, networks)
 
 
 def _moment(value: object, path: str, now: datetime, errors: Errors) -> datetime | None:
@@ -152,16 +154,27 @@ def _moment(value: object, path: str, now: datetime, errors: Errors) -> datetime
     return moment.astimezone(UTC)
 
 
+NETWORKS = "allowedNetworks"
+
+
+def _networks(data: Mapping[str, Any], errors: Errors) -> tuple[str, ...] | None:
+    """`allowedNetworks`: an array of CIDR strings, or null (any address)."""
+    raw = data.get(NETWORKS)
+    return None if raw is None else _string_list(raw, NETWORKS, errors)
+
+
 @dataclass(frozen=True, slots=True)
 class KeyPatch:
     status: str | None  # "active" / "disabled"
     name: object | None
+    networks_given: bool = False  # `allowedNetworks` was sent (null clears the list)
+    networks: tuple[str, ...] | None = None
 
 
 def v1_key_patch(body: object) -> KeyPatch:
-    data, errors = _object(body, optional=("status", "name", "limits", "credits"))
+    data, errors = _object(body, optional=("status", "name", "limits", "credits", NETWORKS))
     if not data and not errors:
-        errors.append(("body", "send status, name, limits and/or credits"))
+        errors.append(("body", f"send status, name, limits, credits and/or {NETWORKS}"))
     status = data.get("status")
     store_status = None
     if "status" in data:
@@ -172,8 +185,9 @@ def v1_key_patch(body: object) -> KeyPatch:
     name = data.get("name")
     if "name" in data and (not isinstance(name, str) or not name.strip()):
         errors.append(("name", "must be a non-empty string"))
+    networks = _networks(data, errors)
     _raise(errors)
-    return KeyPatch(store_status, name)
+    return KeyPatch(store_status, name, NETWORKS in data, networks)
 
 
 def password_request(body: object) -> str:
@@ -196,8 +210,9 @@ def iso(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def v1_key(key: ApiKey, full_key: str | None = None) -> dict[str, Any]:
-    """A key as `/v1/apikeys` shows it; `key` only at creation and on decrypt."""
+def v1_key(key: ApiKey, full_key: str | None = None, *, idle_days: float = 0.0) -> dict[str, Any]:
+    """A key as `/v1/apikeys` shows it; `key` only at creation and on decrypt. With
+    `idle_days` (the deployment's idle_key_days), when it will be disabled if left unused."""
     body: dict[str, Any] = {"id": key.id}
     if full_key is not None:
         body["key"] = full_key
@@ -212,6 +227,10 @@ def v1_key(key: ApiKey, full_key: str | None = None) -> dict[str, Any]:
             "expiresAt": iso(key.expires_at),
             "lastUsedAt": iso(key.last_used_at),
             "legacy": key.legacy,
+            "replacedBy": key.replaced_by,
+            "leakedAt": iso(key.leaked_at),
+            "idleDisableAt": iso(idle.disable_at(key, idle_days)),
+            NETWORKS: list(key.allowed_networks) if key.allowed_networks is not None else None,
             "_links": {"self": {"href": f"/v1/apikeys/{key.id}", "method": "GET"}},
         }
     )
@@ -308,18 +327,23 @@ def user_create_request(body: object) -> UserCreate:
 class UserPatch:
     disabled: bool | None
     grants: tuple[str, ...] | None
+    networks_given: bool = False  # `allowedNetworks` was sent (null clears the list)
+    networks: tuple[str, ...] | None = None
 
 
 def user_patch_request(body: object) -> UserPatch:
-    data, errors = _object(body, optional=("disabled", "grants"))
+    data, errors = _object(body, optional=("disabled", "grants", NETWORKS))
     if not data and not errors:
-        errors.append(("body", "send disabled and/or grants"))
+        errors.append(("body", f"send disabled, grants and/or {NETWORKS}"))
     disabled = data.get("disabled")
     if "disabled" in data and not isinstance(disabled, bool):
         errors.append(("disabled", "must be true or false"))
     grants = _string_list(data["grants"], "grants", errors) if "grants" in data else None
+    networks = _networks(data, errors)
     _raise(errors)
-    return UserPatch(disabled if isinstance(disabled, bool) else None, grants)
+    return UserPatch(
+        disabled if isinstance(disabled, bool) else None, grants, NETWORKS in data, networks
+    )
 
 
 def resource_request(body: object) -> str:
@@ -347,6 +371,7 @@ def user_view(user: User) -> dict[str, Any]:
         "disabled": user.disabled,
         "grants": list(user.grants),
         "createdAt": iso(user.created_at),
+        NETWORKS: list(user.allowed_networks) if user.allowed_networks is not None else None,
     }
 
 

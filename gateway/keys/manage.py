@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from gateway.errors import Conflict, Forbidden, Invalid, NotFound
 from gateway.keys import format as keyformat
 from gateway.keys.hashing import KeyHasher
+from gateway.keys.lifecycle import KeyLifecycle
+from gateway.keys.minted import NewKey as NewKey
+from gateway.keys.minted import actor_of as actor_of
 from gateway.keys.vault import KeyVault
 from gateway.policy.evaluate import Principal, owner_grants
 from gateway.policy.model import Catalog, Perm
@@ -28,31 +30,12 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 Invalidate = Callable[[list[bytes]], Awaitable[None]]
 
 
-@dataclass(frozen=True, slots=True)
-class NewKey:
-    """A freshly minted key. `text` exists only here, once: show it and drop it."""
-
-    text: str
-    record: ApiKey
-
-    def __repr__(self) -> str:
-        return f"NewKey(id={self.record.id!r})"
-
-
-def actor_of(principal: Principal | None) -> str:
-    if principal is None:
-        return "cli"
-    if principal.key_id is not None:
-        return f"key:{principal.key_id}"
-    return f"user:{principal.user_id}"
-
-
 def _marks(key: ApiKey) -> dict[str, str]:
     """What an audit record says about the key itself: its format, when imported."""
     return {"legacy": key.legacy} if key.legacy else {}
 
 
-class KeyService:
+class KeyService(KeyLifecycle):
     def __init__(
         self,
         *,
@@ -125,9 +108,13 @@ class KeyService:
         expires_at: datetime | None = None,
         application_identifier: str | None = None,
         redirect_origin: str | None = None,
+        replacing: ApiKey | None = None,
+        grace: timedelta = timedelta(0),
+        allowed_networks: Sequence[object] | None = None,
     ) -> NewKey:
         """Mint a key for `owner`. `creator` None means the operator's CLI (no limit but the
-        owner's own grants)."""
+        owner's own grants). With `replacing` (re-authorizing an application), that key stops
+        after `grace`, in the same transaction."""
         clean_label = self.check_label(label)
         perms = self.parse_permissions(permissions)
         rule = None
@@ -140,6 +127,7 @@ class KeyService:
             raise Invalid([("expires", "the expiry must be in the future")])
         if owner.disabled:
             raise Forbidden("the owner is disabled", code="user-disabled")
+        networks = self.check_networks(owner, allowed_networks)
 
         held = owner_grants(self._catalog, owner.grants, is_admin=owner.is_admin)
         beyond_owner = self._catalog.beyond(held, perms)
@@ -150,20 +138,7 @@ class KeyService:
                 extra={"missingPermission": str(beyond_owner[0])},
             )
         if creator is not None:
-            beyond_creator = creator.missing(self._catalog, perms)
-            if beyond_creator:
-                raise Forbidden(
-                    f"you cannot grant {', '.join(map(str, beyond_creator))}",
-                    code="missing-permission",
-                    extra={"missingPermission": str(beyond_creator[0])},
-                )
-            if creator.path_rule is not None and (
-                rule is None or not rule.within(creator.path_rule)
-            ):
-                raise Forbidden(
-                    f"the new key's path restriction must lie within {creator.path_rule}",
-                    code="path-not-allowed",
-                )
+            self._check_creator(creator, [str(p) for p in perms], str(rule) if rule else None)
 
         generated = keyformat.generate(self._prefix)
         record = ApiKey(
@@ -179,6 +154,7 @@ class KeyService:
             expires_at=expires_at,
             application_identifier=application_identifier,
             redirect_origin=redirect_origin,
+            allowed_networks=networks,
             encrypted_key=self._vault.seal(generated.key_id, generated.text)
             if self._vault
             else None,
@@ -190,11 +166,40 @@ class KeyService:
             "path": record.path_rule,
             "expires": expires_at.isoformat() if expires_at else None,
             "application": application_identifier,
+            "networks": list(networks) if networks is not None else None,
         }
-        await self._store.create_key(
-            record, Audit(actor_of(creator), "key.create", f"key:{record.id}", detail)
-        )
-        return NewKey(generated.text, record)
+        audit = Audit(actor_of(creator), "key.create", f"key:{record.id}", detail)
+        if replacing is None:
+            await self._store.create_key(record, audit)
+            return NewKey(generated.text, record)
+        previous = await self._retire(replacing, record, grace, creator, [audit], strict=False)
+        if previous is None:  # gone or replaced meanwhile: the new key stands on its own
+            await self._store.create_key(record, audit)
+        return NewKey(generated.text, record, previous)
+
+    def _check_creator(
+        self, creator: Principal, permissions: Sequence[str], path_rule: str | None
+    ) -> None:
+        """Forbidden unless `creator` may hand out `permissions` under `path_rule`."""
+        perms = []
+        for raw in permissions:
+            try:
+                perms.append(self._catalog.parse(raw))
+            except ValueError:
+                continue  # a permission the catalog no longer knows grants nothing
+        beyond = creator.missing(self._catalog, perms)
+        if beyond:
+            raise Forbidden(
+                f"you cannot grant {', '.join(map(str, beyond))}",
+                code="missing-permission",
+                extra={"missingPermission": str(beyond[0])},
+            )
+        rule = parse_path_rule(path_rule) if path_rule else None
+        if creator.path_rule is not None and (rule is None or not rule.within(creator.path_rule)):
+            raise Forbidden(
+                f"the new key's path restriction must lie within {creator.path_rule}",
+                code="path-not-allowed",
+            )
 
     # -- lookups ------------------------------------------------------------------------
 

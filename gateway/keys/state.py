@@ -8,6 +8,7 @@ from typing import Any
 
 from gateway.policy.evaluate import Principal, owner_grants
 from gateway.policy.model import Catalog
+from gateway.policy.networks import AddressRule
 from gateway.policy.pathrule import parse_path_rule
 from gateway.store.base import KeyWithOwner
 
@@ -29,6 +30,8 @@ class KeyState:
     path_rule: str | None
     limits: tuple[str, ...] = ()  # the key's own rate limits (gateway/limits/)
     metered: bool = False  # the key pays with credits
+    networks: tuple[str, ...] | None = None  # the key's allow-list (None: any address)
+    owner_networks: tuple[str, ...] | None = None  # the owner's, which bounds the key's
 
     @classmethod
     def from_store(cls, found: KeyWithOwner) -> KeyState:
@@ -47,6 +50,8 @@ class KeyState:
             path_rule=key.path_rule,
             limits=found.limits,
             metered=found.metered,
+            networks=key.allowed_networks,
+            owner_networks=owner.allowed_networks,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -64,6 +69,8 @@ class KeyState:
             "path_rule": self.path_rule,
             "limits": list(self.limits),
             "metered": self.metered,
+            "networks": _list_or_none(self.networks),
+            "owner_networks": _list_or_none(self.owner_networks),
         }
 
     @classmethod
@@ -83,6 +90,10 @@ class KeyState:
             # Entries cached by an earlier version carry neither: no limits, no credits.
             limits=tuple(str(n) for n in data.get("limits", ())),
             metered=bool(data.get("metered", False)),
+            # Required, not defaulted: an entry written by an instance that did not know
+            # allow-lists must be re-read from the database, never taken as "any address".
+            networks=_tuple_or_none(data["networks"]),
+            owner_networks=_tuple_or_none(data["owner_networks"]),
         )
 
 
@@ -113,4 +124,13 @@ def principal_for(state: KeyState, catalog: Catalog) -> Principal:
         limits=state.limits,
         metered=state.metered,
         limited=bool(state.limits) or state.metered,
+        address_rule=AddressRule.of(state.networks, state.owner_networks),
     )
+
+
+def _list_or_none(values: tuple[str, ...] | None) -> list[str] | None:
+    return None if values is None else list(values)
+
+
+def _tuple_or_none(value: Any) -> tuple[str, ...] | None:
+    return None if value is None else tuple(str(v) for v in value)

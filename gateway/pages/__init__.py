@@ -13,7 +13,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from gateway.pages import account, authorize, codes, login
+from gateway.pages import account, authorize, codes, lifecycle, login
 from gateway.pages.render import STATIC_PREFIX, page
 
 PACKAGE = Path(__file__).resolve().parent.parent
@@ -40,6 +40,9 @@ def setup(app: web.Application) -> None:
     r.add_post(account.KEYS_PATH + "/{key_id}/status", page(account.set_status))
     r.add_get(account.KEYS_PATH + "/{key_id}/delete", page(account.confirm_delete))
     r.add_post(account.KEYS_PATH + "/{key_id}/delete", page(account.delete_key))
+    r.add_post(account.KEYS_PATH + "/{key_id}/rotate", page(lifecycle.rotate_key))
+    r.add_post(account.KEYS_PATH + "/{key_id}/networks", page(lifecycle.set_networks))
+    r.add_get(lifecycle.ACTIVITY_PATH, page(lifecycle.activity))
     r.add_get(authorize.AUTHORIZE_PATH, page(authorize.authorize_page))
     r.add_post(authorize.AUTHORIZE_PATH, page(authorize.authorize_submit))
     r.add_post(codes.TOKEN_PATH, codes.token)

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from gateway import sessions
 from gateway.errors import BadRequest, Forbidden, Invalid
+from gateway.keys.usage import report
 from gateway.limits.quota import QuotaError, check_key_limits, looser
 from gateway.pages.consent import STORE, picker_stores
 from gateway.pages.login import login_url
@@ -29,7 +30,7 @@ KEYS_PATH = "/account/api-keys"
 NEW_PATH = "/account/api-keys/new"
 
 
-async def _user_or_login(request: web.Request) -> User | web.Response:
+async def user_or_login(request: web.Request) -> User | web.Response:
     session = await sessions.load_session(request)
     if session.user is None:
         # After logging in, a GET comes back to the same page; a POST to the key list.
@@ -37,7 +38,7 @@ async def _user_or_login(request: web.Request) -> User | web.Response:
     return session.user
 
 
-async def _csrf_or_fail(request: web.Request, form: Mapping[str, list[str]]) -> None:
+async def csrf_or_fail(request: web.Request, form: Mapping[str, list[str]]) -> None:
     if not await sessions.csrf_valid(request, first(form, "csrf")):
         raise Forbidden(
             "This form had expired or did not come from this site. Go back, reload the page "
@@ -59,17 +60,26 @@ async def _pickable(services: Services, held: Sequence[Perm]) -> list[Resource]:
 
 
 async def list_keys(request: web.Request) -> web.StreamResponse:
-    user = await _user_or_login(request)
+    user = await user_or_login(request)
     if isinstance(user, web.Response):
         return user
     services = request.app[SERVICES]
     names = resource_names(await _all_resources(services))
     now = datetime.now(UTC)
+    settings = services.settings
+    owned = await services.keys.list_for(user.id)
+    used = await services.store.permission_use([k.id for k in owned])
     keys = [
-        key_view(k, services.policy.catalog, names, now=now)
-        for k in await services.keys.list_for(user.id)
+        key_view(
+            k,
+            services.policy.catalog,
+            names,
+            now=now,
+            uses=report(k, used[k.id], settings.unused_permission_days, now),
+            idle_days=settings.idle_key_days,
+        )
+        for k in owned
     ]
-    notice = {"disabled": "Key disabled.", "active": "Key enabled.", "deleted": "Key deleted."}
     quotas = {}
     for key in keys:
         quota = await services.quota.get(key.id)
@@ -80,10 +90,21 @@ async def list_keys(request: web.Request) -> web.StreamResponse:
                 "credits": await services.quota.balance(quota),
                 "refill": quota.refill,
             }
+    notice = {
+        "disabled": "Key disabled.",
+        "active": "Key enabled.",
+        "deleted": "Key deleted.",
+        "networks": "Networks saved.",
+    }
     return await render(
         request,
         "keys.html",
-        {"keys": keys, "quotas": quotas, "notice": notice.get(request.query.get("done", ""))},
+        {
+            "keys": keys,
+            "quotas": quotas,
+            "notice": notice.get(request.query.get("done", "")),
+            "unused_days": f"{settings.unused_permission_days:g}",
+        },
     )
 
 
@@ -116,7 +137,7 @@ def _choices(catalog: Catalog, held: tuple[Perm, ...], resources: list[Resource]
 
 
 async def new_key_form(request: web.Request) -> web.StreamResponse:
-    user = await _user_or_login(request)
+    user = await user_or_login(request)
     if isinstance(user, web.Response):
         return user
     return await _form(request, user, {}, [])
@@ -139,6 +160,7 @@ async def _form(
                 "label": first(form, "label"),
                 "path": first(form, "path"),
                 "expires": first(form, "expires"),
+                "networks": first(form, "networks"),
                 "permission": set(form.get("permission", [])),
                 "resource": set(form.get("resource", [])),
                 "scope_mode": {k[6:]: first(form, k) for k in form if k.startswith("scope-")},
@@ -146,6 +168,7 @@ async def _form(
             },
             "limit_choices": _limit_choices(services, user),
             "errors": errors,
+            "owner_networks": " ".join(user.allowed_networks or ()),
         }
     )
     return await render(request, "key_new.html", context, status=status)
@@ -194,11 +217,11 @@ def _expiry(text: str) -> datetime | None:
 
 
 async def create_key(request: web.Request) -> web.StreamResponse:
-    user = await _user_or_login(request)
+    user = await user_or_login(request)
     if isinstance(user, web.Response):
         return user
     form = await read_form(request)
-    await _csrf_or_fail(request, form)
+    await csrf_or_fail(request, form)
     services = request.app[SERVICES]
     catalog = services.policy.catalog
     try:
@@ -214,11 +237,13 @@ async def create_key(request: web.Request) -> web.StreamResponse:
             permissions=permissions,
             path_rule=path or None,
             expires_at=_expiry(first(form, "expires")),
+            allowed_networks=first(form, "networks").replace(",", " ").split() or None,
         )
     except Invalid as exc:
         return await _form(request, user, form, exc.errors, status=422)
     except Forbidden as exc:
-        return await _form(request, user, form, [("permissions", exc.message)], status=403)
+        field = "networks" if exc.code == "network-not-allowed" else "permissions"
+        return await _form(request, user, form, [(field, exc.message)], status=403)
     if limits:
         await services.quota.set(new.record.id, actor=f"user:{user.id}", limits=limits)
     names = resource_names(r for r in resources if r.name != r.id)  # registered names only
@@ -258,20 +283,20 @@ def _requested_limits(services: Services, user: User, name: str) -> tuple[str, .
         raise Invalid([("limit", str(exc))]) from None
 
 
-async def _owned_key_or_404(request: web.Request, user: User) -> ApiKey:
+async def owned_key_or_404(request: web.Request, user: User) -> ApiKey:
     return await request.app[SERVICES].keys.get_owned(request.match_info["key_id"], user.id)
 
 
 async def set_status(request: web.Request) -> web.StreamResponse:
-    user = await _user_or_login(request)
+    user = await user_or_login(request)
     if isinstance(user, web.Response):
         return user
     form = await read_form(request)
-    await _csrf_or_fail(request, form)
+    await csrf_or_fail(request, form)
     status = first(form, "status")
     if status not in ("active", "disabled"):
         raise BadRequest("status must be active or disabled")
-    key = await _owned_key_or_404(request, user)
+    key = await owned_key_or_404(request, user)
     await request.app[SERVICES].keys.set_status(
         key, status, actor=sessions.principal_of(request, user)
     )
@@ -279,22 +304,22 @@ async def set_status(request: web.Request) -> web.StreamResponse:
 
 
 async def confirm_delete(request: web.Request) -> web.StreamResponse:
-    user = await _user_or_login(request)
+    user = await user_or_login(request)
     if isinstance(user, web.Response):
         return user
     services = request.app[SERVICES]
-    key = await _owned_key_or_404(request, user)
+    key = await owned_key_or_404(request, user)
     names = resource_names(await _all_resources(services))
     view = key_view(key, services.policy.catalog, names, now=datetime.now(UTC))
     return await render(request, "key_delete.html", {"key": view})
 
 
 async def delete_key(request: web.Request) -> web.StreamResponse:
-    user = await _user_or_login(request)
+    user = await user_or_login(request)
     if isinstance(user, web.Response):
         return user
     form = await read_form(request)
-    await _csrf_or_fail(request, form)
-    key = await _owned_key_or_404(request, user)
+    await csrf_or_fail(request, form)
+    key = await owned_key_or_404(request, user)
     await request.app[SERVICES].keys.revoke(key, actor=sessions.principal_of(request, user))
     return see_other(f"{KEYS_PATH}?done=deleted")

@@ -13,16 +13,16 @@ on this server, not a redirect with an error.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl
 
 from aiohttp import web
 
 from gateway import sessions
-from gateway.errors import BadRequest, Forbidden, Invalid, NotFound
+from gateway.api.schemas import iso
+from gateway.errors import BadRequest, Forbidden, Invalid
 from gateway.keys.manage import MAX_LABEL
 from gateway.pages import consent
 from gateway.pages.account import KEYS_PATH
@@ -34,7 +34,7 @@ from gateway.pages.authorize_request import (
 from gateway.pages.codes import issue_code
 from gateway.pages.login import login_url
 from gateway.pages.render import first, read_form, render, see_other
-from gateway.pages.views import describe, key_view, resource_names
+from gateway.pages.views import describe, duration_text, key_view, resource_names
 from gateway.state import SERVICES, SETTINGS
 from gateway.store.base import ApiKey, User
 
@@ -129,6 +129,7 @@ async def _consent_page(
         "stores": view.stores,
         "has_selective": bool(view.selective),
         "existing": key_view(existing, catalog, names, now=now) if existing else None,
+        "old_key_stops": duration_text(settings.reauthorize_grace),
         "request_query": raw_query,
         "signature": sessions.sign(settings, SIGN_PURPOSE, _signed_text(user, raw_query)),
         "error": error,
@@ -232,14 +233,13 @@ async def _grant(
             permissions=[str(p) for p in outcome.permissions],
             application_identifier=req.application_identifier,
             redirect_origin=req.redirect.origin if req.redirect else None,
+            replacing=old,
+            grace=timedelta(seconds=settings.reauthorize_grace),
         )
     except (Forbidden, Invalid) as exc:
         return await _consent_page(
             request, user, req, raw_query, error=exc.message, status=403, chosen=chosen, label=label
         )
-    if old is not None:
-        with contextlib.suppress(NotFound):  # already gone: the replacement stands
-            await services.keys.revoke(old, actor=principal)
     if req.redirect is None:
         names = resource_names(await services.store.list_resources())
         return await render(
@@ -254,6 +254,9 @@ async def _grant(
         )
     fields = [("apiKey", new.text), ("userId", user.id)]
     fields += [("permissions[]", p) for p in new.record.permissions]
+    if new.previous is not None and new.previous.expires_at is not None:
+        # The application's previous key works until then: time to switch over.
+        fields.append(("previousKeyExpiresAt", iso(new.previous.expires_at) or ""))
     return await _handoff(request, req, fields)
 
 

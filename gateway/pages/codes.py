@@ -4,7 +4,8 @@ With `response_type=code` the redirect receives a `code` (and the application's 
 instead of the key, by the same auto-submitting form POST as the key flow, so the code stays
 out of URLs and server logs. The application then exchanges it, server to server, at
 `POST /api-keys/token` (form or JSON: `code`, `code_verifier`) for
-`{"apiKey", "userId", "permissions"}`.
+`{"apiKey", "userId", "permissions"}` (and `previousKeyExpiresAt` when it replaced
+the application's previous key, which works until then).
 
 * A code lives `authorization_code_ttl` seconds (60 by default) and works once: redeeming is
   one `DELETE ... RETURNING`, so of two concurrent redeemers on any instances exactly one
@@ -19,7 +20,6 @@ out of URLs and server logs. The application then exchanges it, server to server
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import secrets
@@ -31,7 +31,8 @@ from aiohttp import web
 
 from gateway import sessions
 from gateway.api.body import read_json
-from gateway.errors import BadRequest, Forbidden, Invalid, NotFound, PayloadTooLarge
+from gateway.api.schemas import iso
+from gateway.errors import BadRequest, Forbidden, Invalid, PayloadTooLarge
 from gateway.pages.authorize_request import AuthorizeRequest
 from gateway.pages.form import FORM_TYPES, read_fields
 from gateway.pages.pkce import verifier_matches
@@ -180,6 +181,11 @@ async def _exchange(request: web.Request) -> web.Response:
     if user is None or user.disabled:
         raise _TokenError("invalid_grant", "the user who authorized this can no longer do so")
     principal = sessions.principal_for(services.policy.catalog, user)
+    old = None
+    if record.replace_key_id is not None:
+        old = await services.store.get_key(record.replace_key_id)
+        if old is not None and old.user_id != user.id:
+            old = None
     try:
         new = await services.keys.create(
             owner=user,
@@ -188,17 +194,19 @@ async def _exchange(request: web.Request) -> web.Response:
             permissions=list(record.permissions),
             application_identifier=record.application_identifier,
             redirect_origin=record.redirect_origin,
+            replacing=old,
+            grace=timedelta(seconds=settings.reauthorize_grace),
         )
     except (Forbidden, Invalid) as exc:
         # The user lost a grant between consent and exchange: nothing is minted.
         raise _TokenError("invalid_grant", exc.message) from None
-    if record.replace_key_id is not None:
-        old = await services.store.get_key(record.replace_key_id)
-        if old is not None and old.user_id == user.id:
-            # Deleted meanwhile: the replacement is done either way.
-            with contextlib.suppress(NotFound):
-                await services.keys.revoke(old, actor=principal)
     log.info("code exchanged for key %s (user %s)", new.record.id, user.id)
-    return _json(
-        {"apiKey": new.text, "userId": user.id, "permissions": list(new.record.permissions)}
-    )
+    body: dict[str, Any] = {
+        "apiKey": new.text,
+        "userId": user.id,
+        "permissions": list(new.record.permissions),
+    }
+    if new.previous is not None:
+        # The application's previous key works until then: time to switch over.
+        body["previousKeyExpiresAt"] = iso(new.previous.expires_at)
+    return _json(body)

@@ -207,8 +207,9 @@ def replaceable(
     keys: Iterable[ApiKey], req: AuthorizeRequest, catalog: Catalog, now: datetime
 ) -> ApiKey | None:
     """The user's key that this request may replace: same application identifier, same
-    redirect origin (a different origin never matches), active, unexpired, and covering
-    every requested permission. The newest such key, or None.
+    redirect origin (a different origin never matches), active, unexpired, not already replaced
+    (a key in its grace period), and covering every requested permission. The newest such
+    key, or None.
 
     Under `selectiveStores=true` a store permission asked for unscoped is covered by a key
     holding it on any store: the key was made from an earlier pick of stores."""
@@ -221,6 +222,7 @@ def replaceable(
             key.application_identifier != req.application_identifier
             or key.redirect_origin != req.redirect.origin
             or key.status != "active"
+            or key.replaced_by is not None
             or (key.expires_at is not None and key.expires_at <= now)
         ):
             continue

@@ -6,7 +6,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from gateway.keys import idle
 from gateway.keys.format import mask
+from gateway.keys.usage import PermissionUse
 from gateway.policy.model import Catalog, Perm
 from gateway.store.base import ApiKey, Resource
 
@@ -35,6 +37,13 @@ class KeyView:
     expired: bool
     application: str | None  # "gozo at https://gozo.example"
     legacy: str | None = None  # "BTCPay Server" for a key imported in BTCPay's format
+    replaced_by: str | None = None  # masked id of the key that replaced it (rotation)
+    networks: str | None = None  # the IP allow-list, space-separated; None: any address
+    leaked: str | None = None  # "2026-12-07 10:00 UTC (github: commit)" when reported leaked
+    idle_disable_at: str | None = None  # when it is disabled if left unused (idle_key_days)
+    # Least privilege: (permission, last used) per permission, and those granted but unused.
+    usage: tuple[tuple[str, str], ...] = ()
+    unused: tuple[str, ...] = ()
 
 
 def when(value: datetime | None) -> str:
@@ -42,6 +51,19 @@ def when(value: datetime | None) -> str:
     if value is None:
         return "—"
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def duration_text(seconds: float) -> str:
+    """When something happens after a delay, for people: `at once`, `after 24 hours`."""
+    whole = int(seconds)
+    if whole <= 0:
+        return "at once"
+    count, unit = whole, "second"
+    for size, name in ((86400, "day"), (3600, "hour"), (60, "minute")):
+        if whole % size == 0:
+            count, unit = whole // size, name
+            break
+    return f"after {count} {unit}{'' if count == 1 else 's'}"
 
 
 def resource_names(resources: Iterable[Resource]) -> dict[tuple[str, str], str]:
@@ -89,6 +111,8 @@ def key_view(
     names: Mapping[tuple[str, str], str],
     *,
     now: datetime,
+    uses: Sequence[PermissionUse] = (),
+    idle_days: float = 0.0,
 ) -> KeyView:
     application = None
     if key.application_identifier or key.redirect_origin:
@@ -106,4 +130,10 @@ def key_view(
         expired=key.expires_at is not None and key.expires_at <= now,
         application=application,
         legacy=LEGACY_NAMES.get(key.legacy, key.legacy) if key.legacy else None,
+        replaced_by=mask(key.replaced_by) if key.replaced_by else None,
+        networks=" ".join(key.allowed_networks) if key.allowed_networks is not None else None,
+        leaked=f"{when(key.leaked_at)} ({key.leak_source})" if key.leaked_at else None,
+        idle_disable_at=when(at) if (at := idle.disable_at(key, idle_days)) else None,
+        usage=tuple((u.permission, when(u.last_used_at)) for u in uses),
+        unused=tuple(u.permission for u in uses if u.unused),
     )

@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import NamedTuple
 
 from gateway.policy.model import UNRESTRICTED, Catalog, Perm, Policy, Route, RouteMatch
+from gateway.policy.networks import AddressRule
 from gateway.policy.pathrule import PathRule
 
 MAY_MEMO_SIZE = 256
@@ -42,6 +43,8 @@ class Principal:
     limits: tuple[str, ...] = ()
     metered: bool = False
     limited: bool = False
+    # The client addresses it may call from (the key's and the owner's allow-lists).
+    address_rule: AddressRule | None = None
     # Answers of `may`, per requirement. A principal is built from one catalog and cached
     # with its key, so repeated requests skip the implication walk.
     _memo: dict[Perm, bool] = field(default_factory=dict, compare=False, repr=False)
@@ -112,6 +115,7 @@ class Permitted(NamedTuple):
     route: Route
     params: Mapping[str, str] = _NO_PARAMS
     allowed: bool = True
+    need: Perm | None = None  # the requirement the principal met (None: no credential needed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,4 +161,4 @@ def authorize(
     need = requirement.bind(match.params)
     if not principal.may(catalog, need):
         return Denied("missing-permission", f"requires {need}", missing=need)
-    return Permitted(route, match.params)
+    return Permitted(route, match.params, need=need)

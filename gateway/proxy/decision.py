@@ -2,7 +2,7 @@
 
 ::
 
-    raw target ─ canonicalise ─ route ─ credential ─ key hash ─ in-process cache ─ authorize
+    raw target ─ canonicalise ─ route ─ credential ─ key hash ─ in-process cache ─ IP ─ authorize
         │ bad: Refused(400)   │ none: Refused(404)   │ bad, missing: Refused(401)   │
                                                      │ password, or key not in memory:
                                                      └ NeedsLookup ─ (the caller's lookup) ─ resume
@@ -20,9 +20,10 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from gateway.credentials import Credential, PasswordCredential, extract
-from gateway.errors import BadRequest, GatewayError, Unauthenticated, denial_error
+from gateway.errors import BadRequest, Forbidden, GatewayError, Unauthenticated, denial_error
 from gateway.policy.evaluate import Denied, Principal, authorize, route_for
-from gateway.policy.model import Policy, Route, RouteMatch, Upstream
+from gateway.policy.model import Perm, Policy, Route, RouteMatch, Upstream
+from gateway.policy.networks import IP_NOT_ALLOWED_TEXT
 from gateway.policy.paths import CanonicalTarget, TargetRejected, canonicalize
 
 if TYPE_CHECKING:
@@ -30,6 +31,10 @@ if TYPE_CHECKING:
 
 HeaderValues = Callable[[str], Sequence[str]]
 """`values(name)`: every value of a request header, the name matched case-insensitively."""
+
+ClientAddress = Callable[[], str]
+"""`address()`: the client's address resolved through `trusted_proxies`; asked only for a key
+(or owner) with an IP allow-list, so other requests never parse X-Forwarded-For."""
 
 
 class KeyMemory(Protocol):
@@ -49,6 +54,7 @@ class Allowed(NamedTuple):
     principal: Principal | None
     # Fields for the answer: the route's rate-limit state (proxy/limiting.py), if it has limits.
     headers: Sequence[tuple[str, str]] = ()
+    need: Perm | None = None  # the requirement met (least-privilege bookkeeping)
 
 
 class Refused(NamedTuple):
@@ -81,9 +87,15 @@ Decision = Allowed | Refused | NeedsLookup
 
 
 def decide(
-    policy: Policy, keys: KeyMemory, method: str, raw_target: str, values: HeaderValues
+    policy: Policy,
+    keys: KeyMemory,
+    method: str,
+    raw_target: str,
+    values: HeaderValues,
+    address: ClientAddress,
 ) -> Decision:
-    """The decision from the request line, the headers and what is in memory."""
+    """The decision from the request line, the headers, the client's address and what is in
+    memory."""
     try:
         target = canonicalize(raw_target)
     except TargetRejected as exc:
@@ -93,7 +105,7 @@ def decide(
         return Refused(denial_error(match), target.path, match.reason)
     route = match.route
     if route.auth_none:
-        return _authorize(policy, target, match, None)
+        return _authorize(policy, target, match, None, address)
     try:
         credential = extract(values("Authorization"), values("X-API-KEY"))
         if credential is None:
@@ -111,18 +123,28 @@ def decide(
         return Refused(exc, target.path, exc.code)
     if found is None:
         return NeedsLookup(policy, method, target, match, credential, digest)
-    return _authorize(policy, target, match, found.principal)
+    return _authorize(policy, target, match, found.principal, address)
 
 
-def resume(needs: NeedsLookup, principal: Principal) -> Allowed | Refused:
+def resume(needs: NeedsLookup, principal: Principal, address: ClientAddress) -> Allowed | Refused:
     """The rest of the decision once the lookup named the principal, under the policy the
     decision started with."""
-    return _authorize(needs.policy, needs.target, needs.match, principal)
+    return _authorize(needs.policy, needs.target, needs.match, principal, address)
 
 
 def _authorize(
-    policy: Policy, target: CanonicalTarget, match: RouteMatch, principal: Principal | None
+    policy: Policy,
+    target: CanonicalTarget,
+    match: RouteMatch,
+    principal: Principal | None,
+    address: ClientAddress,
 ) -> Allowed | Refused:
+    # The allow-list comes first, right after the key was verified: a key used from the wrong
+    # place learns nothing about routes or permissions, and consumes no limit or credit.
+    rule = principal.address_rule if principal is not None else None
+    if rule is not None and principal is not None and not rule.allows(address()):
+        error = Forbidden(IP_NOT_ALLOWED_TEXT, code="ip-not-allowed")
+        return Refused(error, target.path, "ip-not-allowed", principal.key_id)
     verdict = authorize(principal, match, target.path, policy.catalog)
     if isinstance(verdict, Denied):
         if principal is None:
@@ -134,4 +156,4 @@ def _authorize(
             principal.key_id,
         )
     route = match.route
-    return Allowed(target, route, policy.upstreams[route.upstream], principal)
+    return Allowed(target, route, policy.upstreams[route.upstream], principal, need=verdict.need)

@@ -121,7 +121,12 @@ class Forwarder:
         if body is not None and not body.is_eof() and self.live is not None:
             # An upload still arriving: its key is followed while it is forwarded.
             live = self.live.watch(
-                request.method, request.raw_path, _values(request), principal, _abort(request)
+                request.method,
+                request.raw_path,
+                _values(request),
+                principal,
+                _abort(request),
+                request.remote,
             )
         try:
             try:
@@ -147,7 +152,12 @@ class Forwarder:
                 live.cut = cut  # the upload is sent: cutting now also closes the upstream
             elif self.live is not None:
                 live = self.live.watch(
-                    request.method, request.raw_path, _values(request), principal, cut
+                    request.method,
+                    request.raw_path,
+                    _values(request),
+                    principal,
+                    cut,
+                    request.remote,
                 )
             return await _stream(request, response, out_headers, reason, upstream)
         finally:
@@ -162,7 +172,7 @@ class Forwarder:
 
         def follow(request: web.Request, cut: Callable[[], None]) -> LiveExchange | None:
             return registry.watch(
-                request.method, request.raw_path, _values(request), principal, cut
+                request.method, request.raw_path, _values(request), principal, cut, request.remote
             )
 
         return websocket.Follow(follow, registry.unwatch)

@@ -260,7 +260,9 @@ class Exchanger:
         watched = None
         if self._body is not None and not self._body.ended and live is not None:
             # An upload still arriving: its key is followed while it is forwarded.
-            watched = live.watch(head.method, head.target, head.values, result.principal, self.cut)
+            watched = live.watch(
+                head.method, head.target, head.values, result.principal, self.cut, self.peer
+            )
         try:
             response = await self._ctx.forwarder.client.request(
                 result.upstream, head.method, path, out_headers, self._body, length
@@ -340,7 +342,9 @@ class Exchanger:
         watched = None
         if live is not None:  # a streamed answer: it follows its key while it runs
             self._streaming = response
-            watched = live.watch(head.method, head.target, head.values, allowed.principal, self.cut)
+            watched = live.watch(
+                head.method, head.target, head.values, allowed.principal, self.cut, self.peer
+            )
         try:
             return await self._stream(head, response)
         finally:

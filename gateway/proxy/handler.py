@@ -13,7 +13,6 @@ from memory is never checked, so the hot path pays nothing for the budget.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections.abc import Sequence
 
@@ -24,6 +23,8 @@ from gateway.credentials import KeyCredential, PasswordCredential
 from gateway.errors import GatewayError, Unauthenticated
 from gateway.keys.budget import KEY_FAILURES
 from gateway.policy.evaluate import Principal, owner_grants
+from gateway.policy.networks import AddressRule
+from gateway.proxy.client_address import resolve
 from gateway.proxy.decision import (
     Allowed,
     Decision,
@@ -52,11 +53,19 @@ def decide_now(
     (NeedsLookup, NeedsLimit) which `finish` completes. The fast front serves a request
     decided now without a task for it. `peer` is the socket peer's address, for the
     failed-key budget and per-address limits."""
-    decision = decide(services.policy, services.verifier, method, raw_target, values)
+    decision = decide(
+        services.policy,
+        services.verifier,
+        method,
+        raw_target,
+        values,
+        lambda: client_address(values, peer, services),
+    )
     if isinstance(decision, Allowed):
         if decision.route.limits or (decision.principal is not None and decision.principal.limited):
             return _limited(services, decision, values, peer)
         metrics.PROXY_REQUESTS.inc("allowed")
+        _note_use(services, decision)
     elif isinstance(decision, Refused):
         if decision.outcome in KEY_FAILURES:
             decision = _key_failed(services, decision, values, peer)
@@ -81,13 +90,17 @@ def _limited(
     named = services.policy.limits
     decision = limit(services.limiter, allowed, address, named, legacy=legacy)
     if not isinstance(decision, NeedsLimit):
-        _count_limited(decision)
+        _count_limited(services, decision)
     return decision
 
 
-def _count_limited(decision: Allowed | Refused) -> None:
+def _count_limited(services: Services, decision: Allowed | Refused) -> None:
     # A rate-limited refusal carries no key id, so it is counted and never logged.
-    metrics.PROXY_REQUESTS.inc("allowed" if isinstance(decision, Allowed) else decision.outcome)
+    if isinstance(decision, Allowed):
+        metrics.PROXY_REQUESTS.inc("allowed")
+        _note_use(services, decision)
+    else:
+        metrics.PROXY_REQUESTS.inc(decision.outcome)
 
 
 async def finish(
@@ -100,7 +113,7 @@ async def finish(
     if isinstance(needs, NeedsLimit):
         legacy = services.settings.legacy_ratelimit_headers
         spent = await spend(services.limiter, needs, legacy=legacy)
-        _count_limited(spent)
+        _count_limited(services, spent)
         return spent
     credential = needs.credential
     try:
@@ -115,7 +128,7 @@ async def finish(
     except GatewayError as exc:
         decision: Allowed | Refused = Refused(exc, needs.target.path, exc.code)
     else:
-        decision = resume(needs, principal)
+        decision = resume(needs, principal, lambda: address)
     if isinstance(decision, Allowed) and applies(decision):
         limited = _limited(services, decision, values, peer)
         if not isinstance(limited, NeedsLimit):
@@ -123,9 +136,17 @@ async def finish(
         return await finish(services, limited, values, peer)
     if isinstance(decision, Allowed):
         metrics.PROXY_REQUESTS.inc("allowed")
+        _note_use(services, decision)
     else:
         _count_refusal(decision, needs.method)
     return decision
+
+
+def _note_use(services: Services, allowed: Allowed) -> None:
+    """Which requirement a key met, for least privilege (resolved off the request path)."""
+    principal = allowed.principal
+    if allowed.need is not None and principal is not None and principal.key_id is not None:
+        services.usage.note(principal.key_id, allowed.need, principal.key_permissions or ())
 
 
 def _count_refusal(refused: Refused, method: str) -> None:
@@ -153,31 +174,13 @@ async def password_principal(
         grants=owner_grants(services.policy.catalog, user.grants, is_admin=user.is_admin),
         is_admin=user.is_admin,
         via="password",
+        address_rule=AddressRule.of(user.allowed_networks),
     )
 
 
 def client_address(values: HeaderValues, remote: str | None, services: Services) -> str:
-    """The client's address for throttling: the peer, or behind a trusted proxy the last
-    X-Forwarded-For hop that is not itself a trusted proxy (earlier hops are client-made)."""
-    peer = remote or ""
-    trusted = services.settings.trusted_proxies
-    if not trusted or not _within(peer, trusted):
-        return peer
-    hops = [h.strip() for v in values("X-Forwarded-For") for h in v.split(",")]
-    for hop in reversed(hops):
-        if not _within(hop, trusted):
-            return hop[:64]
-    return peer
-
-
-def _within(
-    address: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
-) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in net for net in networks)
+    """The client's address for throttling and IP allow-lists (proxy/client_address.py)."""
+    return resolve(values, remote, services.settings.trusted_proxies)
 
 
 async def defer_continue(request: web.Request) -> None:

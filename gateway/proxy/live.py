@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from gateway.credentials import KeyCredential, extract
 from gateway.errors import GatewayError
+from gateway.proxy.client_address import resolve
 from gateway.proxy.decision import Allowed, HeaderValues, NeedsLookup, decide, resume
 
 if TYPE_CHECKING:
@@ -38,14 +39,21 @@ Cut = Callable[[], None]
 class LiveExchange:
     """One registered exchange: enough of its request to decide it again, and its cut."""
 
-    __slots__ = ("again", "checking", "cut", "digest", "method", "target", "values")
+    __slots__ = ("again", "checking", "cut", "digest", "method", "peer", "target", "values")
 
     def __init__(
-        self, method: str, target: str, values: HeaderValues, digest: bytes, cut: Cut
+        self,
+        method: str,
+        target: str,
+        values: HeaderValues,
+        digest: bytes,
+        cut: Cut,
+        peer: str | None = None,
     ) -> None:
         self.method = method
         self.target = target
         self.values = values
+        self.peer = peer  # the socket peer, for the key's IP allow-list
         self.digest = digest
         self.cut = cut  # replaceable: a forwarded upload becomes a streamed response
         self.checking = False  # a re-check is running
@@ -74,6 +82,7 @@ class LiveExchanges:
         values: HeaderValues,
         principal: Principal | None,
         cut: Cut,
+        peer: str | None = None,
     ) -> LiveExchange | None:
         """Register an allowed exchange authenticated by a key; None for any other (a route
         without authentication, a password), which has nothing to follow."""
@@ -89,7 +98,7 @@ class LiveExchanges:
         except GatewayError:
             current = None
             digest = b""
-        exchange = LiveExchange(method, target, values, digest, cut)
+        exchange = LiveExchange(method, target, values, digest, cut, peer)
         self._by_digest.setdefault(digest, set()).add(exchange)
         # An invalidation may have come between the decision and now (the upstream's answer
         # can take seconds): the entry it was allowed by is then gone, so decide again.
@@ -150,13 +159,20 @@ class LiveExchanges:
         services = self._services
         try:
             policy, verifier = services.policy, services.verifier
-            decision = decide(policy, verifier, exchange.method, exchange.target, exchange.values)
+            trusted = services.settings.trusted_proxies
+
+            def address() -> str:
+                return resolve(exchange.values, exchange.peer, trusted)
+
+            decision = decide(
+                policy, verifier, exchange.method, exchange.target, exchange.values, address
+            )
             if isinstance(decision, NeedsLookup):
                 credential = decision.credential
                 if not isinstance(credential, KeyCredential) or decision.digest is None:
                     return False
                 found = await verifier.lookup(credential.key, decision.digest)
-                decision = resume(decision, found.principal)
+                decision = resume(decision, found.principal, address)
         except GatewayError as exc:
             log.info("live %s %s re-checked: %s", exchange.method, _path(exchange), exc.code)
             return False

@@ -9,7 +9,7 @@ Exceptions::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -39,6 +39,8 @@ class User:
     disabled: bool
     grants: tuple[str, ...]
     created_at: datetime
+    # Networks (CIDR) the user's keys may be used from, set by administrators; None: any.
+    allowed_networks: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,13 @@ class ApiKey:
     # The format of a key imported from another server ("btcpay": 40 hex characters, no
     # checksum); None for Keygate's own keys.
     legacy: str | None = None
+    # The key that replaced this one in a rotation (this one stops at `expires_at`).
+    replaced_by: str | None = None
+    # Networks (CIDR) the key may be used from, within the owner's; None: any.
+    allowed_networks: tuple[str, ...] | None = None
+    # When and where the key was reported leaked (secret scanning, `gateway keys disclose`).
+    leaked_at: datetime | None = None
+    leak_source: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +138,8 @@ class Audit:
     action: str  # "user.create", "key.revoke", ...
     target: str  # "user:<id>", "key:<key id>", "resource:store/S1"
     detail: Mapping[str, Any] = field(default_factory=dict)
+    # Whose account the entry concerns; by default the target user, or the target key's owner.
+    subject_user: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +150,21 @@ class AuditRecord:
     action: str
     target: str
     detail: Mapping[str, Any]
+    subject_user: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    """Filters on the audit log, newest first; `before` is the paging cursor (an entry id)."""
+
+    actor: str | None = None
+    subject_user: str | None = None
+    target: str | None = None
+    action: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    before: int | None = None
+    limit: int = 50
 
 
 # -- sessions and authorization codes (hosted pages) ---------------------------------------
@@ -212,6 +238,13 @@ class Store(Protocol):
     ) -> ApiKey | None: ...
     async def delete_key(self, key_id: str, audit: Audit) -> ApiKey | None: ...
     async def touch_keys(self, last_used: Mapping[str, datetime]) -> None: ...
+    async def replace_key(
+        self, new: ApiKey, old_id: str, old_expires_at: datetime, audits: Sequence[Audit]
+    ) -> ApiKey | None:
+        """Rotation, in one transaction: insert `new`, make the old key stop at
+        `old_expires_at` and name its successor, write its invalidation record and `audits`.
+        The old key after, or None if it is gone or was already replaced."""
+        ...
 
     # invalidation log: key and user changes above write its rows in their transaction
     async def read_invalidations(self, after: int, limit: int) -> list[Invalidation]:
@@ -263,6 +296,28 @@ class Store(Protocol):
         """Record an event that changes no row (e.g. a retrievable key was read back)."""
         ...
 
+    async def query_audit(self, query: AuditQuery) -> list[AuditRecord]:
+        """Entries matching every filter given, newest first, at most `query.limit`."""
+        ...
+
+    async def disable_idle_keys(self, unused_before: datetime) -> list[ApiKey]:
+        """Disable every active key last used (or, never used, created) before
+        `unused_before`, each audited and invalidated; the keys disabled."""
+        ...
+
+    async def record_permission_use(self, uses: Iterable[tuple[str, str, datetime]]) -> None:
+        """Record (key id, permission, when) uses in one batch, keeping the latest time."""
+        ...
+
+    async def permission_use(self, key_ids: Iterable[str]) -> dict[str, dict[str, datetime]]:
+        """Per key id: permission -> when it last let a request through."""
+        ...
+
+    async def remember_report(self, digest: bytes, at: datetime, forget_before: datetime) -> bool:
+        """Record a leak report's digest; False if it was recorded already (a replay). Digests
+        older than `forget_before` are dropped first."""
+        ...
+
     # -- sessions and authorization codes (hosted pages)
     async def create_session(self, session: Session, audit: Audit) -> None: ...
     async def get_session(self, token_hash: bytes) -> Session | None: ...
@@ -275,5 +330,18 @@ class Store(Protocol):
         ...
 
 
-USER_FIELDS = frozenset({"email", "password_hash", "is_admin", "is_service", "disabled", "grants"})
-KEY_FIELDS = frozenset({"label", "permissions", "path_rule", "status", "expires_at"})
+USER_FIELDS = frozenset(
+    {"email", "password_hash", "is_admin", "is_service", "disabled", "grants", "allowed_networks"}
+)
+KEY_FIELDS = frozenset(
+    {
+        "label",
+        "permissions",
+        "path_rule",
+        "status",
+        "expires_at",
+        "allowed_networks",
+        "leaked_at",
+        "leak_source",
+    }
+)

@@ -28,6 +28,8 @@ from gateway.store.base import (
     User,
 )
 from gateway.store.invalidations import InvalidationLog
+from gateway.store.sql_audit import AuditQueries, audit_record
+from gateway.store.sql_lifecycle import LifecycleQueries
 from gateway.store.sql_quotas import QuotaQueries
 from gateway.store.sql_secrets import SecretQueries
 
@@ -61,7 +63,12 @@ def _user(row: Row, prefix: str = "") -> User:
         disabled=bool(row[prefix + "disabled"]),
         grants=tuple(json.loads(row[prefix + "grants"])),
         created_at=row[prefix + "created_at"],
+        allowed_networks=_networks(row[prefix + "allowed_networks"]),
     )
+
+
+def _networks(raw: str | None) -> tuple[str, ...] | None:
+    return None if raw is None else tuple(json.loads(raw))
 
 
 def _key(row: Row) -> ApiKey:
@@ -81,20 +88,28 @@ def _key(row: Row) -> ApiKey:
         encrypted_key=bytes(row["encrypted_key"]) if row["encrypted_key"] is not None else None,
         secret_fingerprint=row["secret_fingerprint"],
         legacy=row["legacy"],
+        replaced_by=row["replaced_by"],
+        allowed_networks=_networks(row["allowed_networks"]),
+        leaked_at=row["leaked_at"],
+        leak_source=row["leak_source"],
     )
 
 
 def _db_value(field: str, value: Any) -> Any:
     if field in {"grants", "permissions"}:
         return json.dumps(list(value))
+    if field == "allowed_networks":
+        return None if value is None else json.dumps(list(value))
     return value
 
 
-_USER_COLUMNS = "id, email, password_hash, is_admin, is_service, disabled, grants, created_at"
+_USER_COLUMNS = (
+    "id, email, password_hash, is_admin, is_service, disabled, grants, created_at, allowed_networks"
+)
 _KEY_COLUMNS = (
     "id, key_hash, user_id, label, permissions, path_rule, status, created_at, expires_at, "
     "last_used_at, application_identifier, redirect_origin, encrypted_key, secret_fingerprint, "
-    "legacy"
+    "legacy, replaced_by, allowed_networks, leaked_at, leak_source"
 )
 _CODE_COLUMNS = (
     "code_hash, user_id, permissions, label, application_identifier, redirect_origin, "
@@ -102,7 +117,7 @@ _CODE_COLUMNS = (
 )
 
 
-class SqlStore(InvalidationLog, SecretQueries, QuotaQueries):
+class SqlStore(InvalidationLog, SecretQueries, QuotaQueries, AuditQueries, LifecycleQueries):
     """`Store` over any `Database` adapter."""
 
     def __init__(self, db: Database) -> None:
@@ -155,13 +170,21 @@ class SqlStore(InvalidationLog, SecretQueries, QuotaQueries):
 
     @staticmethod
     async def _audit(tx: Database, audit: Audit) -> None:
+        subject = audit.subject_user
+        if subject is None and audit.target.startswith("user:"):
+            subject = audit.target[len("user:") :]
+        # A key's owner is read in the change's transaction (before a deletion, see
+        # delete_key), so the entry stays his after the key is gone.
         await tx.execute(
-            "INSERT INTO audit_log (at, actor, action, target, detail) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO audit_log (at, actor, action, target, detail, subject_user) "
+            "VALUES ($1, $2, $3, $4, $5, COALESCE($6, "
+            "(SELECT user_id FROM api_keys WHERE 'key:' || id = $4)))",
             now(),
             audit.actor,
             audit.action,
             audit.target,
             json.dumps(dict(audit.detail), sort_keys=True),
+            subject,
         )
 
     async def add_audit(self, audit: Audit) -> None:
@@ -171,30 +194,25 @@ class SqlStore(InvalidationLog, SecretQueries, QuotaQueries):
     async def list_audit(self, limit: int = 100, target: str | None = None) -> list[AuditRecord]:
         if target is None:
             rows = await self._db.fetch(
-                "SELECT id, at, actor, action, target, detail FROM audit_log "
+                "SELECT id, at, actor, action, target, detail, subject_user FROM audit_log "
                 "ORDER BY id DESC LIMIT $1",
                 limit,
             )
         else:
             rows = await self._db.fetch(
-                "SELECT id, at, actor, action, target, detail FROM audit_log WHERE target = $1 "
-                "ORDER BY id DESC LIMIT $2",
+                "SELECT id, at, actor, action, target, detail, subject_user FROM audit_log "
+                "WHERE target = $1 ORDER BY id DESC LIMIT $2",
                 target,
                 limit,
             )
-        return [
-            AuditRecord(
-                r["id"], r["at"], r["actor"], r["action"], r["target"], json.loads(r["detail"])
-            )
-            for r in rows
-        ]
+        return [audit_record(r) for r in rows]
 
     # -- users --------------------------------------------------------------------------
 
     async def create_user(self, user: User, audit: Audit) -> User:
         async with self._db.transaction() as tx:
             await tx.execute(
-                f"INSERT INTO users ({_USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                f"INSERT INTO users ({_USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 user.id,
                 user.email,
                 user.password_hash,
@@ -203,6 +221,7 @@ class SqlStore(InvalidationLog, SecretQueries, QuotaQueries):
                 user.disabled,
                 json.dumps(list(user.grants)),
                 user.created_at,
+                _db_value("allowed_networks", user.allowed_networks),
             )
             await self._audit(tx, audit)
         return user
@@ -297,26 +316,70 @@ class SqlStore(InvalidationLog, SecretQueries, QuotaQueries):
 
     async def create_key(self, key: ApiKey, audit: Audit) -> None:
         async with self._db.transaction() as tx:
-            await tx.execute(
-                f"INSERT INTO api_keys ({_KEY_COLUMNS}) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-                key.id,
-                key.key_hash,
-                key.user_id,
-                key.label,
-                json.dumps(list(key.permissions)),
-                key.path_rule,
-                key.status,
-                key.created_at,
-                key.expires_at,
-                key.last_used_at,
-                key.application_identifier,
-                key.redirect_origin,
-                key.encrypted_key,
-                key.secret_fingerprint,
-                key.legacy,
-            )
+            await self._insert_key(tx, key)
             await self._audit(tx, audit)
+
+    @staticmethod
+    async def _insert_key(tx: Database, key: ApiKey) -> None:
+        await tx.execute(
+            f"INSERT INTO api_keys ({_KEY_COLUMNS}) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, "
+            "$17, $18, $19)",
+            key.id,
+            key.key_hash,
+            key.user_id,
+            key.label,
+            json.dumps(list(key.permissions)),
+            key.path_rule,
+            key.status,
+            key.created_at,
+            key.expires_at,
+            key.last_used_at,
+            key.application_identifier,
+            key.redirect_origin,
+            key.encrypted_key,
+            key.secret_fingerprint,
+            key.legacy,
+            key.replaced_by,
+            _db_value("allowed_networks", key.allowed_networks),
+            key.leaked_at,
+            key.leak_source,
+        )
+
+    async def replace_key(
+        self, new: ApiKey, old_id: str, old_expires_at: datetime, audits: Sequence[Audit]
+    ) -> ApiKey | None:
+        async with self._db.transaction() as tx:
+            count = await tx.execute(
+                "UPDATE api_keys SET expires_at = $1, replaced_by = $2 "
+                "WHERE id = $3 AND replaced_by IS NULL",
+                old_expires_at,
+                new.id,
+                old_id,
+            )
+            if count == 0:
+                return None
+            await self._insert_key(tx, new)
+            # The successor carries the key's own limits and its credits: the balance moves
+            # (the old key keeps its limits and has no credits left during the grace).
+            await tx.execute(
+                "INSERT INTO key_quotas (key_id, limits, credits, refill, refill_amount, "
+                "refill_mode, period, version) SELECT $1, limits, credits, refill, "
+                "refill_amount, refill_mode, period, 1 FROM key_quotas WHERE key_id = $2",
+                new.id,
+                old_id,
+            )
+            await tx.execute(
+                "UPDATE key_quotas SET credits = 0, refill = NULL, version = version + 1 "
+                "WHERE key_id = $1 AND credits IS NOT NULL",
+                old_id,
+            )
+            for audit in audits:
+                await self._audit(tx, audit)
+            row = await tx.fetchrow(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = $1", old_id)
+            assert row is not None  # updated above, in this transaction
+            await _invalidate_key(tx, row)
+        return _key(row)
 
     async def find_key_by_hash(self, key_hash: bytes) -> KeyWithOwner | None:
         owner_cols = ", ".join(f"u.{c.strip()} AS u_{c.strip()}" for c in _USER_COLUMNS.split(","))
@@ -366,8 +429,8 @@ class SqlStore(InvalidationLog, SecretQueries, QuotaQueries):
             row = await tx.fetchrow(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = $1", key_id)
             if row is None:
                 return None
+            await self._audit(tx, audit)  # first: it reads the key's owner
             await tx.execute("DELETE FROM api_keys WHERE id = $1", key_id)
-            await self._audit(tx, audit)
             await _invalidate_key(tx, row)
         return _key(row)
 

@@ -183,17 +183,20 @@ def test_reauthorize_replaces_and_cancel_creates_nothing(live: Any, page: Any) -
     shot(page, "10-authorize-replace")
     page.get_by_role("button", name="Replace the key").click()
     page.wait_for_url(callback)
-    new_key = dict(live.callback.posts[1][1])["apiKey"]
+    posted = dict(live.callback.posts[1][1])
+    new_key = posted["apiKey"]
     assert new_key != old_key
-    [key] = keys_of(live)
+    retired, key = keys_of(live)
     assert new_key.startswith(key.id)
+    assert retired.replaced_by == key.id
+    assert posted["previousKeyExpiresAt"]
 
     page.goto(
         authorize_url(live, ("applicationName", "Other"), ("permissions", "demo.reports.read"))
     )
     page.get_by_role("button", name="Cancel").click()
     page.wait_for_url(f"{live.base}/account/api-keys")
-    assert len(keys_of(live)) == 1
+    assert len(keys_of(live)) == 2
 
 
 def test_code_flow_with_pkce(live: Any, page: Any) -> None:

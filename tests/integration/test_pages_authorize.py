@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
 
 from gateway.app import create_app
+from gateway.errors import Unauthenticated
 from gateway.state import SERVICES
 from tests.conftest import make_settings
 from tests.e2e.support import PASSWORD, Form, add_store, form, login, make_user
@@ -262,7 +264,8 @@ async def test_cancel_creates_nothing_and_returns_to_the_list(client: Any) -> No
 
 
 async def test_reauthorizing_replaces_the_key_of_the_same_app_and_origin(client: Any) -> None:
-    """Same identifier and origin: the page offers replacement, which revokes the old key."""
+    """Same identifier and origin: the page offers replacement, which rotates the old key: it
+    works for `reauthorize_grace` (24 h) more, and the POST-back says until when."""
     request = (
         ("applicationName", "Gozo"),
         ("redirect", CALLBACK),
@@ -276,12 +279,50 @@ async def test_reauthorizing_replaces_the_key_of_the_same_app_and_origin(client:
     response, second = await consent(client, *request)
     assert "already has a key" in await response.text()
     assert second.value("replace") == old.id
+    assert "stops working after 1 day" in await response.text()
+    before = datetime.now(UTC)
     response = await client.post("/api-keys/authorize", data=second.data(decision="replace"))
-    new_text = dict(handoff_fields(await response.text()))["apiKey"]
-    [new] = await keys_of(client)
-    assert new.id != old.id
+    fields = dict(handoff_fields(await response.text()))
+    new_text = fields["apiKey"]
+    retired, new = await keys_of(client)
+    assert (retired.id, new.id != old.id, retired.replaced_by) == (old.id, True, new.id)
     assert new_text.startswith(new.id)
-    assert await client.app[SERVICES].store.get_key(old.id) is None
+    assert retired.expires_at is not None
+    day = timedelta(hours=24)
+    assert before + day - timedelta(seconds=1) <= retired.expires_at <= datetime.now(UTC) + day
+    assert fields["previousKeyExpiresAt"] == retired.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    # A key in its grace period is not offered for replacement again: the new one is.
+    _, third = await consent(client, *request)
+    assert third.value("replace") == new.id
+
+
+async def test_reauthorizing_with_no_grace_stops_the_old_key_at_once(
+    aiohttp_client: Any, sqlite_url: str
+) -> None:
+    """`reauthorize_grace: 0`: the replaced key is refused from the moment of consent."""
+    client = await aiohttp_client(create_app(make_settings(sqlite_url, reauthorize_grace=0.0)))
+    services = client.app[SERVICES]
+    await make_user(services, "alice@example.com", grants=["demo.reports.read"])
+    await login(client)
+    request = (
+        ("redirect", CALLBACK),
+        ("applicationIdentifier", "gozo"),
+        ("permissions", "demo.reports.read"),
+    )
+    _, first = await consent(client, *request)
+    old_text = dict(
+        handoff_fields(
+            await (
+                await client.post("/api-keys/authorize", data=first.data(decision="authorize"))
+            ).text()
+        )
+    )["apiKey"]
+    response, second = await consent(client, *request)
+    assert "stops working at once" in await response.text()
+    await client.post("/api-keys/authorize", data=second.data(decision="replace"))
+    with pytest.raises(Unauthenticated) as refused:
+        await services.verifier.verify(old_text)
+    assert refused.value.code == "key-expired"
 
 
 async def test_a_different_origin_never_matches(client: Any) -> None:

@@ -142,8 +142,9 @@ async def test_non_json_or_form_bodies_are_refused(client: Any) -> None:
     assert (await response.json())["error"] == "invalid_request"
 
 
-async def test_code_flow_replacement_revokes_the_old_key_at_exchange(client: Any) -> None:
-    """Re-authorizing with the code flow replaces the app's key when the code is redeemed."""
+async def test_code_flow_replacement_rotates_the_old_key_at_exchange(client: Any) -> None:
+    """Re-authorizing with the code flow replaces the app's key when the code is redeemed: the
+    old key is rotated with the re-authorization grace, and the exchange says until when."""
     first = (await get_code(client))["code"]
     old = (await (await client.post("/api-keys/token", data={"code": first})).json())["apiKey"]
     pairs = [
@@ -156,12 +157,15 @@ async def test_code_flow_replacement_revokes_the_old_key_at_exchange(client: Any
     consent = form(await page.text(), "/api-keys/authorize")
     response = await client.post("/api-keys/authorize", data=consent.data(decision="replace"))
     code = dict(form(await response.text(), CALLBACK).fields)["code"]
-    new = (await (await client.post("/api-keys/token", data={"code": code})).json())["apiKey"]
+    exchanged = await (await client.post("/api-keys/token", data={"code": code})).json()
     services = client.app[SERVICES]
     alice = await services.users.find("alice@example.com")
-    [key] = await services.keys.list_for(alice.id)
-    assert new.startswith(key.id)
-    assert not old.startswith(key.id)
+    retired, key = await services.keys.list_for(alice.id)
+    assert exchanged["apiKey"].startswith(key.id)
+    assert old.startswith(retired.id)
+    assert retired.replaced_by == key.id
+    assert retired.expires_at is not None
+    assert exchanged["previousKeyExpiresAt"] == retired.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 async def test_concurrent_redemptions_yield_one_key(store_url: str) -> None:

@@ -7,6 +7,7 @@ import base64
 import secrets
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -45,7 +46,13 @@ class Memory:
         return verified
 
 
-def state(key: str, permissions: tuple[str, ...], path_rule: str | None = None) -> KeyState:
+def state(
+    key: str,
+    permissions: tuple[str, ...],
+    path_rule: str | None = None,
+    networks: tuple[str, ...] | None = None,
+    owner_networks: tuple[str, ...] | None = None,
+) -> KeyState:
     return KeyState(
         key_id=key[:20],
         user_id="u1",
@@ -58,6 +65,8 @@ def state(key: str, permissions: tuple[str, ...], path_rule: str | None = None) 
         permissions=permissions,
         grants=permissions,
         path_rule=path_rule,
+        networks=networks,
+        owner_networks=owner_networks,
     )
 
 
@@ -69,8 +78,15 @@ def values_of(table: dict[str, tuple[str, ...]]):  # type: ignore[no-untyped-def
     return lambda name: table.get(name.lower(), ())
 
 
+PEER = "192.0.2.10"
+
+
+def peer() -> str:
+    return PEER
+
+
 def run(memory: Memory, target: str, method: str = "GET", **given: str):  # type: ignore[no-untyped-def]
-    return decide(POLICY, memory, method, target, values_of(headers(**given)))
+    return decide(POLICY, memory, method, target, values_of(headers(**given)), peer)
 
 
 def test_a_bad_target_is_refused_before_anything_else() -> None:
@@ -146,7 +162,7 @@ def test_a_password_route_needs_a_lookup_then_resumes() -> None:
         grants=owner_grants(POLICY.catalog, ["demo.legacy.access"], is_admin=False),
         via="password",
     )
-    allowed = resume(out, user)
+    allowed = resume(out, user, peer)
     assert isinstance(allowed, Allowed)
     assert (allowed.target.path, allowed.principal) == ("/legacy/x", user)
 
@@ -177,12 +193,12 @@ def test_resuming_after_the_lookup_allows_or_refuses_like_a_hit() -> None:
     needs = run(memory, REPORTS, x_api_key=key)
     assert isinstance(needs, NeedsLookup)
     found = memory.remember(key, state(key, ("demo.reports.read",)))
-    allowed = resume(needs, found.principal)
+    allowed = resume(needs, found.principal, peer)
     assert allowed == run(memory, REPORTS, x_api_key=key)  # the hit decides the same
     assert isinstance(allowed, Allowed)
     assert allowed.principal is found.principal
     narrow = memory.remember(key, state(key, ("demo.legacy.access",)))
-    refused = resume(needs, narrow.principal)
+    refused = resume(needs, narrow.principal, peer)
     assert isinstance(refused, Refused)
     assert (refused.error.status, refused.outcome, refused.key_id) == (
         403,
@@ -236,7 +252,7 @@ def test_resuming_a_miss_equals_deciding_the_hit(
     found = memory.remember(key, state(key, permissions))
     hit = run(memory, path, method, x_api_key=key)
     if isinstance(first, NeedsLookup):
-        first = resume(first, found.principal)
+        first = resume(first, found.principal, peer)
     assert summary(first) == summary(hit)
 
 
@@ -260,3 +276,61 @@ def test_any_input_gets_one_of_the_three_answers(target: str, key: str, carrier:
     assert memory.hashed <= 1
     if isinstance(out, Refused):
         assert 400 <= out.error.status < 500
+
+
+# -- IP allow-lists --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("networks", "owner_networks", "allowed"),
+    [
+        (("192.0.2.0/24",), None, True),
+        (("198.51.100.0/24",), None, False),
+        (None, ("192.0.2.0/28",), True),
+        (None, ("2001:db8::/32",), False),
+        (("192.0.2.0/24",), ("192.0.2.8/29",), True),
+        (("192.0.2.0/24",), ("192.0.2.16/29",), False),
+        (("2001:db8::/32", "192.0.2.10/32"), None, True),
+    ],
+)
+def test_the_allow_lists_of_key_and_owner_both_bound_the_address(
+    networks: tuple[str, ...] | None, owner_networks: tuple[str, ...] | None, allowed: bool
+) -> None:
+    """The client address must be in the key's list and in the owner's; a refusal is 403
+    `ip-not-allowed`, names nothing of either list, and comes before the permission check."""
+    memory = Memory()
+    key = keyformat.generate().text
+    memory.remember(
+        key, state(key, ("demo.legacy.access",), networks=networks, owner_networks=owner_networks)
+    )
+    out = run(memory, REPORTS, x_api_key=key)  # the key lacks the route's permission
+    assert isinstance(out, Refused)
+    if allowed:
+        assert out.outcome == "missing-permission"
+        return
+    assert (out.error.status, out.error.code, out.outcome) == (
+        403,
+        "ip-not-allowed",
+        "ip-not-allowed",
+    )
+    for text in (*(networks or ()), *(owner_networks or ()), PEER):
+        assert text.split("/")[0] not in out.error.message
+
+
+def test_the_address_is_asked_only_for_a_key_with_an_allow_list() -> None:
+    """Keys without a list never pay for resolving the client address (X-Forwarded-For)."""
+    memory = Memory()
+    key = keyformat.generate().text
+    memory.remember(key, state(key, ("demo.reports.read",)))
+    asked = []
+
+    def address() -> str:
+        asked.append(1)
+        return PEER
+
+    values = values_of(headers(x_api_key=key))
+    assert isinstance(decide(POLICY, memory, "GET", REPORTS, values, address), Allowed)
+    assert asked == []
+    memory.remember(key, state(key, ("demo.reports.read",), networks=("192.0.2.0/24",)))
+    assert isinstance(decide(POLICY, memory, "GET", REPORTS, values, address), Allowed)
+    assert asked == [1]
