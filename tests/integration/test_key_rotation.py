@@ -275,3 +275,39 @@ def test_the_cli_rotates_and_refuses_a_bad_grace(
     assert f"replaces {old_id}" in captured.err
     assert main(["keys", "rotate", old_id]) == 1
     assert "already rotated" in capsys.readouterr().err
+
+
+async def test_the_successor_carries_the_keys_limits_and_its_credits_move(
+    services: Services,
+) -> None:
+    """The new key holds the old key's own limits and its credit balance and schedule; the old
+    key keeps its limits but has no credits left during the grace, so a rotation never doubles
+    what can be spent. A key without a quota rotates to a key without one."""
+    from gateway.limits.quota import Credits
+
+    owner = await make_user(services)
+    old = await mint(services, owner, REPORTS)
+    await services.quota.set(
+        old.record.id,
+        actor="cli",
+        limits=("standard",),
+        credits=Credits(balance=40, refill="daily", amount=100),
+    )
+    new = await services.keys.rotate(old.record, grace=timedelta(hours=1), actor=None)
+    moved = await services.quota.get(new.record.id)
+    assert moved is not None
+    assert (moved.limits, moved.credits, moved.refill, moved.refill_amount) == (
+        ("standard",),
+        40,
+        "daily",
+        100,
+    )
+    assert await services.quota.balance(moved) == 40
+    left = await services.quota.get(old.record.id)
+    assert left is not None
+    assert (left.limits, left.credits, left.refill) == (("standard",), 0, None)
+    assert await services.quota.balance(left) == 0
+
+    plain = await mint(services, owner, REPORTS)
+    plain_new = await services.keys.rotate(plain.record, grace=timedelta(0), actor=None)
+    assert await services.quota.get(plain_new.record.id) is None
