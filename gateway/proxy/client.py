@@ -18,7 +18,7 @@ import contextlib
 import logging
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from urllib.parse import urlsplit
 
 from gateway.policy.model import Upstream
@@ -55,6 +55,8 @@ def worth_resending(error: UpstreamError, method: str, has_body: bool, reused: b
 
 # -- the pool ----------------------------------------------------------------------------------
 
+Opener = Callable[["Pool"], Awaitable[Connection]]
+
 
 class Pool:
     """Keep-alive connections to one upstream, at most `upstream.pool_size` open at once.
@@ -67,9 +69,14 @@ class Pool:
     """
 
     def __init__(
-        self, upstream: Upstream, loop: asyncio.AbstractEventLoop, tls: ssl.SSLContext | None
+        self,
+        upstream: Upstream,
+        loop: asyncio.AbstractEventLoop,
+        tls: ssl.SSLContext | None,
+        opener: Opener | None = None,
     ) -> None:
         parts = urlsplit(upstream.url)
+        self._opener = opener  # how a connection is opened, if not by a socket (tests)
         self.upstream = upstream
         self.loop = loop
         self.host = parts.hostname or ""
@@ -185,6 +192,8 @@ class Pool:
         """Open a connection in a slot already counted in `_open`."""
         try:
             async with asyncio.timeout(self.connect_timeout):
+                if self._opener is not None:
+                    return await self._opener(self)
                 _, conn = await self.loop.create_connection(
                     lambda: Connection(self, self.loop, self.host_header, self.read_timeout),
                     self.host,

@@ -14,21 +14,28 @@ from hypothesis import strategies as st
 from gateway.policy.model import Upstream
 from gateway.proxy.client import Pool
 from gateway.proxy.connection import Connection
-from gateway.proxy.upstream_http import UpstreamTimeout
+from gateway.proxy.upstream_http import UpstreamTimeout, UpstreamUnreachable
 
 
-class Opening(Pool):
-    """A pool whose new connections are unconnected `Connection`s, opened after one loop pass."""
+class Opener:
+    """Opens unconnected `Connection`s after one loop pass (or fails, with `refuse`)."""
 
-    def __init__(self, size: int, connect_timeout: float = 5.0) -> None:
-        upstream = Upstream("u", "http://127.0.0.1:9", connect_timeout, 5.0, size)
-        super().__init__(upstream, asyncio.get_running_loop(), None)
+    def __init__(self) -> None:
         self.opened = 0
+        self.refuse = False
 
-    async def _connect(self) -> Connection:
+    async def __call__(self, pool: Pool) -> Connection:
         await asyncio.sleep(0)
+        if self.refuse:
+            raise ConnectionRefusedError
         self.opened += 1
-        return Connection(self, self.loop, self.host_header, self.read_timeout)
+        return Connection(pool, pool.loop, pool.host_header, pool.read_timeout)
+
+
+def opening(size: int, connect_timeout: float = 5.0) -> tuple[Pool, Opener]:
+    upstream = Upstream("u", "http://127.0.0.1:9", connect_timeout, 5.0, size)
+    opener = Opener()
+    return Pool(upstream, asyncio.get_running_loop(), None, opener), opener
 
 
 def broken(conn: Connection) -> Connection:
@@ -44,7 +51,7 @@ async def settle() -> None:
 
 async def test_a_released_connection_goes_to_the_oldest_waiter() -> None:
     """Waiters are served in arrival order, each with the connection just released."""
-    pool = Opening(size=1)
+    pool, opener = opening(size=1)
     first, _ = await pool.acquire()
     order: list[int] = []
 
@@ -65,13 +72,13 @@ async def test_a_released_connection_goes_to_the_oldest_waiter() -> None:
         conn = await task
         assert conn is first
     assert order == [0, 1, 2, 3, 4]
-    assert pool.opened == 1
+    assert opener.opened == 1
 
 
 async def test_the_fast_path_never_overtakes_a_queue() -> None:
     """While a request waits, `take_idle` finds nothing, even the instant a connection is
     released: the connection is already the waiter's."""
-    pool = Opening(size=1)
+    pool, _ = opening(size=1)
     conn, _ = await pool.acquire()
     waiter = asyncio.create_task(pool.acquire())
     await settle()
@@ -85,7 +92,7 @@ async def test_the_fast_path_never_overtakes_a_queue() -> None:
 async def test_a_newcomer_queues_behind_waiters_even_with_a_slot_free() -> None:
     """A slot freed by a closed connection goes to the oldest waiter; a request arriving then
     does not open a connection of its own ahead of it."""
-    pool = Opening(size=1)
+    pool, opener = opening(size=1)
     conn, _ = await pool.acquire()
     older = asyncio.create_task(pool.acquire())
     await settle()
@@ -98,13 +105,13 @@ async def test_a_newcomer_queues_behind_waiters_even_with_a_slot_free() -> None:
     assert not newer.done()
     pool.release(new_conn)
     assert await newer == (new_conn, True)
-    assert pool.opened == 2
+    assert opener.opened == 2
 
 
 async def test_the_wait_deadline_counts_from_arrival() -> None:
     """A waiter that nothing reaches gets UpstreamTimeout after `connect_timeout` from its
     arrival, and leaves the queue."""
-    pool = Opening(size=1, connect_timeout=0.2)
+    pool, _ = opening(size=1, connect_timeout=0.2)
     await pool.acquire()
     started = asyncio.get_running_loop().time()
     with pytest.raises(UpstreamTimeout):
@@ -115,7 +122,7 @@ async def test_the_wait_deadline_counts_from_arrival() -> None:
 
 async def test_a_waiter_cancelled_after_the_hand_over_passes_it_on() -> None:
     """A connection handed to a waiter that is cancelled before it runs goes to the next."""
-    pool = Opening(size=1)
+    pool, _ = opening(size=1)
     conn, _ = await pool.acquire()
     first = asyncio.create_task(pool.acquire())
     second = asyncio.create_task(pool.acquire())
@@ -129,13 +136,32 @@ async def test_a_waiter_cancelled_after_the_hand_over_passes_it_on() -> None:
 async def test_a_fresh_request_takes_the_slot_of_an_idle_connection() -> None:
     """`fresh` (a resend after a stale connection) on a full pool of idle connections closes
     one and opens a new one instead of waiting for a slot nobody will free."""
-    pool = Opening(size=1)
+    pool, opener = opening(size=1)
     conn, _ = await pool.acquire()
     pool.release(conn)
     new, reused = await asyncio.wait_for(pool.acquire(fresh=True), 1)
     assert new is not conn
     assert not reused
-    assert pool.opened == 2
+    assert opener.opened == 2
+
+
+async def test_a_slot_whose_connection_fails_to_open_passes_to_the_next_waiter() -> None:
+    """A waiter handed a slot that cannot connect gets its error; the slot goes on to the
+    next waiter, and the count of open connections never leaks."""
+    pool, opener = opening(size=1)
+    conn, _ = await pool.acquire()
+    first = asyncio.create_task(pool.acquire())
+    second = asyncio.create_task(pool.acquire())
+    await settle()
+    opener.refuse = True
+    pool.release(broken(conn))
+    with pytest.raises(UpstreamUnreachable):
+        await first
+    opener.refuse = False
+    new, reused = await second
+    assert not reused
+    assert new is not conn
+    assert pool.waiting == 0
 
 
 # -- the property ------------------------------------------------------------------------------
@@ -151,7 +177,7 @@ ops = st.lists(
 
 
 async def run_schedule(size: int, schedule: list[tuple[object, ...]]) -> None:
-    pool = Opening(size)
+    pool, _ = opening(size)
     arrived: list[asyncio.Task[tuple[Connection, bool]]] = []
     granted: list[int] = []
     holding: list[Connection] = []
