@@ -84,7 +84,8 @@ def check_request_line(buf: bytes, line_end: int, limits: Limits) -> bool:
     whether it is HTTP/1.1."""
     if line_end > limits.max_request_line:
         raise HeadTooLarge("the request line is too long")
-    claimed = buf[line_end - 8 : line_end]
+    # (a line shorter than a version is none: no negative start, which would count from the end)
+    claimed = buf[line_end - 8 : line_end] if line_end >= 8 else b""
     if claimed == b"HTTP/1.1":
         return True
     if claimed == b"HTTP/1.0":
