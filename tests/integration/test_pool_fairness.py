@@ -41,7 +41,7 @@ async def test_waiting_requests_are_served_in_arrival_order(make_gateway: MakeGa
 
     async with asyncio.timeout(60):
         tasks = [asyncio.create_task(client(n)) for n in range(CLIENTS)]
-        await asyncio.sleep(1.0)  # every client's first request is in the gateway's queue
+        await asyncio.sleep(2.0)  # every client's first request is in the gateway's queue
         gate.set()
         await asyncio.gather(*tasks)
 
