@@ -9,7 +9,8 @@ DEMO_LISTEN ?= 127.0.0.1:8081
 
 .DEFAULT_GOAL := help
 FAST_TREE := build/fast-tree
-.PHONY: help run test lint format bench bench-slow clean demo-upstream build-fast fast-tree test-fast
+.PHONY: help run test lint format bench bench-slow bench-sweep bench-cache bench-instructions clean \
+	demo-upstream build-fast fast-tree test-fast
 
 help: ## show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -74,6 +75,15 @@ format: $(STAMP) ## format the code with ruff
 bench: $(STAMP) ## benchmark: upstream direct, nginx proxy_pass, Keygate; then bench-slow (bench/results/)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 	$(BIN)/python -m bench.slow $(SLOW_ARGS)
+
+bench-sweep: $(STAMP) ## nginx vs Keygate at 1..5,000 connections, CPU per request (SWEEP_ARGS="--compiled build/fast-tree")
+	$(BIN)/python -m bench.sweep $(SWEEP_ARGS)
+
+bench-cache: $(STAMP) ## RSS per cached key in the verified-key cache at 100,000 keys
+	$(BIN)/python -m bench.cache_memory $(CACHE_ARGS)
+
+bench-instructions: $(STAMP) ## instructions per proxied request under callgrind (INSTR_ARGS="--tree build/fast-tree")
+	$(BIN)/python -m bench.instructions $(INSTR_ARGS)
 
 bench-slow: $(STAMP) ## one worker under idle and trickling clients (writes bench/results/slow.md)
 	$(BIN)/python -m bench.slow $(SLOW_ARGS)
