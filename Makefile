@@ -13,7 +13,9 @@ LISTEN ?= $(or $(GATEWAY_LISTEN),127.0.0.1:8080)
 DEMO_LISTEN ?= 127.0.0.1:8081
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint format bench bench-slow clean demo-upstream
+FAST_TREE := build/fast-tree
+.PHONY: help run test lint format bench bench-slow bench-sweep bench-cache bench-instructions clean \
+	demo-upstream build-fast fast-tree test-fast
 
 help: ## show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -68,6 +70,20 @@ run: $(RUN_STAMP) ## serve on 127.0.0.1:8080 or GATEWAY_LISTEN (SQLite, in-proce
 test: $(DEV_STAMP) /usr/bin/chromium /usr/sbin/nginx ## run the whole test suite (real PostgreSQL and Redis; see README)
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
+build-fast: $(DEV_STAMP) ## a wheel in dist/ with the data plane compiled by mypyc (pure without a C compiler)
+	@$(BIN)/python -m pip install -q wheel
+	KEYGATE_COMPILE=1 $(BIN)/python -m pip wheel --no-build-isolation --no-deps -w dist .
+
+fast-tree: $(DEV_STAMP) ## a copy of the tree in build/fast-tree with the data plane compiled in place
+	rm -rf $(FAST_TREE) && mkdir -p $(FAST_TREE)
+	git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t $(FAST_TREE)
+	cd $(FAST_TREE) && KEYGATE_COMPILE=1 $(CURDIR)/$(BIN)/python setup.py -q build_ext --inplace
+	cd $(FAST_TREE) && $(CURDIR)/$(BIN)/python -c \
+	  "import gateway.proxy.front as m; assert m.__file__.endswith('.so'), 'not compiled: ' + m.__file__"
+
+test-fast: fast-tree /usr/bin/chromium ## the whole test suite against the compiled data plane (build/fast-tree)
+	cd $(FAST_TREE) && $(CURDIR)/$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
 lint: $(DEV_STAMP) ## ruff (lint + format check) and mypy --strict on gateway/
 	$(BIN)/ruff check gateway tests bench
 	$(BIN)/ruff format --check gateway tests bench
@@ -81,8 +97,17 @@ bench: $(DEV_STAMP) ## benchmark: upstream direct, nginx proxy_pass, Keygate; th
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 	$(BIN)/python -m bench.slow $(SLOW_ARGS)
 
+bench-sweep: $(DEV_STAMP) ## nginx vs Keygate at 1..5,000 connections, CPU per request (SWEEP_ARGS="--compiled build/fast-tree")
+	$(BIN)/python -m bench.sweep $(SWEEP_ARGS)
+
+bench-cache: $(DEV_STAMP) ## RSS per cached key in the verified-key cache at 100,000 keys
+	$(BIN)/python -m bench.cache_memory $(CACHE_ARGS)
+
+bench-instructions: $(DEV_STAMP) ## instructions per proxied request under callgrind (INSTR_ARGS="--tree build/fast-tree")
+	$(BIN)/python -m bench.instructions $(INSTR_ARGS)
+
 bench-slow: $(DEV_STAMP) ## one worker under idle and trickling clients (writes bench/results/slow.md)
 	$(BIN)/python -m bench.slow $(SLOW_ARGS)
 
 clean: ## remove the virtual environment, caches and local data
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis test-output
+	rm -rf $(VENV) build dist var .pytest_cache .mypy_cache .ruff_cache .hypothesis test-output

@@ -53,7 +53,7 @@ worker_processes 1;
 daemon off;
 pid {work}/{name}.pid;
 error_log {work}/{name}-error.log warn;
-events {{ worker_connections 4096; }}
+events {{ worker_connections 12000; }}
 http {{
     access_log off;
     client_body_temp_path {work}/tmp/{name}-body;
@@ -93,13 +93,16 @@ _PROXY = """
 """
 
 
-def nginx(binary: str, work: Path, name: str, body: str, port: int) -> subprocess.Popen[bytes]:
+def nginx(
+    binary: str, work: Path, name: str, body: str, port: int, cpu: int | None = None
+) -> subprocess.Popen[bytes]:
     (work / "tmp").mkdir(parents=True, exist_ok=True)
     os.chmod(work / "tmp", 0o777)  # noqa: S103 - nginx workers may run as another user
     conf = work / f"{name}.conf"
     conf.write_text(_NGINX_COMMON.format(work=work, name=name, body=body))
+    pin = ["taskset", "-c", str(cpu)] if cpu is not None else []  # its worker inherits it
     proc = subprocess.Popen(
-        [binary, "-p", str(work), "-c", str(conf)],
+        [*pin, binary, "-p", str(work), "-c", str(conf)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -107,13 +110,18 @@ def nginx(binary: str, work: Path, name: str, body: str, port: int) -> subproces
     return proc
 
 
-def nginx_upstream(binary: str, work: Path, port: int) -> subprocess.Popen[bytes]:
+def nginx_upstream(
+    binary: str, work: Path, port: int, cpu: int | None = None
+) -> subprocess.Popen[bytes]:
     payload = BODY.replace("\n", "\\n")
-    return nginx(binary, work, "upstream", _UPSTREAM.format(port=port, payload=payload), port)
+    body = _UPSTREAM.format(port=port, payload=payload)
+    return nginx(binary, work, "upstream", body, port, cpu)
 
 
-def nginx_proxy(binary: str, work: Path, port: int, upstream: int) -> subprocess.Popen[bytes]:
-    return nginx(binary, work, "proxy", _PROXY.format(port=port, upstream=upstream), port)
+def nginx_proxy(
+    binary: str, work: Path, port: int, upstream: int, cpu: int | None = None
+) -> subprocess.Popen[bytes]:
+    return nginx(binary, work, "proxy", _PROXY.format(port=port, upstream=upstream), port, cpu)
 
 
 def python_upstream(port: int) -> subprocess.Popen[bytes]:

@@ -6,10 +6,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.policy.evaluate import Principal, owner_grants
+from gateway.keys.sharing import Sharing
+from gateway.policy.evaluate import Principal
 from gateway.policy.model import Catalog
 from gateway.policy.networks import AddressRule
-from gateway.policy.pathrule import parse_path_rule
 from gateway.store.base import KeyWithOwner
 
 
@@ -105,26 +105,42 @@ class VerifiedKey:
     principal: Principal
 
 
-def principal_for(state: KeyState, catalog: Catalog) -> Principal:
-    """The principal a key state stands for, parsed against the current catalog."""
-    perms = []
-    for text in state.permissions:
-        try:
-            perms.append(catalog.parse(text))
-        except ValueError:
-            continue  # a permission the policy no longer knows grants nothing
-    return Principal(
+def principal_for(state: KeyState, catalog: Catalog, sharing: Sharing | None = None) -> Principal:
+    """The principal a key state stands for, parsed against the current catalog (built from
+    the parts `sharing` holds already, when given: see sharing.py)."""
+    return (sharing or Sharing(catalog)).principal(
         user_id=state.user_id,
         email=state.email,
-        grants=owner_grants(catalog, state.grants, is_admin=state.is_admin),
-        key_id=state.key_id,
-        key_permissions=tuple(perms),
-        path_rule=parse_path_rule(state.path_rule) if state.path_rule else None,
+        grants=state.grants,
         is_admin=state.is_admin,
+        key_id=state.key_id,
+        permissions=state.permissions,
+        path_rule=state.path_rule,
         limits=state.limits,
         metered=state.metered,
-        limited=bool(state.limits) or state.metered,
         address_rule=AddressRule.of(state.networks, state.owner_networks),
+    )
+
+
+def shared_state(state: KeyState, sharing: Sharing) -> KeyState:
+    """`state` with every field that other keys may hold alike replaced by its shared copy."""
+    one = sharing.one
+    return KeyState(
+        key_id=state.key_id,
+        user_id=one(state.user_id),
+        email=one(state.email),
+        label=state.label,
+        status=one(state.status),
+        expires_at=state.expires_at,
+        owner_disabled=state.owner_disabled,
+        is_admin=state.is_admin,
+        permissions=one(state.permissions),
+        grants=one(state.grants),
+        path_rule=one(state.path_rule),
+        limits=one(state.limits),
+        metered=state.metered,
+        networks=one(state.networks),
+        owner_networks=one(state.owner_networks),
     )
 
 

@@ -49,9 +49,11 @@ from gateway.errors import Unauthenticated, Unavailable
 from gateway.keys import format as keyformat
 from gateway.keys.hashing import KeyHasher
 from gateway.keys.rehash import PreviousSecrets
+from gateway.keys.sharing import Sharing
 from gateway.keys.state import KeyState as KeyState
 from gateway.keys.state import VerifiedKey as VerifiedKey
 from gateway.keys.state import principal_for as principal_for
+from gateway.keys.state import shared_state
 from gateway.policy.model import Catalog
 from gateway.store.base import Store, StoreError
 
@@ -106,6 +108,7 @@ class KeyVerifier:
         # Keys hashed with a rotated-out secret: tried only when the database misses.
         self._previous = previous
         self._shared = shared
+        self._sharing = Sharing(catalog, limit=2 * local_size)  # what cached keys hold alike
         self._known: LocalCache[_Cached] = LocalCache(local_size)
         self._unknown: LocalCache[_Cached] = LocalCache(local_size)
         self._local_ttl = local_ttl
@@ -309,7 +312,8 @@ class KeyVerifier:
         return True
 
     def _verified(self, state: KeyState) -> VerifiedKey:
-        return VerifiedKey(state, principal_for(state, self._catalog))
+        state = shared_state(state, self._sharing)
+        return VerifiedKey(state, principal_for(state, self._catalog, self._sharing))
 
     # -- invalidation and housekeeping -------------------------------------------------
 

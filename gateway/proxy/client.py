@@ -18,7 +18,7 @@ import contextlib
 import logging
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from urllib.parse import urlsplit
 
 from gateway.policy.model import Upstream
@@ -55,14 +55,28 @@ def worth_resending(error: UpstreamError, method: str, has_body: bool, reused: b
 
 # -- the pool ----------------------------------------------------------------------------------
 
+Opener = Callable[["Pool"], Awaitable[Connection]]
+
 
 class Pool:
-    """Keep-alive connections to one upstream, at most `upstream.pool_size` open at once."""
+    """Keep-alive connections to one upstream, at most `upstream.pool_size` open at once.
+
+    Fair under load: requests that find no connection wait in one queue, and whatever frees
+    up (a connection done with its exchange, or the slot of one that closed) is handed to the
+    oldest waiter directly, so a woken waiter never has to compete for it again. While anyone
+    waits, no newcomer takes an idle connection or opens a new one: the task-free fast path
+    (`take_idle`) cannot overtake the queue, and the wait's deadline counts from arrival.
+    """
 
     def __init__(
-        self, upstream: Upstream, loop: asyncio.AbstractEventLoop, tls: ssl.SSLContext | None
+        self,
+        upstream: Upstream,
+        loop: asyncio.AbstractEventLoop,
+        tls: ssl.SSLContext | None,
+        opener: Opener | None = None,
     ) -> None:
         parts = urlsplit(upstream.url)
+        self._opener = opener  # how a connection is opened, if not by a socket (tests)
         self.upstream = upstream
         self.loop = loop
         self.host = parts.hostname or ""
@@ -73,8 +87,9 @@ class Pool:
         self.connect_timeout = upstream.connect_timeout
         self.read_timeout = upstream.read_timeout
         self._idle: list[Connection] = []
-        self._open = 0
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._open = 0  # connections open or being opened, and slots handed to a waiter
+        # Each waiter is answered with a connection to reuse, or None: a slot to open one in.
+        self._waiters: collections.deque[asyncio.Future[Connection | None]] = collections.deque()
         self._closed = False
         self._watched: set[Connection] = set()
         self._sweeper: asyncio.TimerHandle | None = None
@@ -96,9 +111,15 @@ class Pool:
             conn.check_deadline(now)
         self._sweeper = self.loop.call_later(SWEEP_SECONDS, self._sweep) if self._watched else None
 
+    @property
+    def waiting(self) -> int:
+        """How many requests wait for a connection."""
+        return len(self._waiters)
+
     def take_idle(self) -> Connection | None:
-        """A pooled connection fit for reuse, if any (the hot path: no coroutine needed)."""
-        if self._idle:
+        """A pooled connection fit for reuse, if any and if nobody waits for one (the hot
+        path: no coroutine needed)."""
+        if self._idle and not self._waiters:
             now = time.monotonic()
             while self._idle:
                 conn = self._idle.pop()
@@ -108,38 +129,71 @@ class Pool:
         return None
 
     async def acquire(self, *, fresh: bool = False) -> tuple[Connection, bool]:
-        """A connection and whether it was reused from the pool."""
-        deadline: float | None = None
-        while True:
-            if not fresh:
-                conn = self.take_idle()
-                if conn is not None:
-                    return conn, True
+        """A connection and whether it was reused from the pool (never, if `fresh`)."""
+        if not self._waiters:
+            conn = None if fresh else self.take_idle()
+            if conn is not None:
+                return conn, True
             if self._open < self.size:
+                self._open += 1
                 return await self._connect(), False
-            if deadline is None:
-                deadline = self.loop.time() + self.connect_timeout
-            await self._wait_slot(deadline)
+            if fresh and self._idle:  # a new connection in the slot of an idle one
+                self._retire(self._idle.pop())
+                return await self._connect(), False
+        conn = await self._wait(self.loop.time() + self.connect_timeout)
+        if conn is None:
+            return await self._connect(), False
+        if fresh:
+            self._retire(conn)
+            return await self._connect(), False
+        return conn, True
 
-    async def _wait_slot(self, deadline: float) -> None:
-        waiter = self.loop.create_future()
+    async def _wait(self, deadline: float) -> Connection | None:
+        waiter: asyncio.Future[Connection | None] = self.loop.create_future()
         self._waiters.append(waiter)
         try:
             async with asyncio.timeout_at(deadline):
-                await waiter
+                return await waiter
         except BaseException as exc:
-            with contextlib.suppress(ValueError):
-                self._waiters.remove(waiter)
             if waiter.done() and not waiter.cancelled():
-                self._wake_one()  # we were handed a slot we will not use: pass it on
+                self._pass_on(waiter.result())  # handed over just now, and not used
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
             if isinstance(exc, TimeoutError):
                 raise UpstreamTimeout("no upstream connection became free in time") from None
             raise
 
+    def _pass_on(self, conn: Connection | None) -> None:
+        if conn is None:
+            self._free_slot()
+        else:
+            self.release(conn)
+
+    def _hand_over(self, conn: Connection | None) -> bool:
+        """Give `conn` (or a slot, for None) to the oldest waiter, if there is one."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)
+                return True
+        return False
+
+    def _free_slot(self) -> None:
+        if not self._hand_over(None):  # else the slot stays counted: the waiter opens one
+            self._open -= 1
+
+    def _retire(self, conn: Connection) -> None:
+        """Close `conn` but keep its slot for the caller's new connection."""
+        conn.shutdown()
+        conn.counted = False
+
     async def _connect(self) -> Connection:
-        self._open += 1
+        """Open a connection in a slot already counted in `_open`."""
         try:
             async with asyncio.timeout(self.connect_timeout):
+                if self._opener is not None:
+                    return await self._opener(self)
                 _, conn = await self.loop.create_connection(
                     lambda: Connection(self, self.loop, self.host_header, self.read_timeout),
                     self.host,
@@ -148,16 +202,13 @@ class Pool:
                     server_hostname=self.host if self.tls else None,
                 )
         except TimeoutError:
-            self._open -= 1
-            self._wake_one()
+            self._free_slot()
             raise UpstreamTimeout("the upstream did not accept a connection in time") from None
         except OSError:
-            self._open -= 1
-            self._wake_one()
+            self._free_slot()
             raise UpstreamUnreachable("the upstream could not be reached") from None
         except BaseException:
-            self._open -= 1
-            self._wake_one()
+            self._free_slot()
             raise
         return conn
 
@@ -166,9 +217,9 @@ class Pool:
             return  # released before; releasing twice must not free a second slot
         if conn.reusable and not self._closed:
             conn.to_idle()
-            conn.idle_since = time.monotonic()
-            self._idle.append(conn)
-            self._wake_one()
+            if not self._hand_over(conn):
+                conn.idle_since = time.monotonic()
+                self._idle.append(conn)
         else:
             self._forget(conn)
 
@@ -176,8 +227,7 @@ class Pool:
         conn.shutdown()
         if conn.counted:
             conn.counted = False
-            self._open -= 1
-            self._wake_one()
+            self._free_slot()
 
     def lost(self, conn: Connection) -> None:
         with contextlib.suppress(ValueError):
@@ -205,13 +255,6 @@ class Pool:
             log.exception("sending a request again failed unexpectedly")
             answer = UpstreamClosed("the upstream exchange failed")
         listener(answer)
-
-    def _wake_one(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
 
     def close(self) -> None:
         self._closed = True

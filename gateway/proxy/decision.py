@@ -119,8 +119,8 @@ def decide(
             return NeedsLookup(policy, method, target, match, credential, None)
         digest = keys.digest(credential.key)
         found = keys.known(digest)
-    except GatewayError as exc:
-        return Refused(exc, target.path, exc.code)
+    except GatewayError as error:  # (not `exc`: compiled, one name holds one type)
+        return Refused(error, target.path, error.code)
     if found is None:
         return NeedsLookup(policy, method, target, match, credential, digest)
     return _authorize(policy, target, match, found.principal, address)

@@ -5,9 +5,10 @@ aiohttp's web server alone caps the data plane well below the throughput target,
 data-plane requests are served here. `FrontProtocol` is a thin driver: it moves the client's
 bytes into the HTTP/1.1 state machine (`h1.server.ServerConnection`), hands each request to
 the connection's `Exchanger` (front_exchange.py: decide, forward, answer), keeps the client
-deadlines the state machine names, and applies flow control. Everything else — the gateway's
-own surfaces, WebSocket upgrades, `Expect`, CONNECT — is handed over, connection and all, to
-the full aiohttp application on an internal listener (`front_splice`).
+deadlines the state machine names, and applies flow control (`Expect: 100-continue` is
+answered here, once the request is allowed). Everything else — the gateway's own surfaces,
+WebSocket upgrades, any other `Expect`, CONNECT — is handed over, connection and all, to the
+full aiohttp application on an internal listener (`front_splice`).
 
 Requests on one connection are served strictly in order, one at a time; bytes of pipelined
 requests wait in the state machine (reading pauses when they grow).
@@ -26,6 +27,7 @@ from gateway.proxy.front_context import FrontContext
 from gateway.proxy.front_exchange import Exchanger
 from gateway.proxy.front_splice import Splice
 from gateway.proxy.h1.errors import ProtocolError
+from gateway.proxy.h1.request_head import CONTINUE
 from gateway.proxy.h1.server import (
     BODY,
     CLOSED,
@@ -179,7 +181,7 @@ class FrontProtocol(asyncio.Protocol):
             self._h1.answered(False)
             self._close()
             return False
-        if head.upgrade or head.expect or self._is_gateway(head.target):
+        if head.upgrade or head.expect not in (None, CONTINUE) or self._is_gateway(head.target):
             self._hand_over()
             return False
         self._busy = True

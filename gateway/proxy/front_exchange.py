@@ -31,6 +31,8 @@ from gateway.proxy.upstream_http import UpstreamError
 
 log = logging.getLogger("gateway.proxy")
 
+CONTINUE_LINE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
 
 class Driver(Protocol):
     """What the exchange needs of the connection's driver."""
@@ -252,20 +254,26 @@ class Exchanger:
             result = decide_now(services, head.method, head.target, head.values, self.peer)
         if isinstance(result, Pending):
             result = await finish(services, result, head.values, self.peer)
+        body = self._body
         if isinstance(result, Refused):
-            return self._refuse(head, result)
+            # A client that waits for `100 Continue` has not sent its body: it never will be
+            # read. The connection closes after the answer (RFC 9110 §10.1.1 lets a client
+            # send the body anyway; nothing of it may be taken for a next request).
+            return self._refuse(head, result, keep_alive=head.expect is None or body is None)
+        if head.expect is not None and body is not None and not body.ended:
+            self._send(CONTINUE_LINE)  # allowed: now the upload is worth sending
         path, out_headers = self._upstream_request(head, result)
         length = head.length if head.length >= 0 and not head.chunked else None
         live = self._ctx.forwarder.live
         watched = None
-        if self._body is not None and not self._body.ended and live is not None:
+        if body is not None and not body.ended and live is not None:
             # An upload still arriving: its key is followed while it is forwarded.
             watched = live.watch(
                 head.method, head.target, head.values, result.principal, self.cut, self.peer
             )
         try:
             response = await self._ctx.forwarder.client.request(
-                result.upstream, head.method, path, out_headers, self._body, length
+                result.upstream, head.method, path, out_headers, body, length
             )
         except UpstreamError as exc:
             return self._upstream_failed(head, exc, result)
@@ -286,10 +294,10 @@ class Exchanger:
         target = allowed.target
         return (target.path + "?" + target.query if target.query else target.path), headers
 
-    def _refuse(self, head: RequestHead, refusal: Refused) -> bool:
+    def _refuse(self, head: RequestHead, refusal: Refused, *, keep_alive: bool = True) -> bool:
         status, out, data = problem_parts(refusal.error, refusal.instance)
         return self._write_answer(
-            status, out, data, keep_alive=True, head_only=head.method == "HEAD"
+            status, out, data, keep_alive=keep_alive, head_only=head.method == "HEAD"
         )
 
     def _upstream_failed(self, head: RequestHead, exc: UpstreamError, allowed: Allowed) -> bool:

@@ -50,6 +50,7 @@ upstreams:
   dead: {{url: "http://127.0.0.1:{dead}", connect_timeout: 1, read_timeout: 1}}
   tiny: {{url: "{raw}", connect_timeout: 0.5, read_timeout: 3, pool_size: 1}}
   unaccepting: {{url: "http://127.0.0.1:{unaccepting}", connect_timeout: 0.5, read_timeout: 1}}
+  few: {{url: "{main}", connect_timeout: 10, read_timeout: 10, pool_size: 2}}
 routes:
   - {{path: /public/**, upstream: main, auth: none}}
   - {{path: /api/**, upstream: main, permission: t.read}}
@@ -60,6 +61,7 @@ routes:
   - {{path: /dead/**, upstream: dead, permission: t.read}}
   - {{path: /tiny/**, upstream: tiny, permission: t.read}}
   - {{path: /unaccepting/**, upstream: unaccepting, permission: t.read}}
+  - {{path: /few/**, upstream: few, permission: t.read}}
   - {{path: /limited/**, upstream: main, permission: t.read, limits: [tight]}}
   - {{path: /limited-admin/**, upstream: main, permission: t.admin, limits: [tight]}}
   - {{path: /costly/**, upstream: main, permission: t.read, limits: [tight], cost: 2}}

@@ -14,6 +14,7 @@ from gateway.proxy.h1.errors import (
     UnsupportedVersion,
 )
 from gateway.proxy.h1.limits import Limits
+from gateway.proxy.h1.request_head import CONTINUE
 from gateway.proxy.h1.server import (
     CLOSED,
     END_OF_BODY,
@@ -182,9 +183,26 @@ def test_the_head_as_parsed() -> None:
     assert head.api_keys == ["k1", "k2"] == head.values("X-Api-Key")
     assert head.authorization == ["Bearer t"] == head.values("authorization")
     assert head.values("CONTENT-LENGTH") == ["2"]
-    assert (head.length, head.chunked, head.expect, head.has_body) == (2, False, True, True)
+    assert (head.length, head.chunked, head.expect, head.has_body) == (2, False, CONTINUE, True)
     assert head.keep_alive
     assert not head.upgrade
+
+
+@pytest.mark.parametrize(
+    ("line", "fields", "expect"),
+    [
+        (b"POST / HTTP/1.1", [b"Expect: 100-Continue"], CONTINUE),
+        (b"POST / HTTP/1.1", [], None),
+        (b"POST / HTTP/1.1", [b"Expect: 200-ok"], "200-ok"),
+        (b"POST / HTTP/1.1", [b"Expect: 100-continue", b"Expect: x"], "x"),
+        (b"POST / HTTP/1.0", [b"Expect: 100-continue"], None),  # RFC 9110 10.1.1: ignored
+    ],
+)
+def test_the_expectation_as_noted(line: bytes, fields: list[bytes], expect: str | None) -> None:
+    """`100-continue` in any case is the one expectation noted as such; another is kept as
+    sent (answered 417); an HTTP/1.0 request's is ignored."""
+    data = req(HOST, b"Content-Length: 1", *fields, line=line, body=b"x")
+    assert head_of(feed(data)[1]).expect == expect
 
 
 @pytest.mark.parametrize(

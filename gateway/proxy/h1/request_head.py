@@ -28,7 +28,9 @@ class RequestHead(NamedTuple):
     upgrade: bool  # an Upgrade request or CONNECT
     length: int  # -1: no Content-Length
     chunked: bool
-    expect: bool  # an Expect header
+    # None without an Expect header (or with one in an HTTP/1.0 request: ignored, RFC 9110
+    # §10.1.1); CONTINUE for `100-continue` (any case); else the value as sent (answered 417).
+    expect: str | None
     # Noted while parsing, so the hot path does not scan the headers again for them:
     host: str | None
     authorization: list[str]  # every Authorization value
@@ -73,6 +75,7 @@ class _Fields:
 
 # Lengths of the header names noted while parsing (a length test first keeps the pass cheap):
 # host, expect, x-api-key, authorization, content-length, transfer-encoding.
+CONTINUE = "100-continue"
 _NOTED_SIZES = frozenset({4, 6, 9, 13, 14, 17})
 
 
@@ -81,7 +84,8 @@ def check_request_line(buf: bytes, line_end: int, limits: Limits) -> bool:
     whether it is HTTP/1.1."""
     if line_end > limits.max_request_line:
         raise HeadTooLarge("the request line is too long")
-    claimed = buf[line_end - 8 : line_end]
+    # (a line shorter than a version is none: no negative start, which would count from the end)
+    claimed = buf[line_end - 8 : line_end] if line_end >= 8 else b""
     if claimed == b"HTTP/1.1":
         return True
     if claimed == b"HTTP/1.0":
@@ -122,7 +126,8 @@ def parse_head(block: bytes, limits: Limits) -> RequestHead:
     keep_alive = fields.keep_alive
     headers: list[Header] = []
     length = -1
-    chunked = expect = False
+    chunked = False
+    expect: str | None = None
     host: str | None = None
     hosts = 0
     authorization: list[str] = []
@@ -152,7 +157,7 @@ def parse_head(block: bytes, limits: Limits) -> RequestHead:
             if value.strip(" \t").lower() != "chunked":
                 raise MalformedMessage("only the chunked transfer coding is supported")
         elif lower == "expect":
-            expect = True
+            expect = CONTINUE if expect is None and value.lower() == CONTINUE else value
         elif lower == "authorization":
             authorization.append(value)
         elif lower == "x-api-key":
@@ -165,6 +170,8 @@ def parse_head(block: bytes, limits: Limits) -> RequestHead:
         raise MalformedMessage("the request has more than one Host header")
     if http11 and hosts == 0:
         raise MalformedMessage("an HTTP/1.1 request needs a Host header")
+    if not http11:
+        expect = None
     if chunked and not http11:
         # RFC 9112 §6.1: a transfer coding in an HTTP/1.0 message is faulty framing.
         raise MalformedMessage("HTTP/1.0 requests cannot use a transfer coding")
