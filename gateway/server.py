@@ -15,10 +15,11 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from gateway import logs, metrics
+from gateway import admin_listener, logs, metrics
 from gateway.app import create_app
 from gateway.server_limits import ClientLimits, LimitedRunner
 from gateway.settings import Settings
+from gateway.state import SETTINGS
 
 log = logging.getLogger("gateway")
 SHUTDOWN_TIMEOUT = 10.0
@@ -107,6 +108,7 @@ async def _serve_app(
     metrics.watch_open_connections(lambda: gate.open)
     try:
         await web.SockSite(runner, sock).start()
+        await admin_listener.start(runner, app[SETTINGS])
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -118,11 +120,7 @@ async def _serve_app(
 
 def _spawned_worker(settings: Settings, number: int) -> None:
     """Entry point of a worker process: a fresh interpreter, so logging is set up again."""
-    logging.basicConfig(
-        level=settings.log_level,
-        format=f"%(asctime)s %(levelname)s %(name)s[worker {number}]: %(message)s",
-    )
-    logs.install()
+    logs.configure(settings.log_level, settings.log_format, worker=number)
     try:
         sock = _bind(settings)
     except OSError as exc:
@@ -153,7 +151,12 @@ def serve(settings: Settings, *, announce: Callable[[str], None]) -> None:
     if settings.workers == 1:
         _run_worker(settings, None)
         return
-    sys.exit(_supervise(settings))
+    cleanup = metrics.prepare_workers(settings.workers)  # before any worker starts
+    try:
+        status = _supervise(settings)
+    finally:
+        cleanup()
+    sys.exit(status)
 
 
 def _supervise(settings: Settings) -> int:
@@ -191,6 +194,7 @@ def _supervise(settings: Settings) -> int:
             assert isinstance(sentinel, int)  # process sentinels are file descriptors
             proc = running.pop(sentinel)
             proc.join()
+            metrics.worker_exited(proc.pid)
             if not stopping:
                 log.error("%s exited (status %s); stopping the others", proc.name, proc.exitcode)
                 failed = stopping = True

@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from gateway import events
 from gateway.cache.redis import SharedCache
 from gateway.errors import GatewayError, TooManyRequests
 from gateway.keys.budget import KEY_FAILURES, KeyBudget
@@ -79,6 +80,12 @@ class Services:
         if user is None:
             self.ip_throttle.failed(address)
             self.account_throttle.failed(account)
+            events.login_failed(address)
+            wait = max(
+                self.ip_throttle.retry_after(address), self.account_throttle.retry_after(account)
+            )
+            if wait:
+                events.login_locked(address, wait)
             return None
         # Only the account's count is cleared: one good password must not buy an address
         # more guesses at other accounts.

@@ -51,12 +51,14 @@ class Allowed(NamedTuple):
 
 class Refused(NamedTuple):
     """A refused request: the error to answer with, its problem `instance`, the outcome it is
-    counted under, and the key it came with (for the log; never the key itself)."""
+    counted under, the key it came with (for the log; never the key itself), and the template
+    of the route it matched (None: no route matched)."""
 
     error: GatewayError
     instance: str | None
     outcome: str
     key_id: str | None = None
+    route: str | None = None
 
 
 class NeedsLookup(NamedTuple):
@@ -90,6 +92,7 @@ def decide(
     route = match.route
     if route.auth_none:
         return _authorize(policy, target, match, None)
+    template = route.path
     try:
         credential = extract(values("Authorization"), values("X-API-KEY"))
         if credential is None:
@@ -104,7 +107,7 @@ def decide(
         digest = keys.digest(credential.key)
         found = keys.known(digest)
     except GatewayError as exc:
-        return Refused(exc, target.path, exc.code)
+        return Refused(exc, target.path, exc.code, None, template)
     if found is None:
         return NeedsLookup(method, target, match, credential, digest)
     return _authorize(policy, target, match, found.principal)
@@ -120,13 +123,15 @@ def _authorize(
 ) -> Allowed | Refused:
     verdict = authorize(principal, match, target.path, policy.catalog)
     if isinstance(verdict, Denied):
+        template = match.route.path
         if principal is None:
-            return Refused(denial_error(verdict), target.path, verdict.reason)
+            return Refused(denial_error(verdict), target.path, verdict.reason, None, template)
         return Refused(
             denial_error(verdict, principal.path_rule),
             target.path,
             verdict.reason,
             principal.key_id,
+            template,
         )
     route = match.route
     return Allowed(target, route, policy.upstreams[route.upstream], principal)

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import time
 from collections.abc import Sequence
 
 from aiohttp import web
 
-from gateway import metrics
+from gateway import events, metrics
+from gateway.access import EXCHANGE, Exchange
 from gateway.credentials import KeyCredential, PasswordCredential
 from gateway.errors import GatewayError, Unauthenticated
 from gateway.keys.budget import KEY_FAILURES
@@ -39,6 +41,8 @@ from gateway.services import Services
 from gateway.state import FORWARDER, SERVICES
 
 log = logging.getLogger("gateway.proxy")
+# Refusals of a known key, logged as security events with the unknown and malformed ones.
+_KEY_REFUSALS = frozenset({"key-disabled", "key-expired", "owner-disabled"})
 
 
 def decide_now(
@@ -48,9 +52,8 @@ def decide_now(
     `finish` completes. The fast front serves a request decided now without a task for it.
     `peer` is the socket peer's address, for the failed-key budget."""
     decision = decide(services.policy, services.verifier, method, raw_target, values)
-    if isinstance(decision, Allowed):
-        metrics.PROXY_REQUESTS.inc("allowed")
-    elif isinstance(decision, Refused):
+    if decision.__class__ is Refused:
+        assert isinstance(decision, Refused)
         if decision.outcome in KEY_FAILURES:
             decision = _key_failed(services, decision, values, peer)
         _count_refusal(decision, method)
@@ -61,8 +64,12 @@ def _key_failed(
     services: Services, refused: Refused, values: HeaderValues, peer: str | None
 ) -> Refused:
     """Charge a key refused from memory to its address; the 429 instead once it is over."""
-    over = services.key_budget.charge(client_address(values, peer, services))
-    return refused if over is None else Refused(over, refused.instance, over.code)
+    address = client_address(values, peer, services)
+    events.key_refused(refused.outcome, refused.key_id, address)
+    over = services.key_budget.charge(address)
+    if over is None:
+        return refused
+    return Refused(over, refused.instance, over.code, refused.key_id, refused.route)
 
 
 async def finish(
@@ -82,18 +89,18 @@ async def finish(
             address = client_address(values, peer, services)
             principal = await password_principal(services, credential, address)
     except GatewayError as exc:
-        decision: Allowed | Refused = Refused(exc, needs.target.path, exc.code)
+        route = needs.match.route.path
+        decision: Allowed | Refused = Refused(exc, needs.target.path, exc.code, None, route)
+        if exc.code in KEY_FAILURES or exc.code in _KEY_REFUSALS:
+            events.key_refused(exc.code, None, address)
     else:
         decision = resume(services.policy, needs, principal)
-    if isinstance(decision, Allowed):
-        metrics.PROXY_REQUESTS.inc("allowed")
-    else:
+    if isinstance(decision, Refused):
         _count_refusal(decision, needs.method)
     return decision
 
 
 def _count_refusal(refused: Refused, method: str) -> None:
-    metrics.PROXY_REQUESTS.inc(refused.outcome)  # outcomes are a small fixed set
     if refused.key_id is not None:  # an authenticated caller the policy refused
         log.info(
             "denied %s %s key=%s: %s",
@@ -144,6 +151,20 @@ def _within(
     return any(ip in net for net in networks)
 
 
+def _note(exchange: Exchange, decision: Allowed | Refused, lookup: bool) -> None:
+    """The decision, for metrics and the access log (observing.py)."""
+    exchange.auth = seconds = time.perf_counter() - exchange.started
+    metrics.auth_decided(seconds, lookup=lookup)
+    if isinstance(decision, Refused):
+        exchange.route = decision.route or metrics.UNMATCHED
+        exchange.outcome, exchange.key_id = decision.outcome, decision.key_id
+        return
+    exchange.route, exchange.outcome = decision.route.path, "allowed"
+    if decision.principal is not None:
+        exchange.key_id = decision.principal.key_id
+        exchange.user_id = decision.principal.user_id
+
+
 async def defer_continue(request: web.Request) -> None:
     """The catch-all's expect handler: send nothing yet.
 
@@ -164,8 +185,12 @@ async def handle(request: web.Request) -> web.StreamResponse:
 
     services = request.app[SERVICES]
     decision = decide_now(services, request.method, request.raw_path, values, request.remote)
+    lookup = isinstance(decision, NeedsLookup)
     if isinstance(decision, NeedsLookup):
         decision = await finish(services, decision, values, request.remote)
+    exchange = request.get(EXCHANGE)
+    if exchange is not None:
+        _note(exchange, decision, lookup)
     if isinstance(decision, Refused):
         return problem_response(decision.error, decision.instance)
     if request.version >= (1, 1) and "Expect" in headers:

@@ -180,6 +180,10 @@ BAD_VALUES: dict[str, str] = {
     "key_failure_window": "0.5",
     "authorization_code_ttl": "-60",
     "listen": "abc",
+    "admin_listen": "127.0.0.1:port",
+    "log_format": "xml",
+    "tracing": "zipkin",
+    "tracing_endpoint": "ftp://collector",
     "secret": "short",
     "secret_file": "/nonexistent/keygate-secret",
     "key_encryption_key": "not-hex",
@@ -556,3 +560,25 @@ def test_accepted_key_prefixes() -> None:
     assert load_settings(None, environ={}).accepted_key_prefixes == ()
     message = error({"GATEWAY_KEY_PREFIX": "kg", "GATEWAY_ACCEPTED_KEY_PREFIXES": "apk,kg"})
     assert message.startswith("accepted_key_prefixes: 'kg' is the current key_prefix")
+
+
+def test_observability_settings() -> None:
+    """admin_listen, log_format and tracing parse, default off, and the admin port must differ."""
+    s = load_settings(environ={})
+    assert (s.admin_listen, s.log_format, s.tracing) == (None, "text", "off")
+    s = load_settings(
+        environ={
+            "GATEWAY_ADMIN_LISTEN": "127.0.0.1:9090",
+            "GATEWAY_LOG_FORMAT": "JSON",
+            "GATEWAY_TRACING": "console",
+        }
+    )
+    assert (s.admin_listen, s.admin_listen_port, s.log_format, s.tracing) == (
+        "127.0.0.1:9090",
+        9090,
+        "json",
+        "console",
+    )
+    message = error({"GATEWAY_LISTEN": "127.0.0.1:9000", "GATEWAY_ADMIN_LISTEN": "0.0.0.0:9000"})
+    assert message.startswith("admin_listen: ")
+    assert "port of its own" in message
