@@ -22,6 +22,7 @@ from aiohttp.typedefs import Middleware
 
 from gateway.errors import NotFound
 from gateway.proxy import handler as proxy
+from gateway.proxy.render import problem_response
 from gateway.settings import Settings
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -51,7 +52,9 @@ def split(settings: Settings) -> Middleware:
             if not on_admin:
                 return await proxy.handle(request)  # as if the gateway had no such page
         elif on_admin and template not in BOTH:
-            raise NotFound("the admin listener serves operations and /v1/admin only")
+            return problem_response(
+                NotFound("the admin listener serves operations and /v1/admin only")
+            )
         return await handler(request)
 
     return admin_split
