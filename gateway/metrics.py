@@ -11,8 +11,11 @@ Label values come from small fixed sets: policy route templates (never raw paths
 from a fixed list, status classes, outcome codes, upstream names, cache layers. Never a key,
 key id, user id or address.
 
-The data plane records each request once, when it is answered (`request_done`), through
-labelled children bound on first use and kept: no `labels(...)` lookup per request.
+The data plane records each request once, when it is answered (`request_done`), into plain
+counts bound to their labelled children on first use (`Tally`, `Timings`): no `labels(...)`
+lookup, lock or file write per request. They are handed to prometheus_client at every scrape
+and every SAMPLE_SECONDS, so with several workers another worker's requests show up in a
+scrape within about a second.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any
 
@@ -153,11 +157,90 @@ POLICY_INFO = Gauge(
 
 # -- the data plane's per-request record ----------------------------------------------------
 
-_requests: dict[tuple[str, str, int, str], Any] = {}
-_durations: dict[str, Any] = {}
-_upstreams: dict[str, Any] = {}
-_AUTH_MEMORY = AUTH_SECONDS.labels("memory")
-_AUTH_LOOKUP = AUTH_SECONDS.labels("lookup")
+
+class Tally:
+    """Counter increments held in a plain int and added to the Prometheus child at `flush`.
+
+    prometheus_client's `inc` takes a lock and, with several workers, writes a memory-mapped
+    file: a few microseconds, several times per request, on the data plane's hot path. The
+    event loop needs no lock, so requests only add here; `flush` (every SAMPLE_SECONDS and at
+    each scrape, see `sample`) hands the sums over. Event-loop code only.
+    """
+
+    __slots__ = ("_child", "pending")
+
+    def __init__(self, child: Any) -> None:
+        self._child = child
+        self.pending = 0
+
+    def inc(self) -> None:
+        self.pending += 1
+
+    def flush(self) -> None:
+        if self.pending:
+            pending, self.pending = self.pending, 0
+            self._child.inc(pending)
+
+
+class Timings:
+    """Histogram observations held in plain counts per bucket, as `Tally` holds increments.
+
+    `flush` adds them to the child's own bucket and sum values (prometheus_client's
+    `Histogram` keeps one value per bucket, not cumulated, in `_buckets`, and the sum in
+    `_sum`; tests/unit/test_observability.py checks the result against `observe`).
+    """
+
+    __slots__ = ("_bounds", "_child", "_counts", "_sum")
+
+    def __init__(self, child: Any) -> None:
+        self._child = child
+        self._bounds: list[float] = list(child._upper_bounds)
+        self._counts = [0] * len(self._bounds)
+        self._sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self._counts[bisect_left(self._bounds, seconds)] += 1
+        self._sum += seconds
+
+    def flush(self) -> None:
+        counts = self._counts
+        if not any(counts):
+            return
+        self._counts = [0] * len(counts)
+        total, self._sum = self._sum, 0.0
+        buckets = self._child._buckets
+        for i, count in enumerate(counts):
+            if count:
+                buckets[i].inc(count)
+        self._child._sum.inc(total)
+
+
+_pending: list[Tally | Timings] = []
+
+
+def _tally(child: Any) -> Tally:
+    held = Tally(child)
+    _pending.append(held)
+    return held
+
+
+def _timings(child: Any) -> Timings:
+    held = Timings(child)
+    _pending.append(held)
+    return held
+
+
+def flush() -> None:
+    """Hand what requests counted over to prometheus_client (see `Tally`)."""
+    for held in _pending:
+        held.flush()
+
+
+_requests: dict[tuple[str, str, int, str], Tally] = {}
+_durations: dict[str, Timings] = {}
+_upstreams: dict[str, Timings] = {}
+_AUTH_MEMORY = _timings(AUTH_SECONDS.labels("memory"))
+_AUTH_LOOKUP = _timings(AUTH_SECONDS.labels("lookup"))
 
 
 def request_done(route: str, method: str, status: int, outcome: str, seconds: float) -> None:
@@ -166,23 +249,22 @@ def request_done(route: str, method: str, status: int, outcome: str, seconds: fl
     if method not in METHODS:
         method = "OTHER"
     key = (route, method, status, outcome)
-    child = _requests.get(key)
-    if child is None:
-        child = _requests[key] = REQUESTS.labels(
-            route, method, STATUS_CLASSES[status // 100 if 0 <= status < 600 else 0], outcome
-        )
-    child.inc()
-    timer = _durations.get(route)
-    if timer is None:
-        timer = _durations[route] = REQUEST_SECONDS.labels(route)
-    timer.observe(seconds)
+    tally = _requests.get(key)
+    if tally is None:
+        status_class = STATUS_CLASSES[status // 100 if 0 <= status < 600 else 0]
+        tally = _requests[key] = _tally(REQUESTS.labels(route, method, status_class, outcome))
+    tally.pending += 1
+    timings = _durations.get(route)
+    if timings is None:
+        timings = _durations[route] = _timings(REQUEST_SECONDS.labels(route))
+    timings.observe(seconds)
 
 
 def upstream_answered(upstream: str, seconds: float) -> None:
-    timer = _upstreams.get(upstream)
-    if timer is None:
-        timer = _upstreams[upstream] = UPSTREAM_SECONDS.labels(upstream)
-    timer.observe(seconds)
+    timings = _upstreams.get(upstream)
+    if timings is None:
+        timings = _upstreams[upstream] = _timings(UPSTREAM_SECONDS.labels(upstream))
+    timings.observe(seconds)
 
 
 def auth_decided(seconds: float, *, lookup: bool) -> None:
@@ -198,7 +280,7 @@ _KEY_CACHE = {
     )
     for result in results
 }
-LOCAL_HIT = _KEY_CACHE["local", "hit"]
+LOCAL_HIT = _tally(_KEY_CACHE["local", "hit"])  # once per request with a cached key
 
 
 def key_cache(layer: str, result: str) -> None:
@@ -274,6 +356,7 @@ _open_count: list[Callable[[], int]] = []
 
 
 def sample() -> None:
+    flush()
     if _open_count:
         OPEN_CONNECTIONS.set(_open_count[0]())
     for each in list(_samplers):

@@ -10,6 +10,7 @@ import sys
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from gateway import metrics
 from gateway.access import MAX_ID_LENGTH, RequestIds, valid_id
@@ -143,3 +144,32 @@ def test_metrics_labels_stay_bounded() -> None:
     assert "BREW" not in text
     assert 'route="/t/**",status="0xx"' in text
     assert len(metrics._requests) - before <= 4
+
+
+def test_held_timings_flush_to_what_observe_would_give() -> None:
+    """Observations held by `Timings` and flushed render exactly as the same observations
+    made with prometheus_client's own `observe`, bucket by bucket; a `Tally` adds up."""
+    registry = CollectorRegistry()
+    direct = Histogram("direct_seconds", "d", buckets=(0.001, 0.01, 0.1, 1), registry=registry)
+    held_metric = Histogram("held_seconds", "h", buckets=(0.001, 0.01, 0.1, 1), registry=registry)
+    count = Counter("held_things", "c", registry=registry)
+    held, tally = metrics.Timings(held_metric), metrics.Tally(count)
+    values = [0.0, 0.001, 0.0011, 0.01, 0.05, 0.1, 0.5, 1.0, 3.0, 100.0]
+    for value in values:
+        direct.observe(value)
+        held.observe(value)
+        tally.inc()
+    held.flush()
+    tally.flush()
+    held.flush()  # nothing more: a second flush adds nothing
+    text = generate_latest(registry).decode()
+
+    def series(name: str) -> list[str]:
+        return [
+            line.split(name, 1)[1]
+            for line in text.splitlines()
+            if line.startswith(name + "_") and "_created" not in line
+        ]
+
+    assert series("direct_seconds") == series("held_seconds")
+    assert "held_things_total 10.0" in text
