@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 from multidict import CIMultiDict
 
 from gateway.keys.format import generate
+from gateway.logs import JsonFormatter
 from tests.integration.gateways import MakeGateway, front_gateways
 from tests.integration.upstream import free_port
 
@@ -230,3 +232,38 @@ async def test_request_id_from_an_untrusted_client_is_replaced(make_gateway: Mak
     for path in ("/api/x", "/healthz", "/nowhere"):
         async with gw.client.get(path) as response:
             assert response.headers["X-Request-Id"] not in ("", rid)
+
+
+@pytest.mark.server("aiohttp", reason="its records are read in this process (the front's above)")
+async def test_access_lines_on_the_aiohttp_server(
+    make_gateway: MakeGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The aiohttp server writes the same access fields as the fast front, for the data plane
+    and for its own pages, and they format as one JSON object."""
+    caplog.set_level(logging.INFO, logger="aiohttp.access")
+    gw = await make_gateway(access_log=True)
+    async with gw.client.get("/api/x", headers=gw.auth) as response:
+        assert response.status == 200
+        rid = response.headers["X-Request-Id"]
+        size = len(await response.read())
+    async with gw.client.get("/healthz") as response:
+        page = response.headers["X-Request-Id"]
+    records = {r.access["request_id"]: r for r in caplog.records if hasattr(r, "access")}
+    line = json.loads(JsonFormatter().format(records[rid]))
+    assert set(line) >= ACCESS_FIELDS
+    assert (line["route"], line["outcome"], line["status"], line["bytes"]) == (
+        "/api/**",
+        "allowed",
+        200,
+        size,
+    )
+    assert (line["key_id"], line["user_id"], line["upstream_status"]) == (
+        gw.key_id,
+        gw.user_id,
+        200,
+    )
+    assert line["duration_ms"] >= line["upstream_ms"] >= 0
+    assert line["auth_ms"] >= 0
+    health = records[page].access
+    assert (health["route"], health["outcome"], health["status"]) == ("/healthz", "ok", 200)
+    assert gw.key not in caplog.text
