@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import stat
 import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -173,3 +176,23 @@ def test_held_timings_flush_to_what_observe_would_give() -> None:
 
     assert series("direct_seconds") == series("held_seconds")
     assert "held_things_total 10.0" in text
+
+
+def test_prepare_workers_makes_a_private_folder_and_removes_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One worker needs no folder; several get a fresh 0700 folder named in the environment
+    for the spawned workers, removed (and unnamed) by the clean-up."""
+    monkeypatch.delenv(metrics.MULTIPROC_ENV, raising=False)
+    metrics.prepare_workers(1)()
+    assert metrics.MULTIPROC_ENV not in os.environ
+    cleanup = metrics.prepare_workers(2)
+    folder = Path(os.environ[metrics.MULTIPROC_ENV])
+    assert folder.is_dir()
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    (folder / "gauge_livesum_4242.db").write_bytes(b"")
+    metrics.worker_exited(4242)  # a dead worker's live gauges go
+    assert not (folder / "gauge_livesum_4242.db").exists()
+    cleanup()
+    assert not folder.exists()
+    assert metrics.MULTIPROC_ENV not in os.environ
