@@ -382,6 +382,9 @@ def exposition() -> tuple[bytes, str]:
 # -- the master's part ----------------------------------------------------------------------
 
 
+_workers_folder: list[str] = []  # the master's: the folder its workers write into
+
+
 def prepare_workers(workers: int) -> Callable[[], None]:
     """Before worker processes start: with more than one, a fresh private folder for their
     metric files, named to them through the environment (which prometheus_client reads when a
@@ -390,10 +393,11 @@ def prepare_workers(workers: int) -> Callable[[], None]:
         return lambda: None
     folder = tempfile.mkdtemp(prefix="keygate-metrics-")  # 0700: ours alone
     os.environ[MULTIPROC_ENV] = folder
+    _workers_folder[:] = [folder]
 
     def cleanup() -> None:
-        if os.environ.get(MULTIPROC_ENV) == folder:
-            del os.environ[MULTIPROC_ENV]
+        os.environ.pop(MULTIPROC_ENV, None)
+        _workers_folder.clear()
         shutil.rmtree(folder, ignore_errors=True)
 
     return cleanup
@@ -401,6 +405,5 @@ def prepare_workers(workers: int) -> Callable[[], None]:
 
 def worker_exited(pid: int | None) -> None:
     """Drop a dead worker's live gauges (its counters stay in the sums)."""
-    folder = os.environ.get(MULTIPROC_ENV)
-    if pid is not None and folder:
-        multiprocess.mark_process_dead(pid, folder)  # type: ignore[no-untyped-call]
+    if pid is not None and _workers_folder:
+        multiprocess.mark_process_dead(pid, _workers_folder[0])  # type: ignore[no-untyped-call]
