@@ -2,7 +2,7 @@
 
 `make_gateway` (tests/integration/conftest.py) runs each test against the aiohttp server in
 this process and against a `gateway serve` process with the fast front. Lookups are counted
-by the verifier's own metric, `keygate_key_db_lookups`, read from /metrics.
+by the verifier's own metric, `keygate_key_cache_total{layer="database"}`, read from /metrics.
 """
 
 from __future__ import annotations
