@@ -52,8 +52,7 @@ def decide_now(
     `finish` completes. The fast front serves a request decided now without a task for it.
     `peer` is the socket peer's address, for the failed-key budget."""
     decision = decide(services.policy, services.verifier, method, raw_target, values)
-    if decision.__class__ is Refused:
-        assert isinstance(decision, Refused)
+    if isinstance(decision, Refused):
         if decision.outcome in KEY_FAILURES:
             decision = _key_failed(services, decision, values, peer)
         _count_refusal(decision, method)
