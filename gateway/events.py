@@ -90,8 +90,9 @@ def login_locked(address: str, wait: int) -> None:
 
 
 def key_changed(action: str, key_id: str, actor: str) -> None:
-    """A key was revoked, disabled or enabled (`action`: key.revoke, key.disable, ...)."""
-    log.warning(
+    """A key was revoked, disabled or enabled (`action`: key.revoke, key.disable, ...): routine,
+    so INFO, but on the security logger for whoever follows keys."""
+    log.info(
         "%s %s by %s",
         action,
         key_id,
