@@ -9,6 +9,7 @@ from the application's router, as the fast front reads them, so the list cannot 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 
 from gateway.admin_listener import is_admin_path
 from gateway.policy.model import Route
@@ -21,7 +22,8 @@ def own_paths(settings: Settings) -> list[str]:
     from gateway.app import create_app
     from gateway.proxy.front_server import gateway_surfaces
 
-    exact, prefixes = gateway_surfaces(create_app(settings))
+    # Only the router is read: no tracing for an application that never serves.
+    exact, prefixes = gateway_surfaces(create_app(replace(settings, tracing="off")))
     paths = sorted(exact) + [prefix + "x" for prefix in prefixes]
     if settings.admin_listen is not None:
         paths = [p for p in paths if not is_admin_path(p.removesuffix("x"))]
