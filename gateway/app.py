@@ -99,6 +99,7 @@ async def _metrics_ctx(app: web.Application) -> AsyncIterator[None]:
     task = asyncio.create_task(_sample_often()) if metrics.MULTIPROCESS else None
     yield
     forget()
+    metrics.flush()  # a worker stopping gracefully leaves no count unwritten
     if task is not None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
