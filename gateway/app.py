@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from gateway import api, logs, ops, pages
+from gateway import admin_listener, api, logs, metrics, observing, ops, pages, tracing
 from gateway.assertion import AssertionSigner
 from gateway.policy.model import Policy
 from gateway.proxy import handler as proxy
@@ -25,11 +27,17 @@ CLIENT_MAX_SIZE = 1024 * 1024
 def create_app(settings: Settings, services: Services | None = None) -> web.Application:
     """The gateway application. Pass `services` to share already-open ones (tests, CLI)."""
     logs.install()
+    tracing.setup(settings)
     app = web.Application(client_max_size=CLIENT_MAX_SIZE, handler_args={"max_field_size": 16384})
     app[SETTINGS] = settings
+    app.middlewares.append(observing.observer(settings.access_log, lambda: app.get(FORWARDER)))
+    app.on_response_prepare.append(observing.add_request_id)
+    if settings.admin_listen is not None:
+        app.middlewares.append(admin_listener.split(settings))
     app.middlewares.append(http11_only)
     app.cleanup_ctx.append(_services_ctx(services))
     app.cleanup_ctx.append(_forwarder_ctx)
+    app.cleanup_ctx.append(_metrics_ctx)
     ops.setup(app)
     api.setup(app)
     pages.setup(app)
@@ -82,3 +90,32 @@ async def _forwarder_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     watchers.remove(follow)
     await forwarder.close()
+
+
+async def _metrics_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Gauges sampled from live state: at each scrape, and every second while several
+    workers share the metrics (another worker's scrape reads what was sampled here)."""
+    services, forwarder = app[SERVICES], app[FORWARDER]
+
+    def sample() -> None:
+        metrics.KEY_CACHE_ENTRIES.set(services.verifier.cache_size)
+        metrics.KEY_BUDGET_ADDRESSES.set(len(services.key_budget))
+        for name, busy, idle in forwarder.client.pool_use():
+            metrics.UPSTREAM_CONNECTIONS.labels(name, "busy").set(busy)
+            metrics.UPSTREAM_CONNECTIONS.labels(name, "idle").set(idle)
+
+    forget = metrics.sampled(sample)
+    task = asyncio.create_task(_sample_often()) if metrics.MULTIPROCESS else None
+    yield
+    forget()
+    metrics.flush()  # a worker stopping gracefully leaves no count unwritten
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _sample_often() -> None:
+    while True:
+        await asyncio.sleep(metrics.SAMPLE_SECONDS)
+        metrics.sample()

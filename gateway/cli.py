@@ -9,7 +9,6 @@ import argparse
 import asyncio
 import getpass
 import json
-import logging
 import re
 import signal
 import sys
@@ -497,9 +496,14 @@ def _audit_time(text: str) -> str:
 
 def cmd_policy(args: argparse.Namespace) -> None:
     if args.action == "check":
-        files = [Path(f) for f in args.files] or list(_settings(args).policy)
+        settings = _settings(args)
+        files = [Path(f) for f in args.files] or list(settings.policy)
         policy = load_policy(files)
         routes = sum(1 for _ in policy.routes)
+        from gateway.shadowing import own_paths, shadowed
+
+        for warning in shadowed(policy.routes, own_paths(settings)):
+            _note(warning)
         _say(
             f"ok: {len(policy.catalog.permissions)} permissions, {len(policy.upstreams)} "
             f"upstreams, {routes} routes from {', '.join(map(str, files))}"
@@ -546,10 +550,7 @@ def _note(text: str) -> None:
 
 
 def _prepared(settings: Settings, *, announce: Callable[[str], None] = _note) -> Settings:
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logs.install()
+    logs.configure(settings.log_level, settings.log_format)
     return with_secret(settings, announce=announce)
 
 

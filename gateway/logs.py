@@ -15,8 +15,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import time
 
 from aiohttp.http_exceptions import HttpProcessingError
 
@@ -87,3 +89,51 @@ def install() -> None:
         driver = logging.getLogger(name)
         if driver.level < logging.WARNING:  # NOTSET included; a stricter choice is kept
             driver.setLevel(logging.WARNING)
+
+
+# -- formats (setting `log_format`) ---------------------------------------------------------
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, the process's worker number,
+    and the structured fields of access lines (`access`) and security events (`event`)."""
+
+    def __init__(self, worker: int | None = None) -> None:
+        super().__init__()
+        self._worker = worker
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, object] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if self._worker is not None:
+            out["worker"] = self._worker
+        for name in ("access", "event"):
+            fields = getattr(record, name, None)
+            if isinstance(fields, dict):
+                out.update(fields)
+        if record.exc_info and record.exc_info[0] is not None:
+            out["error"] = record.exc_info[0].__name__
+            out["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str, ensure_ascii=False)
+
+
+def configure(level: str, fmt: str = "text", *, worker: int | None = None) -> None:
+    """Set up the root logger once per process (`log_level`, `log_format`), then `install`."""
+    handler = logging.StreamHandler()
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter(worker))
+    else:
+        where = f"[worker {worker}]" if worker is not None else ""
+        handler.setFormatter(
+            logging.Formatter(f"%(asctime)s %(levelname)s %(name)s{where}: %(message)s")
+        )
+    root = logging.getLogger()
+    if not root.handlers:  # as logging.basicConfig: a process configured already keeps it
+        root.addHandler(handler)
+        root.setLevel(level)
+    install()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway import metrics
 from gateway.api.render import add_routes
@@ -47,13 +46,9 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
-    verifier = services.verifier
-    metrics.KEY_CACHE_ENTRIES.set(verifier.cache_size)
-    metrics.KEY_DB_LOOKUPS.set(verifier.lookups)
-    metrics.KEY_BUDGET_ADDRESSES.set(len(services.key_budget))
-    body = generate_latest(metrics.REGISTRY)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    """Prometheus text: every live worker's values, summed (metrics.py)."""
+    body, content_type = metrics.exposition()
+    return web.Response(body=body, headers={"Content-Type": content_type})
 
 
 async def jwks(request: web.Request) -> web.Response:

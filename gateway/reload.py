@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from gateway import metrics
 from gateway.policy.loader import PolicyError, load_policy
 from gateway.policy.model import Policy
 from gateway.services import Services
@@ -85,6 +86,7 @@ async def reload_policy(services: Services) -> bool:
             new = await asyncio.to_thread(load_policy, services.settings.policy)
         except Exception as exc:  # noqa: BLE001 - any failure keeps the last good policy
             COUNTS.failed += 1
+            metrics.policy_reload("failed")
             line = first_line(exc)
             log.error("policy reload failed; keeping policy %s: %s", short(active.digest), line)
             raise exc if isinstance(exc, PolicyError) else PolicyError(line) from None
@@ -93,6 +95,7 @@ async def reload_policy(services: Services) -> bool:
             return False
         services.swap_policy(adopt(active, new))
         COUNTS.succeeded += 1
+        metrics.policy_reload("ok")
         log.info(
             "policy reloaded: %s (was %s), %d routes",
             short(new.digest),

@@ -15,12 +15,12 @@ from multiprocessing.connection import Connection
 
 from aiohttp import web
 
-from gateway import logs, metrics, reload
+from gateway import admin_listener, logs, metrics, reload
 from gateway.app import create_app
 from gateway.policy.loader import load_policy
 from gateway.server_limits import ClientLimits, LimitedRunner
 from gateway.settings import Settings
-from gateway.state import SERVICES
+from gateway.state import SERVICES, SETTINGS
 from gateway.supervisor import FAILED, READY, Supervisor, listen
 from gateway.worker import die_with_master, failure_line, serve_until_stopped
 
@@ -99,6 +99,7 @@ async def _serve_app(
     metrics.watch_open_connections(lambda: gate.open)
     try:
         await web.SockSite(runner, sock).start()
+        await admin_listener.start(runner, app[SETTINGS])
         ready()
         await serve_until_stopped(app[SERVICES], master)
     finally:
@@ -114,11 +115,7 @@ def _spawned_worker(
     traceback: the master prints it and stops); a failure after that is logged in one line
     and the master starts the worker again."""
     die_with_master(master)
-    logging.basicConfig(
-        level=settings.log_level,
-        format=f"%(asctime)s %(levelname)s %(name)s[worker {number}]: %(message)s",
-    )
-    logs.install()
+    logs.configure(settings.log_level, settings.log_format, worker=number)
     reload.supervised_by(master)
     serving = False
 
@@ -168,4 +165,9 @@ def serve(settings: Settings, *, announce: Callable[[str], None]) -> None:
             f"policy {', '.join(map(str, settings.policy))})"
         )
 
-    sys.exit(Supervisor(settings, sock, _spawned_worker, banner).run())
+    cleanup = metrics.prepare_workers(settings.workers)  # before any worker starts
+    try:
+        status = Supervisor(settings, sock, _spawned_worker, banner).run()
+    finally:
+        cleanup()
+    sys.exit(status)

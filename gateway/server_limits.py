@@ -300,6 +300,9 @@ class LimitedRunner(web.AppRunner):
     """An `AppRunner` whose server applies `limits` to every connection it accepts."""
 
     def __init__(self, app: web.Application, limits: ClientLimits, **kwargs: Any) -> None:
+        # The gateway writes its own access lines (gateway/observing.py, setting
+        # `access_log`), with the route, outcome, key id and durations: aiohttp's are off.
+        kwargs["access_log"] = None
         super().__init__(
             app,
             keepalive_timeout=limits.keepalive_timeout,

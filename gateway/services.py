@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
+from gateway import events, metrics
 from gateway.cache.redis import SharedCache
 from gateway.errors import GatewayError, TooManyRequests
 from gateway.keys import idle
@@ -93,6 +94,7 @@ class Services:
         holds the catalog or something derived from it follows here."""
         self.policy = policy
         self.policy_loaded_at = time.time()
+        metrics.policy_loaded(policy.digest, self.policy_loaded_at)
         self.verifier.use_catalog(policy.catalog)
         self.keys.use_catalog(policy.catalog)
         self.users.use_catalog(policy.catalog)
@@ -129,6 +131,12 @@ class Services:
             if self.shared_ip_failures and self.shared_account_failures:
                 await self.shared_ip_failures.failed(address)
                 await self.shared_account_failures.failed(account)
+            events.login_failed(address)
+            wait = max(
+                self.ip_throttle.retry_after(address), self.account_throttle.retry_after(account)
+            )
+            if wait:
+                events.login_locked(address, wait)
             return None
         # Only the account's count is cleared: one good password must not buy an address
         # more guesses at other accounts.
@@ -258,6 +266,7 @@ async def open_services(settings: Settings, *, migrate: bool = True) -> AsyncIte
         if limiter is not None:
             _share_budgets(services, limiter, settings)
         keys.on_retired = services.limiter.forget
+        metrics.policy_loaded(policy.digest, services.policy_loaded_at)
         yield services
     finally:
         if limiter is not None:

@@ -29,6 +29,8 @@ from gateway.secret_list import SecretListError, secret_list
 
 Mode = Literal["development", "production"]
 MAX_LEASE = 10_000
+LogFormat = Literal["text", "json"]
+Tracing = Literal["off", "console", "otlp"]
 DEV_SECRET_FILE = "secret"  # noqa: S105 - a file name, not a secret
 
 
@@ -80,7 +82,15 @@ class Settings:
     allow_insecure_redirects: bool = False
     max_body_bytes: int = 64 * 1024
     log_level: str = "INFO"
+    log_format: LogFormat = "text"
     access_log: bool = False
+    # A second listener for /metrics, /v1/admin, /docs and /openapi.json; when set, the public
+    # listener no longer serves them (gateway/admin_listener.py).
+    admin_listen_host: str | None = None
+    admin_listen_port: int | None = None
+    # OpenTelemetry spans (the optional `keygate[otel]` extra): off, console or otlp.
+    tracing: Tracing = "off"
+    tracing_endpoint: str = "http://127.0.0.1:4318/v1/traces"
     # The data plane on its own lean HTTP/1.1 front (gateway/proxy/front.py); false: aiohttp's.
     fast_data_plane: bool = True
     # Client-side deadlines and caps (both servers): a hostile client costs bounded time,
@@ -130,6 +140,17 @@ class Settings:
     @property
     def development(self) -> bool:
         return self.mode == "development"
+
+    @property
+    def admin_listen(self) -> str | None:
+        if self.admin_listen_host is None:
+            return None
+        host = (
+            f"[{self.admin_listen_host}]"
+            if ":" in self.admin_listen_host
+            else self.admin_listen_host
+        )
+        return f"{host}:{self.admin_listen_port}"
 
     @property
     def listen(self) -> str:
@@ -304,6 +325,34 @@ def _log_level(name: str, value: Any) -> str:
     return text
 
 
+def _log_format(name: str, value: Any) -> LogFormat:
+    text = _str(name, value).strip().lower()
+    if text == "text":
+        return "text"
+    if text == "json":
+        return "json"
+    raise SettingsError(f"{name}: {value!r} must be text or json")
+
+
+def _tracing(name: str, value: Any) -> Tracing:
+    text = _str(name, value).strip().lower()
+    if text in {"off", "false", "no", ""}:
+        return "off"
+    if text == "console":
+        return "console"
+    if text == "otlp":
+        return "otlp"
+    raise SettingsError(f"{name}: {value!r} must be off, console or otlp")
+
+
+def _http_url(name: str, value: Any) -> str:
+    text = _str(name, value).strip()
+    parts = urlsplit(text)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise SettingsError(f"{name}: {_redact(text)!r} is not an http:// or https:// URL")
+    return text
+
+
 def _prefix(name: str, value: Any) -> str:
     try:
         return validate_prefix(_str(name, value))
@@ -421,6 +470,9 @@ _PLAIN: dict[str, Callable[[str, Any], Any]] = {
     "allow_insecure_redirects": _bool,
     "max_body_bytes": _count(1024),
     "log_level": _log_level,
+    "log_format": _log_format,
+    "tracing": _tracing,
+    "tracing_endpoint": _http_url,
     "access_log": _bool,
     "fast_data_plane": _bool,
     "legacy_ratelimit_headers": _bool,
@@ -451,6 +503,7 @@ _PLAIN: dict[str, Callable[[str, Any], Any]] = {
 # Settings that are not plain fields: listen, secret(_file), key_encryption_key(_file).
 _SPECIAL = {
     "listen",
+    "admin_listen",
     "secret",
     "secret_file",
     "previous_secrets",
@@ -522,6 +575,10 @@ def load_settings(
     if "listen" in sources:
         label, value = sources["listen"]
         values["listen_host"], values["listen_port"] = _listen(label, value)
+    if "admin_listen" in sources:
+        label, value = sources["admin_listen"]
+        if str(value).strip():  # empty: unset
+            values["admin_listen_host"], values["admin_listen_port"] = _listen(label, value)
 
     secret, secret_source = _load_secret(sources, values)
     values["secret"], values["secret_source"] = secret, secret_source
@@ -593,6 +650,11 @@ def _load_kek(sources: Mapping[str, tuple[str, Any]]) -> bytes | None:
 
 
 def _check(s: Settings) -> None:
+    if s.admin_listen_port is not None and s.admin_listen_port == s.listen_port:
+        raise SettingsError(
+            f"admin_listen: {s.admin_listen!r} uses the port of listen ({s.listen}); "
+            "give the admin listener a port of its own"
+        )
     if s.secret and s.secret in s.previous_secrets:
         raise SettingsError("previous_secrets: one of them is the current secret; remove it")
     if s.key_prefix in s.accepted_key_prefixes:

@@ -32,6 +32,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from gateway import metrics
 from gateway.policy.loader import load_policy
 from gateway.settings import Settings
 
@@ -83,11 +84,6 @@ def backoff(failures: int) -> float:
     return min(BACKOFF_MAX, BACKOFF_FIRST * float(2 ** min(failures, 32)))
 
 
-def before_workers(settings: Settings) -> None:
-    """What must exist before any worker starts (a shared metrics folder, say). Nothing
-    yet: the place for it, called once in the master."""
-
-
 @dataclass(slots=True)
 class _Worker:
     number: int
@@ -119,7 +115,6 @@ class Supervisor:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, _noted)
         try:
-            before_workers(self.settings)
             self.workers = [_Worker(n) for n in range(self.settings.workers)]
             for worker in self.workers:
                 self._start(worker)
@@ -193,6 +188,7 @@ class Supervisor:
 
     def _died(self, worker: _Worker, proc: BaseProcess, now: float) -> None:
         proc.join()
+        metrics.worker_exited(proc.pid)  # its live gauges leave the sums
         if worker.report is not None:
             worker.report.close()
         worker.proc = worker.report = None

@@ -34,6 +34,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from gateway import metrics
+
 log = logging.getLogger("gateway.cache")
 
 DEFAULT_NAMESPACE = "keygate"
@@ -141,6 +143,7 @@ class SharedCache:
     def _failed(self, what: str, exc: BaseException) -> None:
         self._down_until = time.monotonic() + BACKOFF_SECONDS
         log.warning("redis %s failed (%s); using the database directly", what, type(exc).__name__)
+        metrics.redis_error()
 
     async def ping(self) -> bool:
         try:
@@ -299,6 +302,7 @@ class SharedCache:
                     for item in bytes(message["data"]).split():
                         with contextlib.suppress(ValueError):
                             on_drop(bytes.fromhex(item.decode("ascii")))
+                            metrics.invalidation_received("pubsub")
             if now - heard > 3 * self._ping_seconds:
                 raise ConnectionError("no answer to pings on the invalidation channel")
             if now >= next_ping:

@@ -11,6 +11,7 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
+from gateway import events
 from gateway.errors import Conflict, Forbidden, Invalid, NotFound
 from gateway.keys import format as keyformat
 from gateway.keys.hashing import KeyHasher
@@ -238,6 +239,7 @@ class KeyService(KeyLifecycle):
         if deleted is None:
             raise NotFound("API key not found", code="apikey-not-found")
         await self._invalidate([key.key_hash])
+        events.key_changed("key.revoke", key.id, actor_of(actor))
         return deleted
 
     async def set_status(self, key: ApiKey, status: str, *, actor: Principal | None) -> ApiKey:
@@ -250,6 +252,7 @@ class KeyService(KeyLifecycle):
         if updated is None:
             raise NotFound("API key not found", code="apikey-not-found")
         await self._invalidate([key.key_hash])
+        events.key_changed(action, key.id, actor_of(actor))
         return updated
 
     async def rename(self, key: ApiKey, label: object, *, actor: Principal | None) -> ApiKey:

@@ -20,6 +20,7 @@ import logging
 import time
 from datetime import UTC, datetime, timedelta
 
+from gateway import metrics
 from gateway.cache.redis import SharedCache
 from gateway.keys.verify import LOOKUP_TIMEOUT, KeyVerifier
 from gateway.store.base import Store, StoreError
@@ -68,8 +69,11 @@ class InvalidationPoller:
         while True:
             async with asyncio.timeout(self._timeout):
                 records = await self._store.read_invalidations(self.cursor, BATCH)
+            now = time.time()
             for record in records:
                 self._verifier.invalidated(record.key_hash, record.id)
+                if not first:  # at start these are history, not news
+                    metrics.invalidation_received("log", _age(record.created_at, now))
             if records:
                 self.cursor = records[-1].id
                 applied += len(records)
@@ -106,7 +110,13 @@ class InvalidationPoller:
                     log.info("invalidation log readable again")
                 self._failing = False
             except (StoreError, TimeoutError, OSError) as exc:
+                metrics.database_error()
                 if not self._failing:
                     log.warning("cannot read the invalidation log: %s", type(exc).__name__)
                 self._failing = True
             await asyncio.sleep(self._interval)
+
+
+def _age(at: object, now: float) -> float | None:
+    """Seconds since `at` (a stored time), or None when the store gave no readable time."""
+    return now - at.timestamp() if isinstance(at, datetime) else None

@@ -43,6 +43,7 @@ import time
 from datetime import UTC, datetime
 from typing import Protocol
 
+from gateway import metrics
 from gateway.cache.local import Entry, LocalCache
 from gateway.cache.redis import NEGATIVE, SharedCache
 from gateway.errors import Unauthenticated, Unavailable
@@ -150,10 +151,13 @@ class KeyVerifier:
         # Entries only ever exist for keys that passed `parse`, so a fresh hit skips it.
         entry = self._known.get(digest)
         if entry is not None and entry.expires > now and entry.value is not None:
+            metrics.LOCAL_HIT.pending += 1  # a plain add: the hot path (metrics.Tally)
             return self._usable(entry.value)  # (only negative entries hold None)
         negative = self._unknown.get(digest)
         if negative is not None and negative.expires > now:
+            metrics.key_cache("local", "negative")
             raise Unauthenticated("the API key is not known", code="key-unknown")
+        metrics.key_cache("local", "miss")
         return None
 
     async def lookup(self, text: str, digest: bytes) -> VerifiedKey:
@@ -237,6 +241,9 @@ class KeyVerifier:
         outdated = False  # Redis holds a record older than a change seen here: replace it
         if self._shared is not None:
             cached = await self._shared.get(digest)
+            metrics.key_cache(
+                "redis", "miss" if cached is None else "negative" if cached == NEGATIVE else "hit"
+            )
             if cached == NEGATIVE:
                 self._remember(digest, None)
                 return None
@@ -266,6 +273,8 @@ class KeyVerifier:
                 self._contact = time.monotonic()
             except (StoreError, TimeoutError) as exc:
                 failure = type(exc).__name__
+                metrics.key_cache("database", "error")
+                metrics.database_error()
                 self._store_down_until = time.monotonic() + self._store_backoff
         if failure is not None:
             # Serve the last known answer only within its stale window, and never one that
@@ -284,6 +293,7 @@ class KeyVerifier:
             if not backing_off:
                 log.error("database unavailable while verifying a key: %s", failure)
             raise Unavailable("the key store is unavailable; try again shortly")
+        metrics.key_cache("database", "unknown" if found is None else "found")
         if found is None:
             if self._remember(digest, None) and self._shared is not None:
                 await self._shared.put(digest, None, replace=outdated)

@@ -95,6 +95,14 @@ class Pool:
         self._sweeper: asyncio.TimerHandle | None = None
         self._resending: set[asyncio.Task[None]] = set()  # held: the loop holds tasks weakly
 
+    @property
+    def open(self) -> int:
+        return self._open
+
+    @property
+    def idle(self) -> int:
+        return len(self._idle)
+
     # read deadlines: one periodic sweep per pool instead of one timer per wait
 
     def watch(self, conn: Connection) -> None:
@@ -276,6 +284,10 @@ class UpstreamClient:
     def __init__(self) -> None:
         self._pools: dict[str, Pool] = {}  # by upstream name: a str hash is cached
         self._tls: ssl.SSLContext | None = None
+
+    def pool_use(self) -> list[tuple[str, int, int]]:
+        """(upstream name, busy connections, idle connections) per pool, for metrics."""
+        return [(name, pool.open - pool.idle, pool.idle) for name, pool in self._pools.items()]
 
     def _pool(self, upstream: Upstream) -> Pool:
         pool = self._pools.get(upstream.name)

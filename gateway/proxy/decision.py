@@ -59,12 +59,14 @@ class Allowed(NamedTuple):
 
 class Refused(NamedTuple):
     """A refused request: the error to answer with, its problem `instance`, the outcome it is
-    counted under, and the key it came with (for the log; never the key itself)."""
+    counted under, the key it came with (for the log; never the key itself), and the template
+    of the route it matched (None: no route matched)."""
 
     error: GatewayError
     instance: str | None
     outcome: str
     key_id: str | None = None
+    route: str | None = None
 
 
 class NeedsLookup(NamedTuple):
@@ -106,6 +108,7 @@ def decide(
     route = match.route
     if route.auth_none:
         return _authorize(policy, target, match, None, address)
+    template = route.path
     try:
         credential = extract(values("Authorization"), values("X-API-KEY"))
         if credential is None:
@@ -120,7 +123,7 @@ def decide(
         digest = keys.digest(credential.key)
         found = keys.known(digest)
     except GatewayError as error:  # (not `exc`: compiled, one name holds one type)
-        return Refused(error, target.path, error.code)
+        return Refused(error, target.path, error.code, None, template)
     if found is None:
         return NeedsLookup(policy, method, target, match, credential, digest)
     return _authorize(policy, target, match, found.principal, address)
@@ -144,16 +147,18 @@ def _authorize(
     rule = principal.address_rule if principal is not None else None
     if rule is not None and principal is not None and not rule.allows(address()):
         error = Forbidden(IP_NOT_ALLOWED_TEXT, code="ip-not-allowed")
-        return Refused(error, target.path, "ip-not-allowed", principal.key_id)
+        return Refused(error, target.path, "ip-not-allowed", principal.key_id, match.route.path)
     verdict = authorize(principal, match, target.path, policy.catalog)
     if isinstance(verdict, Denied):
+        template = match.route.path
         if principal is None:
-            return Refused(denial_error(verdict), target.path, verdict.reason)
+            return Refused(denial_error(verdict), target.path, verdict.reason, None, template)
         return Refused(
             denial_error(verdict, principal.path_rule),
             target.path,
             verdict.reason,
             principal.key_id,
+            template,
         )
     route = match.route
     return Allowed(target, route, policy.upstreams[route.upstream], principal, need=verdict.need)

@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterable, Sequence
 import aiohttp
 from aiohttp import web
 
+from gateway import metrics, tracing
+from gateway.access import EXCHANGE, Exchange
 from gateway.assertion import AssertionSigner
 from gateway.errors import upstream_error
 from gateway.policy.evaluate import Principal
@@ -61,7 +63,10 @@ class Forwarder:
         self._catalog = catalog
         # Request headers dropped by name (setting `strip_request_headers` included), merged
         # once here; the fast front uses the same set.
-        self.request_drop = request_drop(strip_request_headers)
+        # A client's X-Request-Id is replaced by the gateway's (gateway/access.py), and so is
+        # its trace context while the gateway traces (gateway/tracing.py).
+        own = ("x-request-id", *(tracing.TRACE_HEADERS if tracing.ENABLED else ()))
+        self.request_drop = request_drop((*strip_request_headers, *own))
         self._trusted = tuple(trusted_proxies)
         self._signer = signer
         self.client = UpstreamClient()
@@ -107,6 +112,9 @@ class Forwarder:
             principal,
             upstream,
         )
+        exchange = request.get(EXCHANGE)
+        if exchange is not None:
+            headers.extend(exchange.upstream_headers())
         path = target.path + "?" + target.query if target.query else target.path
         if route.websocket and websocket.is_upgrade(request):
             assert self._ws_session is not None
@@ -129,12 +137,15 @@ class Forwarder:
                 request.remote,
             )
         try:
+            sent = time.perf_counter()
             try:
                 response = await self.client.request(
                     upstream, request.method, path, headers, body, request.content_length
                 )
             except UpstreamError as exc:
+                _heard(exchange, upstream, sent, None)
                 return _failure(exc, upstream, target)
+            _heard(exchange, upstream, sent, response.status)
             out_headers = decode_fields(response_fields(response.fields))
             if extra:
                 out_headers += extra
@@ -176,6 +187,10 @@ class Forwarder:
             )
 
         return websocket.Follow(follow, registry.unwatch)
+
+    def trusts(self, peer: str | None) -> bool:
+        """Whether `peer` is a trusted proxy (its forwarding headers and request id count)."""
+        return bool(self._trusted) and peer is not None and _within(peer, self._trusted)
 
     def upstream_headers(
         self,
@@ -258,6 +273,17 @@ async def _stream(
         raise
     upstream_response.release()
     return response
+
+
+def _heard(exchange: Exchange | None, upstream: Upstream, sent: float, status: int | None) -> None:
+    """The upstream answered with `status` (None: it failed), for metrics and the log."""
+    seconds = time.perf_counter() - sent
+    metrics.upstream_answered(upstream.name, seconds)
+    if exchange is not None:
+        exchange.upstream = seconds
+        exchange.upstream_status = status
+        if status is None:
+            exchange.outcome = "upstream-failed"
 
 
 def _values(request: web.Request) -> Callable[[str], Sequence[str]]:

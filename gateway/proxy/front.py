@@ -237,15 +237,15 @@ class FrontProtocol(asyncio.Protocol):
             return
         assert self._out is not None
         if which is HEADER and self._h1.buffered:
-            metrics.CONNECTIONS_CLOSED.inc("header-timeout")
+            metrics.connection_closed("header-timeout")
             self._out.fail(RequestTimeout("the request head did not arrive in time"))
         elif which is BODY and self._busy:
-            metrics.CONNECTIONS_CLOSED.inc("body-timeout")
+            metrics.connection_closed("body-timeout")
             if self._body is not None:
                 self._body.fail(ConnectionError("the request body did not arrive in time"))
             self._out.fail(RequestTimeout("the request body did not arrive in time"))
         else:
-            metrics.CONNECTIONS_CLOSED.inc(f"{which}-timeout")
+            metrics.connection_closed(f"{which}-timeout")
         self._close()
 
     # the connection -----------------------------------------------------------------------

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Coroutine
+from time import perf_counter
 from typing import Any, Protocol
 
+from gateway import metrics, tracing
+from gateway.access import IDS, REQUEST_ID, Access, log_access
 from gateway.errors import GatewayError, problem_parts, upstream_error
 from gateway.proxy.decision import Allowed, Decision, Refused
 from gateway.proxy.front_body import RequestBody
@@ -65,21 +67,40 @@ class Exchanger:
         self.write_paused = False
         self.lost = False
         self.answered = (0, 0)  # status and body bytes of the answer, for the access log
+        self._trusted = ctx.forwarder.trusts(peer)  # a proxy whose X-Request-Id is believed
+        # The request being answered, for metrics and the access log (see `_done`).
+        self._started = 0.0
+        self.request_id = ""
+        self._decided: Allowed | Refused | None = None
+        self._auth: float | None = None  # seconds to decide
+        self._sent = 0.0  # when the request went upstream
+        self._upstream: float | None = None  # seconds to the upstream's response head
+        self._upstream_status: int | None = None
+        self._outcome: str | None = None  # set when forwarding failed
+        self._span: tracing.Span | None = None  # only while tracing is on
 
     # -- from the driver --------------------------------------------------------------------
 
     def serve(self, head: RequestHead, body: RequestBody | None) -> None:
         """Answer `head` (its body, if any, is fed to `body` by the driver)."""
+        self._started = perf_counter()
         self._head, self._body = head, body
         self.answered = (0, 0)  # a request that gets no answer logs status 0
+        self.request_id = IDS.take(head.values(REQUEST_ID), True) if self._trusted else IDS.new()
+        self._decided = self._auth = self._upstream = self._upstream_status = None
+        self._outcome = None
+        if tracing.ENABLED:
+            self._span = tracing.start(head.method, head.values, self.request_id)
         decided = None
         if body is None:
             try:
                 decided = decide_now(
                     self._ctx.services, head.method, head.target, head.values, self.peer
                 )
-                if not isinstance(decided, Pending) and self._answer_now(head, decided):
-                    return
+                if not isinstance(decided, Pending):
+                    self._note(decided, lookup=False)
+                    if self._answer_now(head, decided):
+                        return
             except Exception:  # noqa: BLE001 - as in `_serve`
                 self._crashed(head)
                 return
@@ -141,6 +162,8 @@ class Exchanger:
             return False
         keep_alive = keep_alive and self._driver.may_keep_alive()
         pairs: list[Header] = [*headers.items(), ("Content-Length", str(len(body)))]
+        if self.request_id:
+            pairs.append((REQUEST_ID, self.request_id))
         if not keep_alive:
             pairs.append(("Connection", "close"))
         out = render_head(status, None, pairs)
@@ -175,18 +198,60 @@ class Exchanger:
             self._write_answer(status, headers, body, keep_alive=False, head_only=False)
         self._done(head, False)
 
+    def _note(self, decided: Allowed | Refused, *, lookup: bool) -> None:
+        """The decision is made: time it (the auth step)."""
+        self._decided = decided
+        self._auth = perf_counter() - self._started
+        metrics.auth_decided(self._auth, lookup=lookup)
+
     def _done(self, head: RequestHead, keep_alive: bool) -> None:
-        """The request is answered (or abandoned): log it, then tell the driver."""
+        """The request is answered (or abandoned): count and log it, then tell the driver."""
+        total = perf_counter() - self._started
+        decided = self._decided
+        route, outcome = metrics.UNMATCHED, "internal-error"
+        key_id: str | None = None
+        user_id: str | None = None
+        if isinstance(decided, Allowed):
+            route, outcome = decided.route.path, self._outcome or "allowed"
+            principal = decided.principal
+            if principal is not None:
+                key_id, user_id = principal.key_id, principal.user_id
+        elif decided is not None:
+            route, outcome, key_id = decided.route or route, decided.outcome, decided.key_id
+        status = self.answered[0]
+        metrics.request_done(route, head.method, status, outcome, total)
+        if self._span is not None:
+            self._span.finish(route, status, outcome)
+            self._span = None
         if self._ctx.access_log is not None:
-            self._log_access(self._ctx.access_log, head)
+            self._log_access(
+                self._ctx.access_log,
+                head,
+                Access(
+                    self.request_id,
+                    self.peer,
+                    head.method,
+                    head.target,
+                    route,
+                    status,
+                    outcome,
+                    key_id,
+                    user_id,
+                    self._upstream_status,
+                    self.answered[1],
+                    total,
+                    self._upstream,
+                    self._auth,
+                ),
+            )
         self._head = self._body = None
+        self._decided = None
         self._driver.answered(keep_alive)
 
-    def _log_access(self, logger: logging.Logger, head: RequestHead) -> None:
-        """aiohttp's default access-log line (`%a %t "%r" %s %b "%{Referer}i" "%{User-Agent}i"`),
-        so both servers log alike. Like aiohttp's, it shows the request target as sent."""
-        status, size = self.answered
-        referer = agent = "-"
+    @staticmethod
+    def _log_access(logger: logging.Logger, head: RequestHead, access: Access) -> None:
+        """The access line (gateway/access.py), with the Referer and User-Agent sent."""
+        referer = agent = None
         for name, value in head.headers:
             if len(name) in (7, 10):
                 lower = name.lower()
@@ -194,17 +259,7 @@ class Exchanger:
                     referer = value
                 elif lower == "user-agent":
                     agent = value
-        logger.info(
-            '%s [%s] "%s %s HTTP/1.1" %d %d "%s" "%s"',
-            self.peer or "-",
-            time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime()),
-            head.method,
-            head.target,
-            status,
-            size,
-            referer,
-            agent,
-        )
+        log_access(logger, access._replace(referer=referer, agent=agent))
 
     def _answer_now(self, head: RequestHead, decided: Allowed | Refused) -> bool:
         """Answer a refusal, or send an allowed request on an idle upstream connection; False
@@ -214,6 +269,7 @@ class Exchanger:
             return True
         path, headers = self._upstream_request(head, decided)
         self._waiting = decided  # before sending: the answer may come at once
+        self._sent = perf_counter()
         try:
             sent = self._ctx.forwarder.client.send_now(
                 decided.upstream, head.method, path, headers, self._heard
@@ -233,6 +289,7 @@ class Exchanger:
         assert head is not None
         assert decided is not None
         self._waiting = None
+        self._heard_upstream(decided, answer)
         if isinstance(answer, UpstreamError):
             self._done(head, self._upstream_failed(head, answer, decided))
             return
@@ -254,6 +311,9 @@ class Exchanger:
             result = decide_now(services, head.method, head.target, head.values, self.peer)
         if isinstance(result, Pending):
             result = await finish(services, result, head.values, self.peer)
+            self._note(result, lookup=True)
+        elif decided is None:
+            self._note(result, lookup=False)
         body = self._body
         if isinstance(result, Refused):
             # A client that waits for `100 Continue` has not sent its body: it never will be
@@ -271,16 +331,27 @@ class Exchanger:
             watched = live.watch(
                 head.method, head.target, head.values, result.principal, self.cut, self.peer
             )
+        self._sent = perf_counter()
         try:
             response = await self._ctx.forwarder.client.request(
                 result.upstream, head.method, path, out_headers, body, length
             )
         except UpstreamError as exc:
+            self._heard_upstream(result, exc)
             return self._upstream_failed(head, exc, result)
         finally:
             if live is not None:
                 live.unwatch(watched)
+        self._heard_upstream(result, response)
         return await self._relay(head, response, result)
+
+    def _heard_upstream(self, allowed: Allowed, answer: Response | UpstreamError) -> None:
+        self._upstream = seconds = perf_counter() - self._sent
+        metrics.upstream_answered(allowed.upstream.name, seconds)
+        if isinstance(answer, UpstreamError):
+            self._outcome = "upstream-failed"
+        else:
+            self._upstream_status = answer.status
 
     def _upstream_request(self, head: RequestHead, allowed: Allowed) -> tuple[str, list[Header]]:
         """The upstream request target and headers for an allowed request."""
@@ -291,6 +362,9 @@ class Exchanger:
         headers = self._ctx.forwarder.upstream_headers(
             head.headers, self.peer, "http", head.host, allowed.principal, allowed.upstream
         )
+        headers.append((REQUEST_ID, self.request_id))
+        if self._span is not None:
+            headers.extend(self._span.headers())
         target = allowed.target
         return (target.path + "?" + target.query if target.query else target.path), headers
 
@@ -311,7 +385,9 @@ class Exchanger:
         """The head to relay, and whether the connection may serve another request after."""
         framing = response.framing
         keep_alive = framing != "close" and self._driver.may_keep_alive()
-        extra: list[Field] = list(self._extra) if self._extra else []
+        extra: list[Field] = [(b"X-Request-Id", self.request_id.encode("latin-1"))]
+        if self._extra:
+            extra.extend(self._extra)
         if framing == "chunked":
             extra.append((b"Transfer-Encoding", b"chunked"))
         if not keep_alive:

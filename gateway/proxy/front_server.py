@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from gateway import metrics
+from gateway import admin_listener, metrics
 from gateway.app import create_app
 from gateway.proxy import handler
 from gateway.proxy.front import FrontProtocol
@@ -94,6 +94,10 @@ async def serve_front(
             await site.start()
             internal = site._server.sockets[0].getsockname()[:2]  # type: ignore[union-attr]
             exact, prefixes = gateway_surfaces(app)
+            if settings.admin_listen is not None:  # admin paths are the data plane's here
+                exact = frozenset(p for p in exact if not admin_listener.is_admin_path(p))
+                prefixes = tuple(p for p in prefixes if not admin_listener.is_admin_path(p))
+            await admin_listener.start(runner, settings)
             ctx = FrontContext(
                 services,
                 app[FORWARDER],

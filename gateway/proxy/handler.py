@@ -14,11 +14,13 @@ from memory is never checked, so the hot path pays nothing for the budget.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 
 from aiohttp import web
 
-from gateway import metrics
+from gateway import events, metrics
+from gateway.access import EXCHANGE, Exchange
 from gateway.credentials import KeyCredential, PasswordCredential
 from gateway.errors import GatewayError, Unauthenticated
 from gateway.keys.budget import KEY_FAILURES
@@ -41,6 +43,8 @@ from gateway.services import Services
 from gateway.state import FORWARDER, SERVICES
 
 log = logging.getLogger("gateway.proxy")
+# Refusals of a known key, logged as security events with the unknown and malformed ones.
+_KEY_REFUSALS = frozenset({"key-disabled", "key-expired", "owner-disabled"})
 
 
 Pending = NeedsLookup | NeedsLimit
@@ -64,7 +68,6 @@ def decide_now(
     if isinstance(decision, Allowed):
         if decision.route.limits or (decision.principal is not None and decision.principal.limited):
             return _limited(services, decision, values, peer)
-        metrics.PROXY_REQUESTS.inc("allowed")
         _note_use(services, decision)
     elif isinstance(decision, Refused):
         if decision.outcome in KEY_FAILURES:
@@ -77,8 +80,12 @@ def _key_failed(
     services: Services, refused: Refused, values: HeaderValues, peer: str | None
 ) -> Refused:
     """Charge a key refused from memory to its address; the 429 instead once it is over."""
-    over = services.key_budget.charge(client_address(values, peer, services))
-    return refused if over is None else Refused(over, refused.instance, over.code)
+    address = client_address(values, peer, services)
+    events.key_refused(refused.outcome, refused.key_id, address)
+    over = services.key_budget.charge(address)
+    if over is None:
+        return refused
+    return Refused(over, refused.instance, over.code, refused.key_id, refused.route)
 
 
 def _limited(
@@ -95,12 +102,10 @@ def _limited(
 
 
 def _count_limited(services: Services, decision: Allowed | Refused) -> None:
-    # A rate-limited refusal carries no key id, so it is counted and never logged.
+    # A rate-limited refusal carries no key id: it is counted (metrics, the access log's
+    # outcome) when answered, and never logged on its own.
     if isinstance(decision, Allowed):
-        metrics.PROXY_REQUESTS.inc("allowed")
         _note_use(services, decision)
-    else:
-        metrics.PROXY_REQUESTS.inc(decision.outcome)
 
 
 async def finish(
@@ -126,7 +131,10 @@ async def finish(
             address = client_address(values, peer, services)
             principal = await password_principal(services, credential, address)
     except GatewayError as exc:
-        decision: Allowed | Refused = Refused(exc, needs.target.path, exc.code)
+        route = needs.match.route.path
+        decision: Allowed | Refused = Refused(exc, needs.target.path, exc.code, None, route)
+        if exc.code in KEY_FAILURES or exc.code in _KEY_REFUSALS:
+            events.key_refused(exc.code, None, address)
     else:
         decision = resume(needs, principal, lambda: address)
     if isinstance(decision, Allowed) and applies(decision):
@@ -135,7 +143,6 @@ async def finish(
             return limited
         return await finish(services, limited, values, peer)
     if isinstance(decision, Allowed):
-        metrics.PROXY_REQUESTS.inc("allowed")
         _note_use(services, decision)
     else:
         _count_refusal(decision, needs.method)
@@ -150,7 +157,6 @@ def _note_use(services: Services, allowed: Allowed) -> None:
 
 
 def _count_refusal(refused: Refused, method: str) -> None:
-    metrics.PROXY_REQUESTS.inc(refused.outcome)  # outcomes are a small fixed set
     if refused.key_id is not None:  # an authenticated caller the policy refused
         log.info(
             "denied %s %s key=%s: %s",
@@ -183,6 +189,20 @@ def client_address(values: HeaderValues, remote: str | None, services: Services)
     return resolve(values, remote, services.settings.trusted_proxies)
 
 
+def _note(exchange: Exchange, decision: Allowed | Refused, lookup: bool) -> None:
+    """The decision, for metrics and the access log (observing.py)."""
+    exchange.auth = seconds = time.perf_counter() - exchange.started
+    metrics.auth_decided(seconds, lookup=lookup)
+    if isinstance(decision, Refused):
+        exchange.route = decision.route or metrics.UNMATCHED
+        exchange.outcome, exchange.key_id = decision.outcome, decision.key_id
+        return
+    exchange.route, exchange.outcome = decision.route.path, "allowed"
+    if decision.principal is not None:
+        exchange.key_id = decision.principal.key_id
+        exchange.user_id = decision.principal.user_id
+
+
 async def defer_continue(request: web.Request) -> None:
     """The catch-all's expect handler: send nothing yet.
 
@@ -203,8 +223,12 @@ async def handle(request: web.Request) -> web.StreamResponse:
 
     services = request.app[SERVICES]
     decision = decide_now(services, request.method, request.raw_path, values, request.remote)
+    lookup = isinstance(decision, NeedsLookup)
     if isinstance(decision, NeedsLookup | NeedsLimit):
         decision = await finish(services, decision, values, request.remote)
+    exchange = request.get(EXCHANGE)
+    if exchange is not None:
+        _note(exchange, decision, lookup)
     if isinstance(decision, Refused):
         return problem_response(decision.error, decision.instance)
     if request.version >= (1, 1) and "Expect" in headers:

@@ -219,6 +219,8 @@ def request_headers(
 
 
 _HOP_BY_HOP_RAW = frozenset(name.encode() for name in HOP_BY_HOP)
+# The gateway answers with its own request id (gateway/access.py), never the upstream's.
+_RESPONSE_DROP_RAW = _HOP_BY_HOP_RAW | {b"x-request-id"}
 _CONNECTION_RAW = (b"connection", b"proxy-connection")
 _SESSION_COOKIE_RAW = SESSION_COOKIE.encode()
 # `normalise` for raw names in one C call: A-Z to lower case, `_` to `-`. (A `b"_" in name`
@@ -239,7 +241,7 @@ def response_fields(fields: list[Field]) -> list[Field]:
     out: list[Field] = []
     for name, value in fields:
         key = name.translate(_FOLD_RAW)
-        if key in _HOP_BY_HOP_RAW or (named and key.decode("ascii") in named):
+        if key in _RESPONSE_DROP_RAW or (named and key.decode("ascii") in named):
             continue
         if key == b"set-cookie" and value.partition(b"=")[0].strip() == _SESSION_COOKIE_RAW:
             continue  # an upstream may not set (or clear) the gateway's login cookie

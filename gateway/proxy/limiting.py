@@ -150,4 +150,4 @@ def settle(allowed: Allowed, spent: Plan, outcome: Outcome, *, legacy: bool) -> 
     if credits is not None:
         error.extra["credits"] = credits.balance
     # No key id: a refusal with one is logged, and a client over its limit would flood the log.
-    return Refused(error, allowed.target.path, error.code)
+    return Refused(error, allowed.target.path, error.code, None, allowed.route.path)

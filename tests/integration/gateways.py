@@ -18,6 +18,7 @@ import contextlib
 import ipaddress
 import os
 import secrets
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -253,9 +254,10 @@ async def _wait_until_serving(port: int, proc: asyncio.subprocess.Process) -> No
 
 @contextlib.asynccontextmanager
 async def front_gateways(tmp_path: Path) -> AsyncIterator[MakeGateway]:
-    """`make(upstream, raw, unaccepting, permissions, log_to, **settings)` as a `gateway serve`
-    process with the fast front; settings become GATEWAY_* variables, `log_to` a file that
-    receives the process's log (stderr; else inherited)."""
+    """`make(upstream, raw, unaccepting, permissions, log_to, out_to, **settings)` as a
+    `gateway serve` process with the fast front; settings become GATEWAY_* variables, `log_to`
+    a file that receives the process's log (stderr; else inherited), `out_to` one for its
+    standard output (else discarded)."""
     async with contextlib.AsyncExitStack() as stack:
         session = await stack.enter_async_context(aiohttp.ClientSession())
 
@@ -265,6 +267,7 @@ async def front_gateways(tmp_path: Path) -> AsyncIterator[MakeGateway]:
             unaccepting: int | None = None,
             log_to: Path | None = None,
             permissions: tuple[str, ...] = ("t.read",),
+            out_to: Path | None = None,
             **settings: Any,
         ) -> Gateway:
             upstream = await stack.enter_async_context(upstream or EchoUpstream())
@@ -276,7 +279,7 @@ async def front_gateways(tmp_path: Path) -> AsyncIterator[MakeGateway]:
             proc = await asyncio.create_subprocess_exec(
                 *(sys.executable, "-m", "gateway", "serve", "--listen", f"127.0.0.1:{port}"),
                 env=env,
-                stdout=asyncio.subprocess.DEVNULL,
+                stdout=stack.enter_context(out_to.open("wb")) if out_to else subprocess.DEVNULL,
                 stderr=stack.enter_context(log_to.open("wb")) if log_to else None,
             )
 

@@ -627,3 +627,44 @@ def test_resources_bad_input_is_one_line(
 ) -> None:
     """Bad types, ids and names are refused with one line and a non-zero exit."""
     fails(gateway("resources", *args), fragment)
+
+
+def test_policy_check_warns_about_routes_the_gateway_shadows(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    """Routes under the gateway's own paths pass, with one warning each naming the path;
+    with admin_listen set, the admin paths no longer shadow anything."""
+    policy = tmp_path / "shadowed.yaml"
+    policy.write_text(
+        textwrap.dedent(
+            """
+            upstreams: {shop: {url: "http://127.0.0.1:9000"}}
+            routes:
+              - {path: /docs, upstream: shop, auth: none}
+              - {path: /metrics, upstream: shop, auth: none}
+              - {path: "/v1/{any}/**", upstream: shop, auth: none}
+              - {path: /login, upstream: shop, auth: none}
+              - {path: /shop/**, upstream: shop, auth: none}
+            """
+        )
+    )
+    result = gateway("policy", "check", str(policy))
+    assert ok(result).startswith("ok: ")
+    warnings = result.stderr.splitlines()
+    assert len(warnings) == 4, result.stderr
+    assert all(w.startswith("warning: route ") for w in warnings)
+    assert "route /docs (" in warnings[0]
+    assert "own /docs" in warnings[0]
+    assert "own /metrics" in warnings[1]
+    assert "/v1/admin/users" in warnings[2]
+    assert "/v1/apikeys" in warnings[2]
+    assert "own /login" in warnings[3]
+    split = gateway(
+        "policy", "check", str(policy), env_changes={"GATEWAY_ADMIN_LISTEN": "127.0.0.1:9091"}
+    )
+    warnings = split.stderr.splitlines()
+    assert [w.split(" (")[0] for w in warnings] == [
+        "warning: route /v1/{any}/**",
+        "warning: route /login",
+    ]
+    assert "/v1/admin" not in warnings[0]

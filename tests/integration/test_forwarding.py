@@ -84,14 +84,20 @@ async def test_identity_headers_name_the_user_key_and_permissions(
 
 
 async def test_outcomes_are_counted_in_metrics(make_gateway: MakeGateway) -> None:
-    """/metrics counts data-plane requests by outcome: allowed, and each refusal's code."""
+    """/metrics counts data-plane requests by route template, status class and outcome:
+    allowed, and each refusal's code."""
 
     async def counts() -> dict[str, float]:
         async with gw.client.get("/metrics") as response:
             assert response.status == 200
             text = await response.text()
-        found = re.findall(r'^keygate_proxy_requests_total\{outcome="([^"]+)"\} (\S+)$', text, re.M)
-        return {outcome: float(value) for outcome, value in found}
+        found = re.findall(
+            r'^keygate_requests_total\{method="GET",outcome="([^"]+)",route="/api/\*\*",'
+            r'status="(\dxx)"\} (\S+)$',
+            text,
+            re.M,
+        )
+        return {f"{outcome} {status}": float(value) for outcome, status, value in found}
 
     gw = await make_gateway()
     before = await counts()
@@ -101,8 +107,8 @@ async def test_outcomes_are_counted_in_metrics(make_gateway: MakeGateway) -> Non
     async with gw.client.get("/api/x") as response:
         assert response.status == 401
     after = await counts()
-    assert after["allowed"] - before.get("allowed", 0) == 3
-    assert after["credential-missing"] - before.get("credential-missing", 0) == 1
+    assert after["allowed 2xx"] - before.get("allowed 2xx", 0) == 3
+    assert after["credential-missing 4xx"] - before.get("credential-missing 4xx", 0) == 1
 
 
 async def test_connection_header_cannot_drop_the_gateways_headers(

@@ -2,7 +2,7 @@
 
 `make_gateway` (tests/integration/conftest.py) runs each test against the aiohttp server in
 this process and against a `gateway serve` process with the fast front. Lookups are counted
-by the verifier's own metric, `keygate_key_db_lookups`, read from /metrics.
+by the verifier's own metric, `keygate_key_cache_total{layer="database"}`, read from /metrics.
 """
 
 from __future__ import annotations
@@ -33,7 +33,14 @@ async def gauge(gw: Any, name: str) -> float:
 
 
 async def lookups(gw: Any) -> float:
-    return await gauge(gw, "keygate_key_db_lookups")
+    """Database lookups made by the key verifier, from /metrics (every result counted)."""
+    async with gw.client.get("/metrics") as response:
+        assert response.status == 200
+        text = await response.text()
+    found = re.findall(
+        r'^keygate_key_cache_total\{layer="database",result="[a-z]+"\} (\S+)$', text, re.M
+    )
+    return sum(float(value) for value in found)
 
 
 async def status_of(gw: Any, headers: dict[str, str], path: str = "/api/x") -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import re
 import secrets
@@ -93,6 +94,12 @@ async def _key_life_cycle(base: str) -> tuple[list[str], str]:
     the session cookie."""
     jar = aiohttp.CookieJar(unsafe=True)  # cookies from 127.0.0.1
     async with aiohttp.ClientSession(base, cookie_jar=jar) as web:
+        # The password typed into the email field: a failed login, logged without either.
+        login = form(await (await web.get("/login")).text(), "/login")
+        async with web.post(
+            "/login", data=login.data(email=PASSWORD, password=EMAIL), allow_redirects=False
+        ) as response:
+            assert response.status != 303
         login = form(await (await web.get("/login")).text(), "/login")
         async with web.post(
             "/login", data=login.data(email=EMAIL, password=PASSWORD), allow_redirects=False
@@ -137,14 +144,14 @@ async def _key_life_cycle(base: str) -> tuple[list[str], str]:
 
 
 @pytest.fixture(
-    params=[("sqlite", "true"), ("postgres", "false")],
-    ids=["sqlite-fast-front", "postgres-redis-aiohttp"],
+    params=[("sqlite", "true", "text"), ("postgres", "false", "text"), ("sqlite", "true", "json")],
+    ids=["sqlite-fast-front", "postgres-redis-aiohttp", "sqlite-fast-front-json"],
 )
 def deployment(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
-    """Settings of a store (and data plane): SQLite with the fast front; PostgreSQL and Redis
-    with aiohttp's data plane."""
-    backend, fast_data_plane = request.param
-    settings = {"GATEWAY_FAST_DATA_PLANE": fast_data_plane}
+    """Settings of a store (and data plane, and log format): SQLite with the fast front;
+    PostgreSQL and Redis with aiohttp's data plane; SQLite with JSON logs."""
+    backend, fast_data_plane, log_format = request.param
+    settings = {"GATEWAY_FAST_DATA_PLANE": fast_data_plane, "GATEWAY_LOG_FORMAT": log_format}
     if backend == "sqlite":
         settings["GATEWAY_DATABASE_URL"] = f"sqlite:///{tmp_path / 'keygate.db'}"
     else:
@@ -187,6 +194,10 @@ async def test_debug_logs_hold_no_secret(tmp_path: Path, deployment: dict[str, s
             keys, cookie = await _key_life_cycle(server.base)
             assert await stop(server) == 0
             logged = "\n".join([cli.stdout, cli.stderr, server.stdout(), server.stderr()])
+            if settings["GATEWAY_LOG_FORMAT"] == "json":  # every line of the log is one object
+                lines = server.stderr().splitlines()
+                assert lines
+                assert all(isinstance(json.loads(line), dict) for line in lines)
 
     passwords, key_hashes = await _stored_hashes(database_url)
     assert len(passwords) == 1
@@ -194,8 +205,11 @@ async def test_debug_logs_hold_no_secret(tmp_path: Path, deployment: dict[str, s
     hasher = KeyHasher(secret.encode())
     hashes = {hasher.digest(key) for key in keys} | set(key_hashes)
     # DEBUG really was on, and the access log too: the test looks at real output.
-    assert " DEBUG " in logged
+    assert (" DEBUG " if deployment["GATEWAY_LOG_FORMAT"] == "text" else '"DEBUG"') in logged
     assert "/api/reports/daily" in logged
+    # The security events were logged (by ids and addresses only).
+    assert "failed password check from 127.0.0.1" in logged
+    assert "key.revoke " in logged
     forbidden = {
         "the password": [PASSWORD],
         "the password hash": passwords + [p.split("$")[-1] for p in passwords],

@@ -37,10 +37,9 @@ class Recorder:
 
 
 def front() -> tuple[FrontProtocol, Recorder]:
-    # The write path uses only the context's connection bookkeeping, not services or forwarder.
-    ctx = FrontContext(
-        cast(Services, None), cast(Forwarder, None), ("127.0.0.1", 0), frozenset(), ()
-    )
+    # The write path uses only the context's connection bookkeeping, not services; the
+    # forwarder (no upstream in use) says whether the peer is a trusted proxy.
+    ctx = FrontContext(cast(Services, None), Forwarder(), ("127.0.0.1", 0), frozenset(), ())
     proto = FrontProtocol(ctx)
     transport = Recorder()
     proto.connection_made(cast(asyncio.Transport, transport))

@@ -190,6 +190,10 @@ BAD_VALUES: dict[str, str] = {
     "idle_key_days": "-1",
     "unused_permission_days": "0",
     "listen": "abc",
+    "admin_listen": "127.0.0.1:port",
+    "log_format": "xml",
+    "tracing": "zipkin",
+    "tracing_endpoint": "ftp://collector",
     "secret": "short",
     "secret_file": "/nonexistent/keygate-secret",
     "key_encryption_key": "not-hex",
@@ -575,3 +579,25 @@ def test_rate_limit_settings_read_from_the_environment() -> None:
     bad-value table); `legacy_ratelimit_headers` a boolean."""
     assert error({"GATEWAY_RATE_LIMIT_LEASE": "-1"}).startswith("GATEWAY_RATE_LIMIT_LEASE: ")
     assert error({"GATEWAY_RATE_LIMIT_LEASE": "many"}).startswith("GATEWAY_RATE_LIMIT_LEASE: ")
+
+
+def test_observability_settings() -> None:
+    """admin_listen, log_format and tracing parse, default off, and the admin port must differ."""
+    s = load_settings(environ={})
+    assert (s.admin_listen, s.log_format, s.tracing) == (None, "text", "off")
+    s = load_settings(
+        environ={
+            "GATEWAY_ADMIN_LISTEN": "127.0.0.1:9090",
+            "GATEWAY_LOG_FORMAT": "JSON",
+            "GATEWAY_TRACING": "console",
+        }
+    )
+    assert (s.admin_listen, s.admin_listen_port, s.log_format, s.tracing) == (
+        "127.0.0.1:9090",
+        9090,
+        "json",
+        "console",
+    )
+    message = error({"GATEWAY_LISTEN": "127.0.0.1:9000", "GATEWAY_ADMIN_LISTEN": "0.0.0.0:9000"})
+    assert message.startswith("admin_listen: ")
+    assert "port of its own" in message
