@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import secrets
-import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -20,19 +19,6 @@ ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 KUBERNETES = DEPLOY / "kubernetes"
 
-# Settings other work adds to gateway/settings.py, which the artifacts already use. While one is
-# absent its variable is accepted with a warning (shown in pytest's summary); once it exists it
-# is read and checked like every other setting.
-ARRIVING = {
-    "GATEWAY_ADMIN_LISTEN": "admin_listen",
-    "GATEWAY_LOG_FORMAT": "log_format",
-    "GATEWAY_SHUTDOWN_TIMEOUT": "shutdown_timeout",
-}
-
-
-class ArrivingSettingWarning(UserWarning):
-    """An artifact uses a setting that gateway/settings.py does not have yet."""
-
 
 def settings_from(env: Mapping[str, str], tmp_path: Path, where: str) -> Settings:
     """The settings these GATEWAY_* variables give, read by `load_settings` (which refuses a
@@ -43,15 +29,8 @@ def settings_from(env: Mapping[str, str], tmp_path: Path, where: str) -> Setting
     for name, value in env.items():
         if not name.startswith("GATEWAY_"):
             continue
-        if name in known:
-            given[name] = value
-        else:
-            assert name in ARRIVING, f"{where}: {name} is not a setting in gateway/settings.py"
-            warnings.warn(
-                f"{where}: {name} ({ARRIVING[name]}) is not in gateway/settings.py yet",
-                ArrivingSettingWarning,
-                stacklevel=2,
-            )
+        assert name in known, f"{where}: {name} is not a setting in gateway/settings.py"
+        given[name] = value
     if "GATEWAY_SECRET_FILE" in given:
         secret = tmp_path / "secret"
         secret.write_text(secrets.token_hex(32))

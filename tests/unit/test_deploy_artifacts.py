@@ -21,7 +21,6 @@ from gateway.cli import build_parser
 from gateway.policy.loader import load_policy
 from gateway.settings import Settings, environment_names, load_settings
 from tests.deploy_artifacts import (
-    ARRIVING,
     DEPLOY,
     KUBERNETES,
     ROOT,
@@ -389,7 +388,7 @@ def test_systemd_unit_runs_real_commands_with_real_settings(tmp_path: Path) -> N
         assert_gateway_command(argv, "keygate.service")
 
     env = dict(v.split("=", 1) for k, v in service if k == "Environment")
-    known = environment_names() | set(ARRIVING)
+    known = environment_names()
     assert set(env) <= known
     assert Path(env["GATEWAY_CONFIG"]).name == "keygate.yaml"
     config = tmp_path / "keygate.yaml"
@@ -398,6 +397,5 @@ def test_systemd_unit_runs_real_commands_with_real_settings(tmp_path: Path) -> N
     text = (DEPLOY / "keygate.yaml").read_text()
     config.write_text(re.sub(r"(?m)^secret_file: .*$", f"secret_file: {secret}", text))
     settings = load_settings(str(config), environ={})
-    # shutdown_timeout's default is 30 s (ARRIVING: read from the settings once it exists).
-    drain = float(getattr(settings, "shutdown_timeout", 30))
+    drain = settings.shutdown_timeout
     assert float(dict(service)["TimeoutStopSec"]) > drain
