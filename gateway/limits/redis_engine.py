@@ -247,9 +247,9 @@ class RedisLimiter:
             args += (limit.interval_us, limit.tolerance_us)
         if account is not None:
             keys.append(self._credits + account)
-            if account in self._stale or account in self._unsaved:
-                await self._settle_now()
         try:
+            if account is not None and (account in self._stale or account in self._unsaved):
+                await self._settle_now()
             async with asyncio.timeout(self._deadline):
                 reply = await self._run(keys, args)
                 if reply[0] == b"load":
@@ -356,13 +356,16 @@ class RedisLimiter:
     async def _settle_now(self) -> None:
         """A key spent on the fallback is about to spend through Redis again: write the
         fallback's spends and drop the stale Redis balance first, rather than let the key
-        spend from it until the next flush. A failure leaves that to the next flush."""
+        spend from it until the next flush. A store failure leaves that to the next flush;
+        a Redis one raises (the request falls back, after one deadline, not two)."""
         try:
             if self._store is not None:
                 await self._save_fallback(self._store)
-            await self._settle_fallback()
         except Exception as exc:  # noqa: BLE001 - the request is decided all the same
             log.warning("could not write fallback credit spends: %s", type(exc).__name__)
+            return
+        if not await self._settle_fallback():
+            raise TimeoutError("Redis did not drop the stale balances")
 
     async def _save_fallback(self, store: QuotaStore) -> None:
         """Take the credits paid on the fallback off the stored balance (relative, so the
@@ -382,20 +385,23 @@ class RedisLimiter:
             if not saved:
                 await self.fallback.forget(account)
 
-    async def _settle_fallback(self) -> None:
+    async def _settle_fallback(self) -> bool:
         """Redis answers again: drop the Redis balance of every key spent on the fallback (it
         predates those spends), so the next request loads the store's, which has them; and
         the fallback's share, so a later outage reads the store afresh."""
         stale = list(self._stale)
+        if not stale:
+            return True
         try:
             async with asyncio.timeout(self._deadline):
                 await self._redis.delete(*(self._credits + account for account in stale))
         except (RedisError, OSError, TimeoutError):
-            return  # still stale: next time
+            return False  # still stale: next time
         self._stale.difference_update(stale)
         self._dirty.difference_update(stale)
         for account in stale:
             await self.fallback.forget(account)
+        return True
 
     async def beat(self) -> None:
         """Announce this instance and read how many are live (one heartbeat)."""
