@@ -49,6 +49,8 @@ class QuotaStore(Protocol):
         self, key_id: str, credits: int, period: str | None, version: int
     ) -> bool: ...
 
+    async def spend_balance(self, key_id: str, amount: int, version: int) -> bool: ...
+
 
 class Limiter(Protocol):
     def check_now(
@@ -116,12 +118,14 @@ class LocalLimiter:
         divisor: Callable[[], int] | None = None,
         max_buckets: int = MAX_BUCKETS,
         write_behind: bool = True,
+        ledger: dict[str, int] | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
         self._divisor = divisor
         self._max = max_buckets
         self._write_behind = write_behind
+        self._ledger = ledger  # credits paid per key, for a caller that writes them back
         self._tats: OrderedDict[str, int] = OrderedDict()
         self._shares: dict[tuple[RateLimit, int], RateLimit] = {}
         self._balances: dict[str, Balance | None] = {}
@@ -158,6 +162,8 @@ class LocalLimiter:
                 balance.credits, balance.period = paid.balance, paid.period
                 if self._write_behind:
                     self._dirty.add(account)
+                if self._ledger is not None and cost:
+                    self._ledger[account] = self._ledger.get(account, 0) + cost
         return outcome
 
     def _pay(self, balance: Balance, cost: int, seconds: int) -> credit_rules.CreditState:
@@ -203,6 +209,10 @@ class LocalLimiter:
     async def balance(self, account: str) -> int | None:
         held = self._balances.get(account)
         return held.credits if held is not None else None
+
+    def held(self, account: str) -> Balance | None:
+        """The balance this process holds for a key, if any."""
+        return self._balances.get(account)
 
     async def flush(self) -> None:
         if self._store is None or not self._dirty:

@@ -26,6 +26,17 @@ seen in the heartbeat set (`<namespace>:instances`, a sorted set of instance ids
 Redis time, refreshed every HEARTBEAT_SECONDS). Never unlimited, never an error to the
 client. After a failure the instance stays on the fallback for BACKOFF_SECONDS before it
 tries Redis again, so a dead Redis does not add a timeout to every request.
+
+Credits paid on the fallback (each instance spends its share of the stored balance) are
+written behind too: `flush` takes them off the stored balance (relative, so the instances'
+spends add up; an administrator's change since wins, as on the normal path). Once Redis
+answers again, the Redis balance of each key spent on the fallback is dropped, so the next
+request loads the store's, which has those spends; it is never also taken off the Redis
+balance, so nothing is charged twice. What this gives back, never takes twice: spends made
+through Redis but not yet written behind when the outage began or when the balance is
+dropped (at most FLUSH_SECONDS of them, the bound of a Redis restart), and fallback spends
+of an instance that writes them after another one's reload (until that instance drops the
+balance in turn).
 """
 
 from __future__ import annotations
@@ -92,9 +103,15 @@ class RedisLimiter:
         self._dirty: set[str] = set()
         self.instance_id = uuid.uuid4().hex
         self.live_instances = 1  # last count seen in the heartbeat set
-        # Spends on the fallback are not written back: Redis holds the balance again after.
+        # Credits paid on the fallback, not yet taken off the store (see `_save_fallback`),
+        # and the keys whose Redis balance they make stale (see `_settle_fallback`).
+        self._unsaved: dict[str, int] = {}
+        self._stale: set[str] = set()
         self.fallback = LocalLimiter(
-            store=store, divisor=lambda: self.live_instances, write_behind=False
+            store=store,
+            divisor=lambda: self.live_instances,
+            write_behind=False,
+            ledger=self._unsaved,
         )
 
     @classmethod
@@ -231,6 +248,8 @@ class RedisLimiter:
         if account is not None:
             keys.append(self._credits + account)
         try:
+            if account is not None and (account in self._stale or account in self._unsaved):
+                await self._settle_now()
             async with asyncio.timeout(self._deadline):
                 reply = await self._run(keys, args)
                 if reply[0] == b"load":
@@ -305,10 +324,18 @@ class RedisLimiter:
     async def flush(self) -> None:
         """Write-behind: the Redis balance of every key spent since the last flush to the
         store. A balance whose stored version moved on (an administrator set it) is dropped
-        from Redis instead, so the next request loads the new one."""
-        if self._store is None or not self._dirty:
+        from Redis instead, so the next request loads the new one. Credits paid on the
+        fallback are taken off the store, and once Redis answers again the Redis balances
+        they make stale are dropped (see the module docstring)."""
+        if self._store is None:
             return
-        dirty, self._dirty = self._dirty, set()
+        await self._save_fallback(self._store)
+        if self._stale and not self.degraded:
+            await self._settle_fallback()
+        if not self._dirty:
+            return
+        # A stale Redis balance must not overwrite what the fallback took off the store.
+        dirty, self._dirty = self._dirty - self._stale, set()
         for account in dirty:
             name = self._credits + account
             try:
@@ -325,6 +352,56 @@ class RedisLimiter:
             )
             if not saved:
                 await self.forget(account)
+
+    async def _settle_now(self) -> None:
+        """A key spent on the fallback is about to spend through Redis again: write the
+        fallback's spends and drop the stale Redis balance first, rather than let the key
+        spend from it until the next flush. A store failure leaves that to the next flush;
+        a Redis one raises (the request falls back, after one deadline, not two)."""
+        try:
+            if self._store is not None:
+                await self._save_fallback(self._store)
+        except Exception as exc:  # noqa: BLE001 - the request is decided all the same
+            log.warning("could not write fallback credit spends: %s", type(exc).__name__)
+            return
+        if not await self._settle_fallback():
+            raise TimeoutError("Redis did not drop the stale balances")
+
+    async def _save_fallback(self, store: QuotaStore) -> None:
+        """Take the credits paid on the fallback off the stored balance (relative, so the
+        shares several instances spent add up); a balance an administrator changed since it
+        was read is re-read instead, like the normal write-behind."""
+        while self._unsaved:
+            account, amount = self._unsaved.popitem()
+            held = self.fallback.held(account)
+            if held is None:
+                continue  # forgotten since (an administrator's change): nothing to take off
+            try:
+                saved = await store.spend_balance(account, amount, held.quota.version)
+            except BaseException:
+                self._unsaved[account] = self._unsaved.get(account, 0) + amount  # next time
+                raise
+            self._stale.add(account)
+            if not saved:
+                await self.fallback.forget(account)
+
+    async def _settle_fallback(self) -> bool:
+        """Redis answers again: drop the Redis balance of every key spent on the fallback (it
+        predates those spends), so the next request loads the store's, which has them; and
+        the fallback's share, so a later outage reads the store afresh."""
+        stale = list(self._stale)
+        if not stale:
+            return True
+        try:
+            async with asyncio.timeout(self._deadline):
+                await self._redis.delete(*(self._credits + account for account in stale))
+        except (RedisError, OSError, TimeoutError):
+            return False  # still stale: next time
+        self._stale.difference_update(stale)
+        self._dirty.difference_update(stale)
+        for account in stale:
+            await self.fallback.forget(account)
+        return True
 
     async def beat(self) -> None:
         """Announce this instance and read how many are live (one heartbeat)."""

@@ -288,6 +288,11 @@ class Store(Protocol):
         the stored version is not `version` (an administrator changed it since)."""
         ...
 
+    async def spend_balance(self, key_id: str, amount: int, version: int) -> bool:
+        """Take `amount` spent elsewhere (a Redis outage's fallback) off the stored balance, not
+        below 0; False, writing nothing, when the stored version is not `version`."""
+        ...
+
     # audit
     async def list_audit(
         self, limit: int = 100, target: str | None = None

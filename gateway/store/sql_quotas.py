@@ -94,3 +94,13 @@ class QuotaQueries:
             version,
         )
         return count > 0
+
+    async def spend_balance(self, key_id: str, amount: int, version: int) -> bool:
+        count = await self._db.execute(
+            "UPDATE key_quotas SET credits = CASE WHEN credits > $1 THEN credits - $1 ELSE 0 END "
+            "WHERE key_id = $2 AND version = $3 AND credits IS NOT NULL",
+            amount,
+            key_id,
+            version,
+        )
+        return count > 0

@@ -1,14 +1,21 @@
-"""Rate limits on both servers (in-process engine): 429 problem+json naming the limit with
-Retry-After and never reaching the upstream, the draft's RateLimit fields on every answer of a
-limited route, costs, per-address and per-owner limits, and refusals that spend nothing."""
+"""Rate limits and credits on both servers (in-process engine): 429 problem+json naming the
+limit (`rate-limited`) or the spent credits (`quota-exhausted`), with Retry-After when waiting
+helps, never reaching the upstream; the draft's RateLimit fields and, where configured, the
+legacy X-RateLimit ones on every answer of a limited route; costs, per-address and per-owner
+limits, and refusals that spend nothing."""
 
 from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Any
 
+from gateway.limits.credits import DAY
+from gateway.services import open_services
+from gateway.settings import load_settings
 from gateway.state import SERVICES
+from gateway.store.base import Audit, KeyQuota
 from tests.integration.gateways import Gateway, MakeGateway
 
 RATELIMIT = re.compile(r'^"(?P<name>[a-z0-9_-]+)";r=(?P<r>[0-9]+);t=(?P<t>[0-9]+)$')
@@ -140,3 +147,97 @@ async def _pool_on_front(gw: Gateway) -> None:
     status, _, body = await get(gw, "/pooled/x")
     assert status == 429
     assert b'"limit": "tight"' in body
+
+
+async def test_legacy_fields_follow_the_count_down_to_the_refusal(
+    make_gateway: MakeGateway,
+) -> None:
+    """With `legacy_ratelimit_headers`, X-RateLimit-Remaining follows the RateLimit field down to
+    0, and the 429 carries them too: X-RateLimit-Reset is the Retry-After, and the upstream
+    never sees the refused request."""
+    gw = await make_gateway(legacy_ratelimit_headers=True)
+    for left in (2, 1, 0):
+        status, headers, _ = await get(gw, "/limited/x")
+        assert status == 200
+        assert remaining(headers) == ("tight", left)
+        assert headers["X-RateLimit-Limit"] == "3"
+        assert headers["X-RateLimit-Remaining"] == str(left)
+    before = len(gw.upstream.received)
+    status, headers, body = await get(gw, "/limited/x")
+    assert status == 429
+    assert len(gw.upstream.received) == before
+    assert json.loads(body)["code"] == "rate-limited"
+    assert headers["RateLimit-Policy"] == '"tight";q=3;w=60'
+    assert remaining(headers) == ("tight", 0)
+    assert headers["X-RateLimit-Limit"] == "3"
+    assert headers["X-RateLimit-Remaining"] == "0"
+    assert 1 <= int(headers["Retry-After"]) <= 20
+    assert headers["X-RateLimit-Reset"] == headers["Retry-After"]
+
+
+async def give_credits(gw: Gateway, quota: KeyQuota) -> None:
+    """Set the test key's quota in the store, as an administrator would (the front reads the
+    same SQLite database from its own process)."""
+    audit = Audit("system", "key.quota", f"key:{gw.key_id}")
+    if gw.server == "aiohttp":
+        await gw.client.app[SERVICES].store.set_quota(quota, audit)  # type: ignore[union-attr]
+        return
+    assert gw.env is not None
+    async with open_services(load_settings(environ=gw.env)) as services:
+        await services.store.set_quota(quota, audit)
+
+
+async def test_spent_credits_answer_quota_exhausted(make_gateway: MakeGateway) -> None:
+    """Two credits on a cost-1 route limited to 3/m: two calls pass, the third is a 429
+    `quota-exhausted` naming `credits` with the balance, without Retry-After (they never
+    refill), with the route's fields (one unit of `tight` still left, legacy ones included),
+    and the upstream never sees it."""
+    gw = await make_gateway(legacy_ratelimit_headers=True)
+    await give_credits(gw, KeyQuota(gw.key_id, credits=2))
+    for left in (2, 1):
+        status, headers, _ = await get(gw, "/limited/x")
+        assert (status, remaining(headers)) == (200, ("tight", left))
+    before = len(gw.upstream.received)
+    status, headers, body = await get(gw, "/limited/x")
+    assert status == 429
+    assert len(gw.upstream.received) == before
+    assert headers["Content-Type"] == "application/problem+json"
+    assert "Retry-After" not in headers
+    assert headers["RateLimit-Policy"] == '"tight";q=3;w=60'
+    assert remaining(headers) == ("tight", 1)
+    assert headers["X-RateLimit-Limit"] == "3"
+    assert headers["X-RateLimit-Remaining"] == "1"
+    problem = json.loads(body)
+    assert problem["status"] == 429
+    assert (problem["code"], problem["limit"], problem["credits"]) == (
+        "quota-exhausted",
+        "credits",
+        0,
+    )
+    status, headers, _ = await get(gw, "/free/x")  # cost 0: no credits needed
+    assert (status, remaining(headers)) == (200, ("tight", 1))
+
+
+async def test_credits_that_refill_answer_with_retry_after(make_gateway: MakeGateway) -> None:
+    """One credit refilled daily: the second call is a 429 `quota-exhausted` whose Retry-After
+    is the time until the next UTC midnight."""
+    gw = await make_gateway()
+    today = f"d{int(time.time()) // DAY}"
+    await give_credits(
+        gw, KeyQuota(gw.key_id, credits=1, refill="daily", refill_amount=5, period=today)
+    )
+    assert (await get(gw, "/limited/x"))[0] == 200
+    before = len(gw.upstream.received)
+    status, headers, body = await get(gw, "/limited/x")
+    assert status == 429
+    assert len(gw.upstream.received) == before
+    until_midnight = DAY - int(time.time()) % DAY
+    assert abs(int(headers["Retry-After"]) - until_midnight) <= 5
+    assert remaining(headers) == ("tight", 2)
+    assert "X-RateLimit-Limit" not in headers
+    problem = json.loads(body)
+    assert (problem["code"], problem["limit"], problem["credits"]) == (
+        "quota-exhausted",
+        "credits",
+        0,
+    )
