@@ -426,7 +426,13 @@ class RedisLimiter:
                 await self._redis.zrem(self._instances, self.instance_id)
         except (RedisError, OSError, TimeoutError):
             pass
-        await self._redis.aclose()
+        # Bounded too: redis-py's blocking pool can wait on a connection a cancelled call
+        # left checked out, and a stop must never hang on it.
+        try:
+            async with asyncio.timeout(self._deadline):
+                await self._redis.aclose()
+        except (RedisError, OSError, TimeoutError):
+            pass
 
 
 @dataclass(slots=True)
