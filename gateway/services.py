@@ -335,9 +335,12 @@ async def run_background(services: Services) -> AsyncIterator[None]:
 
 
 async def _flush_balances(services: Services) -> None:
+    task = asyncio.current_task()
     while True:
         await asyncio.sleep(FLUSH_SECONDS)
         await _flush_balances_once(services)
+        if task is not None and task.cancelling():  # a stop its deadlines took (3.11)
+            raise asyncio.CancelledError
 
 
 async def _flush_balances_once(services: Services) -> None:

@@ -40,9 +40,12 @@ async def sweep(store: Store, idle_days: float, now: datetime | None = None) -> 
 
 async def run(store: Store, idle_days: float, interval: float = SWEEP_SECONDS) -> None:
     """Sweep until cancelled; a failed sweep is logged and tried again next time."""
+    task = asyncio.current_task()
     while True:
         try:
             await sweep(store, idle_days)
         except (StoreError, OSError, TimeoutError) as exc:
             log.warning("idle key sweep failed: %s", type(exc).__name__)
+        if task is not None and task.cancelling():  # a stop its deadline took (3.11)
+            raise asyncio.CancelledError
         await asyncio.sleep(interval)

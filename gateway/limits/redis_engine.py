@@ -416,8 +416,14 @@ class RedisLimiter:
         self.live_instances = max(1, int(count))
 
     async def run_heartbeat(self) -> None:
+        task = asyncio.current_task()
         while True:
             await self.beat()
+            # A stop that arrived inside `beat` may have been taken for its deadline (3.11's
+            # asyncio.timeout turns a cancellation that races the deadline into TimeoutError,
+            # which `beat` absorbs): honour it here, or the stop waits for ever.
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError
             await asyncio.sleep(self._heartbeat)
 
     async def close(self) -> None:
