@@ -38,6 +38,10 @@ class Sharing:
         self._values: dict[Any, Any] = {}
         self._memos: dict[tuple[tuple[Perm, ...], tuple[Perm, ...]], dict[Perm, bool]] = {}
 
+    @property
+    def limit(self) -> int:
+        return self._limit
+
     def one(self, value: T) -> T:
         """The canonical object equal to `value` (`value` itself the first time)."""
         found = self._values.get(value)

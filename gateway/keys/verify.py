@@ -339,6 +339,8 @@ class KeyVerifier:
         holds; a lookup in flight builds its principal when it lands, with the new one.
         """
         self._catalog = catalog
+        # Shared parts (parsed grants, decision memos) belong to one catalog: start afresh.
+        self._sharing = Sharing(catalog, limit=self._sharing.limit)
 
         def rebuilt(value: _Cached) -> _Cached:
             return None if value is None else self._verified(value.state)

@@ -58,6 +58,10 @@ async def _admin_key(services: Services) -> str:
     return (await new_key(services, owner, ["t.admin"])).text
 
 
+def _peer() -> str:
+    return "127.0.0.1"
+
+
 async def test_a_cached_key_is_judged_by_the_new_catalog_without_a_lookup(
     served: tuple[Services, Path],
 ) -> None:
@@ -67,13 +71,13 @@ async def test_a_cached_key_is_judged_by_the_new_catalog_without_a_lookup(
     key = await _admin_key(services)
     await services.verifier.verify(key)  # cached now
     lookups = services.verifier.lookups
-    before = decide(services.policy, services.verifier, "GET", "/r/x", _headers(key))
+    before = decide(services.policy, services.verifier, "GET", "/r/x", _headers(key), _peer)
     assert isinstance(before, Refused)
     assert before.outcome == "missing-permission"
 
     policy.write_text(policy_text(implies=True))
     assert await reload.reload_policy(services) is True
-    after = decide(services.policy, services.verifier, "GET", "/r/x", _headers(key))
+    after = decide(services.policy, services.verifier, "GET", "/r/x", _headers(key), _peer)
     assert isinstance(after, Allowed)
     assert services.verifier.lookups == lookups
 
@@ -86,7 +90,7 @@ async def test_a_decision_waiting_for_its_lookup_keeps_its_policy(
     services, policy = served
     owner = await new_user(services, "reader@example.com", ["t.read"], password=None)
     key = (await new_key(services, owner, ["t.read"])).text
-    needs = decide(services.policy, services.verifier, "GET", "/r/x", _headers(key))
+    needs = decide(services.policy, services.verifier, "GET", "/r/x", _headers(key), _peer)
     assert isinstance(needs, NeedsLookup)
 
     policy.write_text(
