@@ -137,3 +137,24 @@ def configure(level: str, fmt: str = "text", *, worker: int | None = None) -> No
         root.addHandler(handler)
         root.setLevel(level)
     install()
+
+
+# -- what a reload may change (settings `log_level`, `access_log`) --------------------------
+
+_ACCESS_OFF = logging.CRITICAL + 10  # above every level: no access line is ever emitted
+
+
+def set_level(level: str) -> None:
+    """The process's log level, as `configure` set it at start."""
+    logging.getLogger().setLevel(level)
+
+
+def set_access_log(on: bool) -> None:
+    """Turn the access log on or off in this process. The access logger is always handed to
+    the servers; this level decides whether a line is written (`access_enabled`)."""
+    logging.getLogger(_ACCESS_LOGGER).setLevel(logging.NOTSET if on else _ACCESS_OFF)
+
+
+def access_enabled(logger: logging.Logger) -> bool:
+    """Whether `logger` (the access logger) writes a line now: one cached level check."""
+    return logger.isEnabledFor(logging.INFO)
