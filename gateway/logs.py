@@ -141,8 +141,6 @@ def configure(level: str, fmt: str = "text", *, worker: int | None = None) -> No
 
 # -- what a reload may change (settings `log_level`, `access_log`) --------------------------
 
-_ACCESS_OFF = logging.CRITICAL + 10  # above every level: no access line is ever emitted
-
 
 def set_level(level: str) -> None:
     """The process's log level, as `configure` set it at start."""
@@ -151,10 +149,12 @@ def set_level(level: str) -> None:
 
 def set_access_log(on: bool) -> None:
     """Turn the access log on or off in this process. The access logger is always handed to
-    the servers; this level decides whether a line is written (`access_enabled`)."""
-    logging.getLogger(_ACCESS_LOGGER).setLevel(logging.NOTSET if on else _ACCESS_OFF)
+    the servers; whether a line is written follows this (`access_enabled`). Its level is left
+    alone: `log_level` still applies to its lines."""
+    logging.getLogger(_ACCESS_LOGGER).disabled = not on
 
 
 def access_enabled(logger: logging.Logger) -> bool:
-    """Whether `logger` (the access logger) writes a line now: one cached level check."""
+    """Whether `logger` (the access logger) writes a line now: `disabled`, then the cached
+    level check."""
     return logger.isEnabledFor(logging.INFO)

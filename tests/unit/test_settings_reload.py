@@ -50,10 +50,10 @@ def test_secrets_are_named_never_shown() -> None:
 @pytest.fixture
 def restored() -> Iterator[None]:
     root, access = logging.getLogger(), logging.getLogger("aiohttp.access")
-    levels = root.level, access.level
+    level, disabled = root.level, access.disabled
     yield
-    root.setLevel(levels[0])
-    access.setLevel(levels[1])
+    root.setLevel(level)
+    access.disabled = disabled
 
 
 @pytest.mark.usefixtures("restored")
