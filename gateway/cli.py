@@ -533,15 +533,16 @@ def cmd_import(args: argparse.Namespace) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    settings = _prepared(
-        _settings(
+    def read() -> Settings:
+        return _settings(
             args, listen=args.listen, workers=args.workers, mode=args.mode, policy=args.policy
-        ),
-        announce=_say,
-    )
+        )
+
+    settings = _prepared(read(), announce=_say)
     from gateway.server import serve
 
-    serve(settings, announce=_say)
+    # A reload reads the settings again the same way.
+    serve(settings, announce=_say, reread=lambda: with_secret(read(), announce=_note))
 
 
 def _note(text: str) -> None:

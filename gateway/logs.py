@@ -137,3 +137,24 @@ def configure(level: str, fmt: str = "text", *, worker: int | None = None) -> No
         root.addHandler(handler)
         root.setLevel(level)
     install()
+
+
+# -- what a reload may change (settings `log_level`, `access_log`) --------------------------
+
+
+def set_level(level: str) -> None:
+    """The process's log level, as `configure` set it at start."""
+    logging.getLogger().setLevel(level)
+
+
+def set_access_log(on: bool) -> None:
+    """Turn the access log on or off in this process. The access logger is always handed to
+    the servers; whether a line is written follows this (`access_enabled`). Its level is left
+    alone: `log_level` still applies to its lines."""
+    logging.getLogger(_ACCESS_LOGGER).disabled = not on
+
+
+def access_enabled(logger: logging.Logger) -> bool:
+    """Whether `logger` (the access logger) writes a line now: `disabled`, then the cached
+    level check."""
+    return logger.isEnabledFor(logging.INFO)

@@ -162,6 +162,14 @@ POLICY_INFO = Gauge(
     registry=REGISTRY,
     multiprocess_mode="livemax",
 )
+WORKER_RESTARTS = Gauge(
+    "keygate_worker_restarts_total",
+    "Workers the master started again after they died, since the master started.",
+    registry=REGISTRY,
+    # The master counts; each worker it starts is told the count so far, and the highest
+    # any worker (alive or gone) was told is the total.
+    multiprocess_mode="max",
+)
 
 # -- the data plane's per-request record ----------------------------------------------------
 
@@ -360,6 +368,11 @@ def policy_loaded(digest: str, at: float) -> None:
 def policy_reload(result: str) -> None:
     """Count one reload attempt: `ok` or `failed`."""
     POLICY_RELOADS.labels(result).inc()
+
+
+def worker_restarts(count: int) -> None:
+    """The master's count of worker restarts, as told to this worker when it started."""
+    WORKER_RESTARTS.set(count)
 
 
 # -- gauges sampled from their owners -------------------------------------------------------

@@ -18,7 +18,7 @@ from time import perf_counter
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from gateway import metrics, tracing
+from gateway import logs, metrics, tracing
 from gateway.access import EXCHANGE, IDS, REQUEST_ID, Access, Exchange, log_access
 from gateway.proxy.forward import Forwarder
 
@@ -33,7 +33,8 @@ def _template(request: web.Request) -> str:
 
 def observer(access_log: bool, forwarder: Callable[[], Forwarder | None]) -> Middleware:
     """The middleware; `forwarder()` gives the application's (it knows the trusted proxies)."""
-    logger = logging.getLogger(ACCESS_LOGGER) if access_log else None
+    logs.set_access_log(access_log)  # a settings reload may turn it on or off later
+    logger = logging.getLogger(ACCESS_LOGGER)
 
     @web.middleware
     async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -80,7 +81,7 @@ def _record(
 ) -> None:
     total = perf_counter() - exchange.started
     metrics.request_done(route, request.method, status, outcome, total)
-    if logger is None:
+    if logger is None or not logs.access_enabled(logger):
         return
     log_access(
         logger,

@@ -8,7 +8,8 @@ any error the active policy stays, one line is logged and the failure is counted
 
 Triggers: SIGHUP to a worker (the master forwards its own, see supervisor.py), and
 `POST /v1/admin/policy/reload`, which reloads the worker that took it and then asks the
-master to reload every worker. Settings are not re-read: they are frozen at start.
+master to reload every worker. The master also reads the settings again and sends the ones
+that may change to the workers (settings_reload.py).
 """
 
 from __future__ import annotations

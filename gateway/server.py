@@ -22,7 +22,7 @@ from gateway.server_limits import ClientLimits, LimitedRunner
 from gateway.settings import Settings
 from gateway.state import SERVICES, SETTINGS
 from gateway.supervisor import FAILED, READY, Supervisor, listen
-from gateway.worker import die_with_master, failure_line, serve_until_stopped
+from gateway.worker import die_with_master, failure_line, hear_master, serve_until_stopped
 
 log = logging.getLogger("gateway")
 
@@ -67,7 +67,10 @@ def _run_worker(
     settings: Settings, sock: socket.socket, ready: Callable[[], None], master: int
 ) -> None:
     _event_loop_policy()
-    access_log = logging.getLogger("aiohttp.access") if settings.access_log else None
+    # Always handed over: whether a line is written follows `access_log`, which a settings
+    # reload may change (logs.set_access_log).
+    logs.set_access_log(settings.access_log)
+    access_log = logging.getLogger("aiohttp.access")
     if settings.fast_data_plane:
         from gateway.proxy.front_server import serve_front  # only loaded when asked for
 
@@ -117,6 +120,7 @@ def _spawned_worker(
     die_with_master(master)
     logs.configure(settings.log_level, settings.log_format, worker=number)
     reload.supervised_by(master)
+    hear_master(report)
     serving = False
 
     def ready() -> None:
@@ -135,9 +139,15 @@ def _spawned_worker(
         sys.exit(1)
 
 
-def serve(settings: Settings, *, announce: Callable[[str], None]) -> None:
+def serve(
+    settings: Settings,
+    *,
+    announce: Callable[[str], None],
+    reread: Callable[[], Settings] | None = None,
+) -> None:
     """Check the policy, take the address, migrate, then run the workers under this master
-    process until SIGTERM/SIGINT (supervisor.py); every failure to start is one line."""
+    process until SIGTERM/SIGINT (supervisor.py); every failure to start is one line.
+    `reread()` reads the settings again for a reload, as they were read for this start."""
     # The CLI restores SIGPIPE's default so `gateway keys list | head` ends quietly; a server
     # must not inherit it: a client resetting its connection under a write would kill the
     # process. Ignored, the write fails with EPIPE and only that connection ends.
@@ -167,7 +177,7 @@ def serve(settings: Settings, *, announce: Callable[[str], None]) -> None:
 
     cleanup = metrics.prepare_workers(settings.workers)  # before any worker starts
     try:
-        status = Supervisor(settings, sock, _spawned_worker, banner).run()
+        status = Supervisor(settings, sock, _spawned_worker, banner, reread).run()
     finally:
         cleanup()
     sys.exit(status)

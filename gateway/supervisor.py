@@ -5,7 +5,9 @@ workers (worker.py is their side).
       ├── worker 0 ─┐ each inherits the socket, reports "ready" (or why it could not
       └── worker 1 ─┘ start) on a pipe, and dies with the master
     SIGTERM/SIGINT  → SIGTERM to every worker; each drains for `shutdown_timeout`
-    SIGHUP          → the policy is validated here, then SIGHUP to every worker
+    SIGHUP          → the settings are read again and the policy is validated here; the
+                      settings that may change (settings_reload.py) are sent to every
+                      worker on its pipe, then SIGHUP to every worker (the policy)
     a worker dies   → started again after a back-off (0.25 s doubling to 30 s; reset once a
                       worker has served for a minute); logged and counted
     a worker fails to start at launch → the others are stopped, its one line is printed,
@@ -27,19 +29,21 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from gateway import metrics
+from gateway import metrics, settings_reload
 from gateway.policy.loader import load_policy
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway")
 
-READY = "ready"
-FAILED = "failed"
+READY = "ready"  # worker → master: it serves
+FAILED = "failed"  # worker → master: (FAILED, why it could not start)
+SETTINGS = "settings"  # master → worker: (SETTINGS, {reloadable setting: new value})
+RESTARTS = "restarts"  # master → worker: (RESTARTS, workers restarted so far), for metrics
 BACKOFF_FIRST = 0.25
 BACKOFF_MAX = 30.0
 STABLE_SECONDS = 60.0  # a worker that served this long starts its back-off afresh
@@ -52,7 +56,8 @@ WorkerTarget = Callable[[Settings, int, socket.socket, Connection, int], None]
 @dataclass(slots=True)
 class Counts:
     """The master's counters, for metrics: workers started again after dying, and reloads
-    refused here because the policy did not validate (the workers were not asked)."""
+    refused here because the settings or the policy did not validate (the workers were not
+    asked)."""
 
     restarts: int = 0
     reload_failures: int = 0
@@ -98,12 +103,15 @@ class _Worker:
 
 @dataclass
 class Supervisor:
-    """Runs `target` in `settings.workers` processes on `sock`; `announce()` once all serve."""
+    """Runs `target` in `settings.workers` processes on `sock`; `announce()` once all serve.
+    `reread()` reads the settings again as they were read at start, for a reload (without
+    it, a reload re-reads the policy only)."""
 
     settings: Settings
     sock: socket.socket
     target: WorkerTarget
     announce: Callable[[], None]
+    reread: Callable[[], Settings] | None = None
     workers: list[_Worker] = field(default_factory=list, init=False)
 
     def run(self) -> int:
@@ -174,7 +182,7 @@ class Supervisor:
 
     def _start(self, worker: _Worker) -> None:
         ctx = multiprocessing.get_context("spawn")
-        report, child_end = ctx.Pipe(duplex=False)
+        report, child_end = ctx.Pipe()  # both ways: reports up, reloaded settings down
         proc = ctx.Process(
             target=self.target,
             args=(self.settings, worker.number, self.sock, child_end, os.getpid()),
@@ -182,6 +190,8 @@ class Supervisor:
         )
         proc.start()
         child_end.close()
+        with contextlib.suppress(OSError):  # it died already: its sentinel tells
+            report.send((RESTARTS, COUNTS.restarts))
         worker.proc, worker.report = proc, report
         worker.ready, worker.said, worker.due = False, "", None
         worker.started = time.monotonic()
@@ -235,22 +245,44 @@ class Supervisor:
                 return
 
     def _reload(self) -> None:
-        """Validate the policy here first: a broken one is one line in this log, and no
-        worker is disturbed. Then every serving worker reloads it."""
+        """Read the settings and validate the policy here first: a broken one is one line in
+        this log, and no worker is disturbed. Then every serving worker takes the settings
+        that changed and may change, and reloads the policy."""
+        if not self._reload_settings():
+            return
         try:
             policy = load_policy(self.settings.policy)
         except Exception as exc:  # noqa: BLE001 - any failure keeps the workers' policy
             COUNTS.reload_failures += 1
-            text = str(exc).strip().splitlines()
-            log.error(
-                "policy reload refused; the workers keep theirs: %s",
-                text[0] if text else type(exc).__name__,
-            )
+            log.error("policy reload refused; the workers keep theirs: %s", _first_line(exc))
             return
         serving = [w for w in self.workers if w.proc is not None and w.proc.pid is not None]
         log.info("reloading policy %s in %d worker(s)", policy.digest[:12], len(serving))
         for worker in serving:
             _signal(worker, signal.SIGHUP)
+
+    def _reload_settings(self) -> bool:
+        """Read the settings again; False (logged, counted) when they do not validate."""
+        if self.reread is None:
+            return True
+        try:
+            read = self.reread()
+        except Exception as exc:  # noqa: BLE001 - any failure keeps the running settings
+            COUNTS.reload_failures += 1
+            log.error("reload refused; the settings and policy stay: %s", _first_line(exc))
+            return False
+        live, fixed = settings_reload.compare(self.settings, read)
+        if fixed:
+            log.warning("changed settings need a restart to apply: %s", ", ".join(fixed))
+        if live:
+            self.settings = replace(self.settings, **live)  # workers started later too
+            settings_reload.apply(live)
+            log.info("settings reloaded: %s", settings_reload.describe(live))
+            for worker in self.workers:
+                if worker.report is not None:
+                    with contextlib.suppress(OSError):  # it is ending; it restarts with them
+                        worker.report.send((SETTINGS, live))
+        return True
 
     def _stop_all(self) -> None:
         """SIGTERM to every worker; SIGKILL to any still there after the drain and a grace."""
@@ -276,6 +308,11 @@ def _signal(worker: _Worker, signum: int) -> None:
     if proc is not None and proc.pid is not None and proc.is_alive():
         with contextlib.suppress(ProcessLookupError):  # it ended just now
             os.kill(proc.pid, signum)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
 
 
 def _exit_text(code: int | None) -> str:

@@ -2,9 +2,12 @@
 is told (supervisor.py is the master's side).
 
 A worker serves until SIGINT or SIGTERM, then drains (`shutdown_timeout`). SIGHUP reloads the
-policy (reload.py). It never outlives its master: on Linux the kernel sends it SIGTERM when
-the master dies (PR_SET_PDEATHSIG), and everywhere a watch on the parent's pid does the same
-within a second, should the signal not come (another platform, or a race at the start).
+policy (reload.py); settings a reload changed, and the master's count of worker restarts,
+come on the pipe from the master (`hear_master`).
+
+It never outlives its master: on Linux the kernel sends it SIGTERM when the master dies
+(PR_SET_PDEATHSIG), and everywhere a watch on the parent's pid does the same within a second,
+should the signal not come (another platform, or a race at the start).
 """
 
 from __future__ import annotations
@@ -17,18 +20,27 @@ import logging
 import os
 import signal
 import sys
+from multiprocessing.connection import Connection
+from typing import Any
 
-from gateway import reload
+from gateway import metrics, reload, settings_reload
 from gateway.errors import GatewayError
 from gateway.policy.loader import PolicyError
 from gateway.services import Services
 from gateway.settings import SettingsError
 from gateway.store.base import StoreError
+from gateway.supervisor import RESTARTS, SETTINGS
 
 log = logging.getLogger("gateway")
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 MASTER_WATCH_SECONDS = 1.0
+_from_master: list[Connection] = []  # the pipe the master's messages come on, once supervised
+
+
+def hear_master(pipe: Connection) -> None:
+    """Called once in a worker: once it serves, it acts on the master's messages on `pipe`."""
+    _from_master[:] = [pipe]
 
 
 def die_with_master(master: int) -> None:
@@ -63,10 +75,15 @@ async def serve_until_stopped(services: Services, master: int | None) -> None:
         task.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGHUP, hang_up)
+    pipe = _from_master[0] if _from_master and master is not None else None
+    if pipe is not None:
+        loop.add_reader(pipe.fileno(), _read_master, pipe, loop)
     watch = loop.create_task(_watch_master(master, stop)) if master is not None else None
     try:
         await stop.wait()
     finally:
+        if pipe is not None:
+            loop.remove_reader(pipe.fileno())
         loop.remove_signal_handler(signal.SIGHUP)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # not its default (the end) while draining
         if watch is not None:
@@ -78,6 +95,23 @@ async def serve_until_stopped(services: Services, master: int | None) -> None:
 async def _reload(services: Services) -> None:
     with contextlib.suppress(PolicyError):  # logged and counted by reload_policy
         await reload.reload_policy(services)
+
+
+def _read_master(pipe: Connection, loop: asyncio.AbstractEventLoop) -> None:
+    try:
+        while pipe.poll():
+            _obey(pipe.recv())
+    except (EOFError, OSError):  # the master is gone: _watch_master stops this worker
+        loop.remove_reader(pipe.fileno())
+
+
+def _obey(message: Any) -> None:
+    kind, value = message
+    if kind == SETTINGS:
+        settings_reload.apply(value)
+        log.info("settings reloaded: %s", settings_reload.describe(value))
+    elif kind == RESTARTS:
+        metrics.worker_restarts(value)
 
 
 async def _watch_master(master: int, stop: asyncio.Event) -> None:

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from gateway import metrics, tracing
 from gateway.access import IDS, REQUEST_ID, Access, log_access
 from gateway.errors import GatewayError, problem_parts, upstream_error
+from gateway.logs import access_enabled
 from gateway.proxy.decision import Allowed, Decision, Refused
 from gateway.proxy.front_body import RequestBody
 from gateway.proxy.front_context import FrontContext
@@ -223,7 +224,7 @@ class Exchanger:
         if self._span is not None:
             self._span.finish(route, status, outcome)
             self._span = None
-        if self._ctx.access_log is not None:
+        if self._ctx.access_log is not None and access_enabled(self._ctx.access_log):
             self._log_access(
                 self._ctx.access_log,
                 head,
