@@ -98,7 +98,7 @@ async def test_greenfield_revokes_a_legacy_key_named_by_itself(
     aiohttp_client: Any, sqlite_url: str
 ) -> None:
     """DELETE /api/v1/api-keys/{apikey} takes a legacy key itself (found by its hash); the
-    answer is masked and the key is refused right after."""
+    answer is BTCPay's empty 200 and the key is refused right after."""
     gw = await legacy_gateway(aiohttp_client, sqlite_url, accept=True)
     text = secrets.token_hex(20)
     await import_key(gw.services, text)
@@ -110,8 +110,7 @@ async def test_greenfield_revokes_a_legacy_key_named_by_itself(
     assert missing.status == 404
     gone = await gw.api.delete(f"/api/v1/api-keys/{text}", basic=("owner@example.com", PASSWORD))
     assert gone.status == 200
-    assert gone.json()["apiKey"].startswith("apk_")
-    assert text not in gone.text
+    assert gone.text == ""
     refused = await gw.api.get("/api/v1/api-keys/current", key=text)
     assert refused.status == 401
     assert refused.json()["code"] == "unauthenticated"
