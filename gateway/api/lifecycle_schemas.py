@@ -94,6 +94,9 @@ def audit_params(query: Mapping[str, str], allowed: tuple[str, ...] = AUDIT_FILT
         for name in query
         if name not in allowed
     ]
+    errors += [
+        (name, "must not be empty") for name in allowed if name in query and not query[name].strip()
+    ]
     text = {name: query[name].strip() for name in allowed if query.get(name, "").strip()}
     for name, value in list(text.items()):
         if len(value) > MAX_FILTER or not encodable(value) or _CONTROL.search(value):

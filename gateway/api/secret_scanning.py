@@ -107,16 +107,16 @@ SIGNING_KEYS = web.AppKey("secret_scanning_keys", SigningKeys)
 
 
 async def github_report(request: web.Request) -> web.StreamResponse:
+    identifier = request.headers.get(IDENTIFIER, "")
+    signature = request.headers.get(SIGNATURE, "")
+    if not identifier or not signature:  # refused alike whether scanning is on or not
+        raise _refused(f"{IDENTIFIER} and {SIGNATURE} are required")
     keys = request.app.get(SIGNING_KEYS)
     if keys is None:
         raise NotFound(
             "secret scanning is not configured on this deployment", code="secret-scanning-off"
         )
-    identifier = request.headers.get(IDENTIFIER, "")
-    signature = request.headers.get(SIGNATURE, "")
     body = await read_body(request)
-    if not identifier or not signature:
-        raise _refused(f"{IDENTIFIER} and {SIGNATURE} are required")
     try:
         await keys.verify(body, identifier, signature)
     except SignatureError as exc:

@@ -198,10 +198,18 @@ async def test_signing_keys_are_refreshed_from_the_configured_url(
 async def test_the_endpoint_is_off_without_signing_keys(
     aiohttp_client: Any, sqlite_url: str
 ) -> None:
-    """No keys file and no URL: 404 `secret-scanning-off`, whatever is sent."""
+    """No keys file and no URL: 404 `secret-scanning-off` for a signed-looking report; a
+    report without the signature headers is refused first, as when scanning is on."""
     gw = await start_gateway(aiohttp_client, make_settings(sqlite_url))
-    reply = await gw.api.post(PATH, data=b"[]", headers={"Content-Type": "application/json"})
+    signed = {
+        "Content-Type": "application/json",
+        "Github-Public-Key-Identifier": "abc",
+        "Github-Public-Key-Signature": "MEUCIQ==",
+    }
+    reply = await gw.api.post(PATH, data=b"[]", headers=signed)
     assert (reply.status, reply.json()["code"]) == (404, "secret-scanning-off")
+    bare = await gw.api.post(PATH, data=b"[]", headers={"Content-Type": "application/json"})
+    assert bare.status == 401
 
 
 def test_public_keys_refuse_other_curves() -> None:

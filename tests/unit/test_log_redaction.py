@@ -55,8 +55,9 @@ def test_access_records_are_masked_for_structured_formatters_too() -> None:
     logger = logging.getLogger("aiohttp.access")
     keep = _Keep()
     logger.addHandler(keep)
-    level = logger.level
+    level, disabled = logger.level, logger.disabled
     logger.setLevel(logging.INFO)
+    logger.disabled = False  # an app built earlier in this process may have turned it off
     try:
         logger.info(
             '"%s" %s',
@@ -69,6 +70,7 @@ def test_access_records_are_masked_for_structured_formatters_too() -> None:
         )
     finally:
         logger.setLevel(level)
+        logger.disabled = disabled
         logger.removeHandler(keep)
     (record,) = keep.records
     shown = [record.getMessage(), record.first_request_line, *record.request_header.values()]
