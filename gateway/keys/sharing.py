@@ -15,6 +15,7 @@ sharing with later ones is lost), so keys that share nothing cannot make it grow
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from gateway.policy.evaluate import Principal, owner_grants
@@ -77,15 +78,7 @@ class Sharing:
         address_rule: AddressRule | None = None,
     ) -> Principal:
         """A key's principal, parsed against the catalog, made of shared parts."""
-        catalog = self._catalog
-        perms = []
-        for text in permissions:
-            try:
-                perms.append(catalog.parse(text))
-            except ValueError:
-                continue  # a permission the policy no longer knows grants nothing
-        owned = self.one(owner_grants(catalog, grants, is_admin=is_admin))
-        held = self.one(tuple(perms))
+        owned, held = self._parsed(grants, permissions, is_admin=is_admin)
         rule: PathRule | None = self.one(parse_path_rule(path_rule)) if path_rule else None
         return Principal(
             user_id=user_id,
@@ -101,3 +94,24 @@ class Sharing:
             address_rule=address_rule,
             _memo=self.memo(owned, held),
         )
+
+    def reparsed(
+        self, principal: Principal, *, grants: tuple[str, ...], permissions: tuple[str, ...]
+    ) -> Principal:
+        """`principal` with its grants and key permissions parsed from these texts against this
+        catalog (path and address rules do not depend on the catalog and are kept)."""
+        owned, held = self._parsed(grants, permissions, is_admin=principal.is_admin)
+        return replace(principal, grants=owned, key_permissions=held, _memo=self.memo(owned, held))
+
+    def _parsed(
+        self, grants: tuple[str, ...], permissions: tuple[str, ...], *, is_admin: bool
+    ) -> tuple[tuple[Perm, ...], tuple[Perm, ...]]:
+        catalog = self._catalog
+        perms = []
+        for text in permissions:
+            try:
+                perms.append(catalog.parse(text))
+            except ValueError:
+                continue  # a permission the policy no longer knows grants nothing
+        owned = self.one(owner_grants(catalog, grants, is_admin=is_admin))
+        return owned, self.one(tuple(perms))

@@ -97,12 +97,72 @@ class KeyState:
         )
 
 
-@dataclass(frozen=True, slots=True)
 class VerifiedKey:
-    """A key that authenticated: its state and the principal built from it."""
+    """A key that authenticated, as the in-process cache holds it: one per cached key (up to
+    `local_cache_size` per worker), so only what is used after the lookup is kept.
 
-    state: KeyState
-    principal: Principal
+    `principal` is what requests are decided with; status, expiry and the owner's state are
+    checked again on every use; the permission and grant texts rebuild the principal when the
+    policy is reloaded; `expires` is when the cache must re-validate it (monotonic time). The
+    key's label and the texts its principal holds parsed are not kept: the record's size is
+    what a worker pays per key (bench/cache_memory.py).
+    """
+
+    __slots__ = (
+        "expires",
+        "expires_at",
+        "grants",
+        "owner_disabled",
+        "permissions",
+        "principal",
+        "status",
+    )
+
+    def __init__(
+        self,
+        principal: Principal,
+        *,
+        status: str,
+        expires_at: float | None,
+        owner_disabled: bool,
+        permissions: tuple[str, ...],
+        grants: tuple[str, ...],
+        expires: float = 0.0,
+    ) -> None:
+        self.principal = principal
+        self.status = status
+        self.expires_at = expires_at  # unix time, or None
+        self.owner_disabled = owner_disabled
+        self.permissions = permissions  # as stored (the principal holds them parsed)
+        self.grants = grants  # the owner's, as stored
+        self.expires = expires
+
+    @classmethod
+    def of(cls, state: KeyState, principal: Principal) -> VerifiedKey:
+        return cls(
+            principal,
+            status=state.status,
+            expires_at=state.expires_at,
+            owner_disabled=state.owner_disabled,
+            permissions=state.permissions,
+            grants=state.grants,
+        )
+
+    @property
+    def key_id(self) -> str:
+        return self.principal.key_id or ""
+
+    def reparsed(self, sharing: Sharing) -> VerifiedKey:
+        """The same key, its principal parsed against `sharing`'s catalog (after a reload)."""
+        return VerifiedKey(
+            sharing.reparsed(self.principal, grants=self.grants, permissions=self.permissions),
+            status=self.status,
+            expires_at=self.expires_at,
+            owner_disabled=self.owner_disabled,
+            permissions=self.permissions,
+            grants=self.grants,
+            expires=self.expires,
+        )
 
 
 def principal_for(state: KeyState, catalog: Catalog, sharing: Sharing | None = None) -> Principal:

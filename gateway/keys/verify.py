@@ -44,7 +44,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from gateway import metrics
-from gateway.cache.local import Entry, LocalCache
+from gateway.cache.local import LocalCache
 from gateway.cache.redis import NEGATIVE, SharedCache
 from gateway.errors import Unauthenticated, Unavailable
 from gateway.keys import format as keyformat
@@ -66,7 +66,16 @@ log = logging.getLogger("gateway.keys")
 LOOKUP_TIMEOUT = 5.0
 
 
-_Cached = VerifiedKey | None  # None: a negative entry (no such key)
+_Cached = VerifiedKey | None  # None: no such key
+
+
+class Unknown:
+    """A negative entry: no key has this hash (until `expires`, monotonic time)."""
+
+    __slots__ = ("expires",)
+
+    def __init__(self, expires: float) -> None:
+        self.expires = expires
 
 
 class Watcher(Protocol):
@@ -110,8 +119,8 @@ class KeyVerifier:
         self._previous = previous
         self._shared = shared
         self._sharing = Sharing(catalog, limit=2 * local_size)  # what cached keys hold alike
-        self._known: LocalCache[_Cached] = LocalCache(local_size)
-        self._unknown: LocalCache[_Cached] = LocalCache(local_size)
+        self._known: LocalCache[VerifiedKey] = LocalCache(local_size)
+        self._unknown: LocalCache[Unknown] = LocalCache(local_size)
         self._local_ttl = local_ttl
         self._negative_ttl = negative_ttl
         self._stale_window = stale_window
@@ -150,9 +159,9 @@ class KeyVerifier:
         now = time.monotonic()
         # Entries only ever exist for keys that passed `parse`, so a fresh hit skips it.
         entry = self._known.get(digest)
-        if entry is not None and entry.expires > now and entry.value is not None:
+        if entry is not None and entry.expires > now:
             metrics.LOCAL_HIT.pending += 1  # a plain add: the hot path (metrics.Tally)
-            return self._usable(entry.value)  # (only negative entries hold None)
+            return self._usable(entry)
         negative = self._unknown.get(digest)
         if negative is not None and negative.expires > now:
             metrics.key_cache("local", "negative")
@@ -177,11 +186,10 @@ class KeyVerifier:
 
     def _usable(self, found: VerifiedKey) -> VerifiedKey:
         """`found` if its key may be used now (raises otherwise); notes its use."""
-        state = found.state
         wall = time.time()
-        if state.owner_disabled or state.status != "active" or state.expires_at is not None:
-            self._check(state, wall)
-        self._last_used[state.key_id] = wall
+        if found.owner_disabled or found.status != "active" or found.expires_at is not None:
+            self._check(found, wall)
+        self._last_used[found.principal.key_id or ""] = wall
         return found
 
     def _parse(self, text: str) -> None:
@@ -195,7 +203,7 @@ class KeyVerifier:
             ) from None
 
     @staticmethod
-    def refusal(state: KeyState, now: float | None = None) -> str | None:
+    def refusal(state: KeyState | VerifiedKey, now: float | None = None) -> str | None:
         """Why a known key cannot be used at unix time `now` (default: now), or None."""
         if state.owner_disabled:
             return "owner-disabled"
@@ -207,18 +215,18 @@ class KeyVerifier:
             return "key-expired"
         return None
 
-    def _check(self, state: KeyState, now: float) -> None:
+    def _check(self, found: VerifiedKey, now: float) -> None:
         # Only a caller holding the whole key (id and secret) gets this far, so naming the
         # reason tells nothing to someone who merely knows or guesses a key id.
-        reason = self.refusal(state, now)
+        reason = self.refusal(found, now)
         if reason is None:
             return
-        log.info("key %s refused: %s", state.key_id, reason)
+        log.info("key %s refused: %s", found.key_id, reason)
         raise Unauthenticated(_REASON_TEXT[reason], code=reason)
 
     # -- misses ---------------------------------------------------------------------------
 
-    async def _load(self, text: str, digest: bytes, stale: Entry[_Cached] | None) -> _Cached:
+    async def _load(self, text: str, digest: bytes, stale: VerifiedKey | Unknown | None) -> _Cached:
         task = self._inflight.get(digest)
         if task is None:
             task = asyncio.get_running_loop().create_task(self._fetch(text, digest, stale))
@@ -237,7 +245,9 @@ class KeyVerifier:
         """Whether the running lookup for `digest` was not invalidated since it started."""
         return self._inflight.get(digest) is asyncio.current_task()
 
-    async def _fetch(self, text: str, digest: bytes, stale: Entry[_Cached] | None) -> _Cached:
+    async def _fetch(
+        self, text: str, digest: bytes, stale: VerifiedKey | Unknown | None
+    ) -> _Cached:
         outdated = False  # Redis holds a record older than a change seen here: replace it
         if self._shared is not None:
             cached = await self._shared.get(digest)
@@ -288,7 +298,7 @@ class KeyVerifier:
                     "database unavailable (%s); serving a cached key record in the stale window",
                     failure,
                 )
-                return stale.value
+                return stale if isinstance(stale, VerifiedKey) else None
             # Logged once per failure, not once per request answered during the back-off.
             if not backing_off:
                 log.error("database unavailable while verifying a key: %s", failure)
@@ -315,15 +325,16 @@ class KeyVerifier:
         now = time.monotonic()
         if value is None:
             self._known.drop(digest)
-            self._unknown.put(digest, None, now + self._negative_ttl)
+            self._unknown.put(digest, Unknown(now + self._negative_ttl))
         else:
             self._unknown.drop(digest)
-            self._known.put(digest, value, now + self._local_ttl)
+            value.expires = now + self._local_ttl
+            self._known.put(digest, value)
         return True
 
     def _verified(self, state: KeyState) -> VerifiedKey:
         state = shared_state(state, self._sharing)
-        return VerifiedKey(state, principal_for(state, self._catalog, self._sharing))
+        return VerifiedKey.of(state, principal_for(state, self._catalog, self._sharing))
 
     # -- invalidation and housekeeping -------------------------------------------------
 
@@ -342,10 +353,7 @@ class KeyVerifier:
         # Shared parts (parsed grants, decision memos) belong to one catalog: start afresh.
         self._sharing = Sharing(catalog, limit=self._sharing.limit)
 
-        def rebuilt(value: _Cached) -> _Cached:
-            return None if value is None else self._verified(value.state)
-
-        self._known.update_values(rebuilt)
+        self._known.update_values(lambda found: found.reparsed(self._sharing))
 
     def drop(self, digest: bytes) -> None:
         """Forget one key here, including any lookup of it in flight."""

@@ -107,7 +107,7 @@ async def test_a_verified_key_is_cached_in_process_and_in_redis_by_hash(
         key = await seeded(services)
         first = await services.verifier.verify(key)
         second = await services.verifier.verify(key)
-        assert first.state == second.state
+        assert second is first  # the cached record itself
         assert services.verifier.lookups == 1
         names = await namespace_keys(redis, settings)
         digest = services.hasher.digest(key)
@@ -124,7 +124,7 @@ async def test_another_instance_is_served_from_redis(pg_url: str, redis_url: str
         key = await seeded(a)
         await a.verifier.verify(key)
         verified = await b.verifier.verify(key)
-        assert verified.state.key_id == key[:20]
+        assert verified.key_id == key[:20]
         assert b.verifier.lookups == 0
 
 
@@ -165,7 +165,7 @@ async def test_concurrent_misses_share_one_lookup(pg_url: str, redis_url: str) -
     async with open_services(settings) as services:
         key = await seeded(services)
         results = await asyncio.gather(*(services.verifier.verify(key) for _ in range(50)))
-        assert {r.state.key_id for r in results} == {key[:20]}
+        assert {r.key_id for r in results} == {key[:20]}
         assert services.verifier.lookups == 1
 
 
@@ -199,7 +199,7 @@ async def test_redis_down_verifies_against_the_database(pg_url: str) -> None:
     async with serving(settings) as services:
         key = await seeded(services)
         for _ in range(3):
-            assert (await services.verifier.verify(key)).state.key_id == key[:20]
+            assert (await services.verifier.verify(key)).key_id == key[:20]
         assert services.verifier.lookups == 3
         await services.keys.revoke(await services.keys.get_owned(key[:20], None), actor=None)
         with pytest.raises(Unauthenticated):
@@ -216,7 +216,7 @@ async def test_redis_lost_midway_falls_back_to_the_database(
         await services.verifier.verify(key)
         await redis_proxy.stop()
         before = services.verifier.lookups
-        assert (await services.verifier.verify(key)).state.key_id == key[:20]
+        assert (await services.verifier.verify(key)).key_id == key[:20]
         assert services.verifier.lookups == before + 1
 
 
@@ -243,7 +243,7 @@ async def test_both_stores_down_serve_only_stale_window_entries(
         await pg_proxy.stop()
         await redis_proxy.stop()
 
-        assert (await services.verifier.verify(kept)).state.key_id == kept[:20]
+        assert (await services.verifier.verify(kept)).key_id == kept[:20]
         with pytest.raises(Unavailable):
             await services.verifier.verify(revoked)
         with pytest.raises(Unavailable):
@@ -287,7 +287,7 @@ async def test_after_a_database_failure_misses_back_off(pg_url: str, pg_proxy: T
 
         async def verifies() -> bool:
             with contextlib.suppress(Unavailable):
-                return (await verifier.verify(key)).state.key_id == key[:20]
+                return (await verifier.verify(key)).key_id == key[:20]
             return False
 
         assert await wait_until(verifies)
@@ -369,7 +369,7 @@ async def test_an_invalidation_during_a_lookup_keeps_its_result_out_of_every_cac
         pg_proxy.release()
         # This request raced the revocation and was read before it: it may pass. Its answer
         # must not outlive it.
-        assert (await lookup).state.key_id == key[:20]
+        assert (await lookup).key_id == key[:20]
         assert b.verifier.cache_size == 1  # only the warm-up key
         assert await redis.get(b.shared.name(digest)) == TOMBSTONE.encode()  # type: ignore[union-attr]
         with pytest.raises(Unauthenticated) as caught:

@@ -200,9 +200,11 @@ async def test_keys_create_list_revoke(gateway: Gateway, env: dict[str, str]) ->
     settings = with_secret(load_settings(None, environ=env), announce=print)
     async with open_services(settings) as s:
         verified = await s.verifier.verify(text)
-        assert verified.state.label == "nightly reports"
-        assert verified.state.path_rule == "/api/reports"
-        assert verified.state.expires_at is not None
+        assert str(verified.principal.path_rule) == "/api/reports"
+        assert verified.expires_at is not None
+        record = await s.store.get_key(verified.key_id)
+        assert record is not None
+        assert record.label == "nightly reports"
 
     listing = ok(gateway("keys", "list", "--user", "bob@example.com"))
     assert parsed.key_id in listing
@@ -589,7 +591,7 @@ async def test_cli_on_postgres(tmp_path: Path, pg_url: str) -> None:
     )
     settings = with_secret(load_settings(None, environ=env), announce=print)
     async with open_services(settings) as s:
-        assert (await s.verifier.verify(text)).state.key_id == key_id
+        assert (await s.verifier.verify(text)).key_id == key_id
     ok(gateway("keys", "revoke", key_id))
     assert ok(gateway("keys", "list", "--user", "bob@example.com")) == ""
 

@@ -118,7 +118,7 @@ async def test_the_poller_applies_a_change_made_by_another_process(store_url: st
         key = await new_key(services, user, ["demo.reports.read"])
         poller = InvalidationPoller(services.store, services.verifier, None, interval=0.1)
         await poller.poll_once()
-        assert (await services.verifier.verify(key.text)).state.key_id == key.record.id
+        assert (await services.verifier.verify(key.text)).key_id == key.record.id
         await services.store.update_key(
             key.record.id, {"status": "disabled"}, audit("key.disable", "key:k")
         )

@@ -90,7 +90,7 @@ async def test_a_different_secret_is_refused_at_every_start(tmp_path: Path, stor
 
     assert "database is up to date" in ok(runner(tmp_path, env_a)("migrate"))
     async with open_services(load_settings(None, environ=env_a)) as s:
-        assert (await s.verifier.verify(key)).state.email == OWNER
+        assert (await s.verifier.verify(key)).principal.email == OWNER
 
 
 async def test_rotation_rehashes_keys_until_the_old_secret_can_go(
@@ -125,7 +125,7 @@ async def test_rotation_rehashes_keys_until_the_old_secret_can_go(
         assert len(rehash) == 1
         assert rehash[0].detail == {"from": FP_A, "to": FP_B}
         assert key not in str([a.detail for a in audit])
-        assert (await s.verifier.verify(key)).state.key_id == key_id
+        assert (await s.verifier.verify(key)).key_id == key_id
 
     assert authenticated(await data_plane_status(tmp_path / "serve-only-b", only_b, key))
     line = one_line_refusal(runner(tmp_path, env_a)("migrate"))
@@ -186,4 +186,4 @@ async def test_accepted_key_prefixes_keep_keys_of_a_former_prefix(
         with pytest.raises(Unauthenticated) as info:
             await s.verifier.verify(key)
         assert info.value.code == "key-disabled"
-        assert (await s.verifier.verify(made.strip())).state.email == OWNER
+        assert (await s.verifier.verify(made.strip())).principal.email == OWNER

@@ -212,7 +212,7 @@ async def test_disable_and_enable_take_effect_at_once(services: Services) -> Non
         await services.verifier.verify(new.text)
     assert info.value.code == "key-disabled"
     await services.keys.set_status(new.record, "active", actor=None)
-    assert (await services.verifier.verify(new.text)).state.status == "active"
+    assert (await services.verifier.verify(new.text)).status == "active"
 
 
 async def test_user_changes_reach_cached_keys_at_once(services: Services) -> None:
@@ -222,7 +222,7 @@ async def test_user_changes_reach_cached_keys_at_once(services: Services) -> Non
     await services.verifier.verify(new.text)
     bob = await services.users.revoke_grants(bob, [REPORTS], actor="cli")
     verified = await services.verifier.verify(new.text)
-    assert REPORTS not in verified.state.grants
+    assert REPORTS not in verified.grants
     await services.users.set_disabled(bob, True, actor="cli")
     with pytest.raises(Unauthenticated) as info:
         await services.verifier.verify(new.text)

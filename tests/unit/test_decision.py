@@ -41,7 +41,7 @@ class Memory:
         return self.records.get(digest)
 
     def remember(self, text: str, state: KeyState) -> VerifiedKey:
-        verified = VerifiedKey(state, principal_for(state, POLICY.catalog))
+        verified = VerifiedKey.of(state, principal_for(state, POLICY.catalog))
         self.records[self.hasher.digest(text)] = verified
         return verified
 

@@ -7,23 +7,30 @@ import pytest
 from gateway.cache.local import LocalCache
 
 
-def test_get_returns_entries_with_their_expiry() -> None:
-    """An entry comes back with the expiry it was stored with, expired or not."""
-    cache: LocalCache[str] = LocalCache(4)
-    cache.put(b"a", "one", 10.0)
-    entry = cache.get(b"a")
-    assert entry is not None
-    assert (entry.value, entry.expires) == ("one", 10.0)
+class Item:
+    __slots__ = ("expires", "value")
+
+    def __init__(self, value: object, expires: float) -> None:
+        self.value = value
+        self.expires = expires
+
+
+def test_get_returns_the_entry_stored_expired_or_not() -> None:
+    """An entry comes back as it was stored, with its expiry, expired or not."""
+    cache: LocalCache[Item] = LocalCache(4)
+    one = Item("one", 10.0)
+    cache.put(b"a", one)
+    assert cache.get(b"a") is one
     assert cache.get(b"missing") is None
 
 
 def test_least_recently_used_entry_is_evicted_first() -> None:
     """Past its size, the cache drops the entry read or written longest ago."""
-    cache: LocalCache[int] = LocalCache(2)
-    cache.put(b"a", 1, 1.0)
-    cache.put(b"b", 2, 1.0)
+    cache: LocalCache[Item] = LocalCache(2)
+    cache.put(b"a", Item(1, 1.0))
+    cache.put(b"b", Item(2, 1.0))
     cache.get(b"a")  # now b is the least recently used
-    cache.put(b"c", 3, 1.0)
+    cache.put(b"c", Item(3, 1.0))
     assert cache.get(b"b") is None
     assert cache.get(b"a") is not None
     assert cache.get(b"c") is not None
@@ -31,10 +38,10 @@ def test_least_recently_used_entry_is_evicted_first() -> None:
 
 
 def test_put_replaces_and_drop_removes() -> None:
-    """A second put replaces the value and expiry; drop forgets the entry (absent: no error)."""
-    cache: LocalCache[int] = LocalCache(2)
-    cache.put(b"a", 1, 1.0)
-    cache.put(b"a", 2, 5.0)
+    """A second put replaces the entry; drop forgets it (absent: no error)."""
+    cache: LocalCache[Item] = LocalCache(2)
+    cache.put(b"a", Item(1, 1.0))
+    cache.put(b"a", Item(2, 5.0))
     entry = cache.get(b"a")
     assert entry is not None
     assert (entry.value, entry.expires) == (2, 5.0)
@@ -46,9 +53,9 @@ def test_put_replaces_and_drop_removes() -> None:
 
 def test_expire_all_keeps_entries_but_makes_them_due() -> None:
     """expire_all brings every expiry forward to `now` (never later) and keeps the entries."""
-    cache: LocalCache[int] = LocalCache(4)
-    cache.put(b"later", 1, 100.0)
-    cache.put(b"earlier", 2, 5.0)
+    cache: LocalCache[Item] = LocalCache(4)
+    cache.put(b"later", Item(1, 100.0))
+    cache.put(b"earlier", Item(2, 5.0))
     cache.expire_all(50.0)
     later, earlier = cache.get(b"later"), cache.get(b"earlier")
     assert later is not None
@@ -58,10 +65,23 @@ def test_expire_all_keeps_entries_but_makes_them_due() -> None:
     assert len(cache) == 2
 
 
+def test_update_values_replaces_entries_in_place_of_the_lru_order() -> None:
+    """Replaced entries keep their keys and their order: the oldest is still evicted first."""
+    cache: LocalCache[Item] = LocalCache(2)
+    cache.put(b"a", Item(1, 1.0))
+    cache.put(b"b", Item(2, 2.0))
+    cache.update_values(lambda item: Item(item.value * 10, item.expires))  # type: ignore[operator]
+    cache.put(b"c", Item(3, 3.0))
+    assert cache.get(b"a") is None
+    entry = cache.get(b"b")
+    assert entry is not None
+    assert (entry.value, entry.expires) == (20, 2.0)
+
+
 def test_clear_empties_the_cache() -> None:
     """clear() forgets every entry."""
-    cache: LocalCache[int] = LocalCache(4)
-    cache.put(b"a", 1, 1.0)
+    cache: LocalCache[Item] = LocalCache(4)
+    cache.put(b"a", Item(1, 1.0))
     cache.clear()
     assert len(cache) == 0
 
