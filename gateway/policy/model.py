@@ -220,11 +220,20 @@ class Requirement:
     name: str
     resource_param: str | None = None
     resource: str | None = None
+    # The permission itself when no path parameter scopes it: one object for every request,
+    # so decision memos keyed by it are found by identity (no comparison, no new object).
+    fixed: Perm | None = field(default=None, init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.resource_param is None:
+            object.__setattr__(self, "fixed", Perm(self.name, self.resource))
 
     def bind(self, params: Mapping[str, str]) -> Perm:
-        if self.resource_param is not None:
-            return Perm(self.name, params[self.resource_param])
-        return Perm(self.name, self.resource)
+        fixed = self.fixed
+        if fixed is not None:
+            return fixed
+        assert self.resource_param is not None  # (only a parameter leaves `fixed` unset)
+        return Perm(self.name, params[self.resource_param])
 
     def __str__(self) -> str:
         if self.resource_param is not None:
