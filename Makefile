@@ -14,7 +14,8 @@ DEMO_LISTEN ?= 127.0.0.1:8081
 
 .DEFAULT_GOAL := help
 FAST_TREE := build/fast-tree
-.PHONY: help run test lint format bench bench-slow bench-sweep bench-cache bench-instructions clean \
+.PHONY: help run test lint format bench bench-slow bench-sweep bench-servers bench-cache \
+	bench-instructions clean \
 	demo-upstream build-fast fast-tree test-fast
 
 help: ## show this help
@@ -93,12 +94,24 @@ format: $(DEV_STAMP) ## format the code with ruff
 	$(BIN)/ruff format gateway tests bench
 	$(BIN)/ruff check --fix gateway tests bench
 
-bench: $(DEV_STAMP) ## benchmark: upstream direct, nginx proxy_pass, Keygate; then bench-slow (bench/results/)
-	$(BIN)/python -m bench.run $(BENCH_ARGS)
+# The whole comparison in one interleaved run (bench/results/sweep.md): nginx proxy_pass, nginx +
+# auth_request, Keygate from the sources and compiled (when a C compiler is here), at 1, 50,
+# 1,000 and 5,000 connections, with CPU per request and memory per cached key; then slow clients.
+bench: $(DEV_STAMP) ## the whole story: nginx, nginx + auth_request, Keygate pure and compiled, 1..5,000 connections, memory; slow clients
+	@if $(MAKE) --no-print-directory fast-tree >$(VENV)/fast-tree.log 2>&1; then \
+	  compiled="--compiled $(FAST_TREE)"; \
+	else \
+	  echo "bench: no compiled build (see $(VENV)/fast-tree.log): Keygate from the sources only"; \
+	  compiled=""; \
+	fi; \
+	$(BIN)/python -m bench.sweep $$compiled $(SWEEP_ARGS)
 	$(BIN)/python -m bench.slow $(SLOW_ARGS)
 
-bench-sweep: $(DEV_STAMP) ## nginx vs Keygate at 1..5,000 connections, CPU per request (SWEEP_ARGS="--compiled build/fast-tree")
+bench-sweep: $(DEV_STAMP) ## the comparison alone (SWEEP_ARGS="--compiled build/fast-tree --connections 50")
 	$(BIN)/python -m bench.sweep $(SWEEP_ARGS)
+
+bench-servers: $(DEV_STAMP) ## both of Keygate's servers (fast front, aiohttp) with 1 and 2 workers, unpinned
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 bench-cache: $(DEV_STAMP) ## RSS per cached key in the verified-key cache at 100,000 keys
 	$(BIN)/python -m bench.cache_memory $(CACHE_ARGS)

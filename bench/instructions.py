@@ -3,10 +3,11 @@ CPU a request costs, unaffected by other work on the machine (wall-clock figures
 
     python -m bench.instructions [--requests 1000] [--tree build/fast-tree]
 
-Starts the fixed nginx upstream and one Keygate worker (fast front) under
-`valgrind --tool=callgrind --instr-atstart=no`, warms it up, switches instrumentation on
-(`callgrind_control -i on`) around `--requests` keep-alive GETs with a valid key (verified-key
-cache hit) on one connection, and prints the instructions counted divided by the requests.
+Starts the fixed nginx upstream and `gateway serve --workers 1` (fast front) under
+`valgrind --tool=callgrind --instr-atstart=no --trace-children=yes` (the master and its one
+worker process), warms it up, switches the worker's instrumentation on (`callgrind_control -i
+on`) around `--requests` keep-alive GETs with a valid key (verified-key cache hit) on one
+connection, and prints the worker's instructions divided by the requests.
 `--tree` runs Keygate from another tree (e.g. the compiled one from `make fast-tree`). Needs
 valgrind and nginx. Only 127.0.0.1 is contacted; every wait is bounded.
 """
@@ -41,6 +42,15 @@ def get(sock: socket.socket, request: bytes) -> None:
         body += sock.recv(65536)
 
 
+def worker_of(master: int) -> int:
+    """The pid of the master's worker process (multiprocessing's spawned interpreter)."""
+    for task in Path(f"/proc/{master}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                return int(child)
+    raise RuntimeError(f"no worker process under {master}")
+
+
 def control(flag: str, pid: int) -> None:
     subprocess.run(
         ["callgrind_control", flag, str(pid)], capture_output=True, timeout=120, check=True
@@ -56,13 +66,13 @@ def measure(requests: int, tree: Path) -> float:
         try:
             env = gateway_env(work, up)
             key = make_key(env)
-            out = work / "callgrind.out"
             proc = subprocess.Popen(
                 [
                     "valgrind",
                     "--tool=callgrind",
                     "--instr-atstart=no",
-                    f"--callgrind-out-file={out}",
+                    "--trace-children=yes",  # the worker is a process of its own
+                    f"--callgrind-out-file={work}/callgrind.out.%p",
                     sys.executable,
                     "-m",
                     "gateway",
@@ -85,12 +95,14 @@ def measure(requests: int, tree: Path) -> float:
             with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
                 for _ in range(200):
                     get(sock, request)  # warm-up: the key is cached, the pool has its connection
-                control("--zero", proc.pid)
-                control("--instr=on", proc.pid)
+                worker = worker_of(proc.pid)  # (it answered: it has started)
+                control("--zero", worker)
+                control("--instr=on", worker)
                 for _ in range(requests):
                     get(sock, request)
-                control("--instr=off", proc.pid)
-            servers.stop(proc)  # valgrind writes its counts as the process ends
+                control("--instr=off", worker)
+            servers.stop(proc)  # valgrind writes its counts as each process ends
+            out = work / f"callgrind.out.{worker}"
             found = re.search(r"^totals: *(\d+)", out.read_text(errors="replace"), re.M)
             if found is None:
                 raise RuntimeError(f"no totals in {out}")

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent
 BODY = '{"ok":true,"service":"bench-upstream"}\n'
 STOP_SECONDS = 10.0
 
@@ -93,6 +94,43 @@ _PROXY = """
 """
 
 
+# nginx + auth_request to a key service: the set-up a team builds instead of a gateway. Every
+# request costs nginx a subrequest to the key service (kept alive) before it is proxied.
+_AUTH_PROXY = """
+    upstream backend {{
+        server 127.0.0.1:{upstream};
+        keepalive 64;
+        keepalive_requests 100000000;
+    }}
+    upstream keyservice {{
+        server 127.0.0.1:{keys};
+        keepalive 64;
+        keepalive_requests 100000000;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            auth_request /_auth;
+            auth_request_set $keygate_user $upstream_http_x_user;
+            proxy_set_header X-User $keygate_user;
+            proxy_set_header X-API-KEY "";
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+        location = /_auth {{
+            internal;
+            proxy_pass http://keyservice/auth;
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            proxy_set_header X-Original-URI $request_uri;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+"""
+
+
 def nginx(
     binary: str, work: Path, name: str, body: str, port: int, cpu: int | None = None
 ) -> subprocess.Popen[bytes]:
@@ -122,6 +160,29 @@ def nginx_proxy(
     binary: str, work: Path, port: int, upstream: int, cpu: int | None = None
 ) -> subprocess.Popen[bytes]:
     return nginx(binary, work, "proxy", _PROXY.format(port=port, upstream=upstream), port, cpu)
+
+
+def nginx_auth_proxy(
+    binary: str, work: Path, port: int, upstream: int, keys: int, cpu: int | None = None
+) -> subprocess.Popen[bytes]:
+    body = _AUTH_PROXY.format(port=port, upstream=upstream, keys=keys)
+    return nginx(binary, work, "authproxy", body, port, cpu)
+
+
+def key_service(
+    port: int, keys: list[str], work: Path, cpu: int | None = None
+) -> subprocess.Popen[bytes]:
+    """bench/keyservice.py on `port`, knowing `keys`."""
+    keyfile = work / "keyservice-keys.txt"
+    keyfile.write_text("".join(f"{k}\n" for k in keys))
+    pin = ["taskset", "-c", str(cpu)] if cpu is not None else []
+    proc = subprocess.Popen(
+        [*pin, sys.executable, "-m", "bench.keyservice", str(port), str(keyfile)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+    )
+    wait_port(port, proc)
+    return proc
 
 
 def python_upstream(port: int) -> subprocess.Popen[bytes]:

@@ -4,7 +4,9 @@
     python -m bench.sweep [--connections 1,50,1000,5000] [--seconds 6] [--reps 3]
                           [--compiled build/fast-tree]
 
-Rows, interleaved per repetition: nginx proxy_pass, Keygate (the sources), and with
+Rows, interleaved per repetition: nginx proxy_pass; nginx + auth_request to a small aiohttp
+key service (bench/keyservice.py, the do-it-yourself alternative; its CPU is nginx's plus the
+key service's, both on the proxy's CPU); Keygate (the sources), and with
 `--compiled` Keygate from a tree whose data plane mypyc compiled (`make fast-tree`). Every
 proxy runs on CPU 0 and wrk and the upstream on CPU 1 (taskset) when the machine has two
 CPUs or more, so a proxy's own core is its limit. Each cell is the median of the runs: req/s,
@@ -37,6 +39,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "sweep.md"
 TICKS = os.sysconf("SC_CLK_TCK")
 
+NGINX = "nginx proxy_pass"
+DIY = "nginx + auth_request (aiohttp key service)"
 POLICY_POOL = "    pool_size: 128\n"  # bench.run's policy; the sweep keeps Keygate's default
 
 
@@ -76,7 +80,7 @@ class Cell:
 class Row:
     name: str
     url: str
-    pid: int | None  # whose CPU is counted (None: the upstream itself)
+    pids: tuple[int, ...]  # whose CPU is counted (none: the upstream itself)
     cells: dict[int, Cell] = field(default_factory=dict)
 
 
@@ -100,18 +104,25 @@ def run(args: argparse.Namespace) -> str:
     with tempfile.TemporaryDirectory(prefix="keygate-sweep-") as tmp:
         work = Path(tmp)
         try:
-            up, proxy, pure, compiled = (servers.free_port() for _ in range(4))
+            up, proxy, authproxy, keys, pure, compiled = (servers.free_port() for _ in range(6))
             two = (os.cpu_count() or 1) >= 2
+            cpu0 = 0 if two else None
             procs.append(servers.nginx_upstream(tools.nginx, work, up, 1 if two else None))
-            procs.append(servers.nginx_proxy(tools.nginx, work, proxy, up, 0 if two else None))
+            nginx = servers.nginx_proxy(tools.nginx, work, proxy, up, cpu0)
+            procs.append(nginx)
             env = gateway_env(work, up)
             policy = Path(env["GATEWAY_POLICY"])
             policy.write_text(policy.read_text().replace(POLICY_POOL, ""))
             key = make_key(env)
+            keyservice = servers.key_service(keys, [key], work, cpu0)
+            procs.append(keyservice)
+            diy = servers.nginx_auth_proxy(tools.nginx, work, authproxy, up, keys, cpu0)
+            procs.append(diy)
             fast = {**env, "GATEWAY_FAST_DATA_PLANE": "true"}
             auth = {"X-API-KEY": key}
-            rows.append(Row("upstream direct", f"http://127.0.0.1:{up}{PATH}", None))
-            rows.append(Row("nginx proxy_pass", f"http://127.0.0.1:{proxy}{PATH}", procs[1].pid))
+            rows.append(Row("upstream direct", f"http://127.0.0.1:{up}{PATH}", ()))
+            rows.append(Row(NGINX, f"http://127.0.0.1:{proxy}{PATH}", (nginx.pid,)))
+            rows.append(Row(DIY, f"http://127.0.0.1:{authproxy}{PATH}", (diy.pid, keyservice.pid)))
             gates = [("Keygate fast front (sources)", pure, ROOT)]
             if args.compiled:
                 gates.append(("Keygate fast front (compiled)", compiled, args.compiled.resolve()))
@@ -136,18 +147,18 @@ def run(args: argparse.Namespace) -> str:
                 )
                 procs.append(proc)
                 servers.wait_port(port, proc)
-                rows.append(Row(name, f"http://127.0.0.1:{port}{PATH}", proc.pid))
+                rows.append(Row(name, f"http://127.0.0.1:{port}{PATH}", (proc.pid,)))
             for row in rows:
                 check(_Checked(row.name, row.url, auth))
                 wrk(tools.wrk, row.url, auth, 1.0, 50)  # warm-up: pools, caches
             for rep in range(args.reps):
                 for conns in args.connections:
                     for row in rows:
-                        if row.pid is None and conns != 1:
+                        if not row.pids and conns != 1:
                             continue
-                        before = cpu_seconds(row.pid) if row.pid else 0.0
+                        before = sum(cpu_seconds(pid) for pid in row.pids)
                         result = wrk(tools.wrk, row.url, auth, args.seconds, conns)
-                        used = cpu_seconds(row.pid) - before if row.pid else 0.0
+                        used = sum(cpu_seconds(pid) for pid in row.pids) - before
                         cell = row.cells.setdefault(conns, Cell())
                         cell.results.append(result)
                         requests = result.rps * args.seconds
@@ -163,11 +174,37 @@ def run(args: argparse.Namespace) -> str:
         finally:
             for proc in reversed(procs):
                 servers.stop(proc)
-    return report(rows, args)
+    memory = [] if args.no_memory else cache_memory(gates_of(args))
+    return report(rows, args, memory)
 
 
-def report(rows: list[Row], args: argparse.Namespace) -> str:
-    nginx = next(r for r in rows if r.name == "nginx proxy_pass")
+def gates_of(args: argparse.Namespace) -> list[tuple[str, Path]]:
+    trees = [("sources", ROOT)]
+    if args.compiled:
+        trees.append(("compiled", args.compiled.resolve()))
+    return trees
+
+
+def cache_memory(trees: list[tuple[str, Path]]) -> list[str]:
+    """bench/cache_memory.py's line for each tree, each in a process of its own."""
+    lines = []
+    for name, tree in trees:
+        out = subprocess.run(
+            [sys.executable, "-m", "bench.cache_memory"],
+            env={**os.environ, "PYTHONPATH": str(tree)},
+            cwd=tree,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=True,
+        ).stdout.strip()
+        print(f"sweep: {name}: {out}", flush=True)
+        lines.append(f"- Keygate ({name}): {out}")
+    return lines
+
+
+def report(rows: list[Row], args: argparse.Namespace, memory: list[str]) -> str:
+    nginx = next(r for r in rows if r.name == NGINX)
     lines = [
         f"## Concurrency sweep ({args.reps} interleaved runs of {args.seconds:g} s per cell, "
         "medians; proxy on CPU 0, wrk and upstream on CPU 1)",
@@ -185,12 +222,31 @@ def report(rows: list[Row], args: argparse.Namespace) -> str:
             if cell is None:
                 continue
             errors = sum(r.errors for r in cell.results)
-            cpu = f"{statistics.median(cell.cpu_us):.1f}" if row.pid else "-"
+            cpu = f"{statistics.median(cell.cpu_us):.1f}" if row.pids else "-"
             lines.append(
                 f"| {conns:,} | {row.name} | {cell.median('rps'):,.0f} "
                 f"| {cell.median('rps') / ref.median('rps'):.2f}x "
                 f"| {cell.median('p50_ms') * 1000:.0f} µs | {cell.median('p99_ms') * 1000:.0f} µs "
                 f"| {cell.median('p99_ms') / ref.median('p99_ms'):.2f}x | {errors} | {cpu} |"
+            )
+    diy = next((r for r in rows if r.name == DIY), None)
+    lines += ["", "Keygate against the others, from the medians above:", ""]
+    for conns in args.connections:
+        for row in rows:
+            if not row.name.startswith("Keygate") or conns not in row.cells:
+                continue
+            cell, ref = row.cells[conns], nginx.cells[conns]
+            per_core = statistics.median(ref.cpu_us) / statistics.median(cell.cpu_us)
+            versus = ""
+            if diy is not None:
+                versus = (
+                    f", {cell.median('rps') / diy.cells[conns].median('rps'):.2f}x the "
+                    "requests of nginx + auth_request"
+                )
+            lines.append(
+                f"- c={conns:,} {row.name}: {cell.median('rps') / ref.median('rps'):.2f}x "
+                f"nginx proxy_pass's requests, {per_core:.2f}x per core (CPU µs per request, "
+                f"nginx's over Keygate's){versus}"
             )
     if 1 in args.connections:
         direct = rows[0].cells[1]
@@ -201,6 +257,8 @@ def report(rows: list[Row], args: argparse.Namespace) -> str:
                 f"- {row.name}: p50 +{(cell.median('p50_ms') - direct.median('p50_ms')) * 1000:.0f}"
                 f" µs, p99 +{(cell.median('p99_ms') - direct.median('p99_ms')) * 1000:.0f} µs"
             )
+    if memory:
+        lines += ["", "Memory per cached key (`python -m bench.cache_memory`):", "", *memory]
     lines += ["", "Single runs (req/s) behind each median:", ""]
     for conns in args.connections:
         for row in rows:
@@ -220,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--compiled", type=Path, help="a tree built by `make fast-tree`")
     parser.add_argument("--no-install", action="store_true", help="never run apt-get")
+    parser.add_argument(
+        "--no-memory", action="store_true", help="skip the memory per cached key (~30 s)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     args.connections = [int(c) for c in args.connections.split(",")]
