@@ -123,15 +123,25 @@ def run(args: argparse.Namespace) -> str:
             rows.append(Row("upstream direct", f"http://127.0.0.1:{up}{PATH}", ()))
             rows.append(Row(NGINX, f"http://127.0.0.1:{proxy}{PATH}", (nginx.pid,)))
             rows.append(Row(DIY, f"http://127.0.0.1:{authproxy}{PATH}", (diy.pid, keyservice.pid)))
-            gates = [("Keygate fast front (sources)", pure, ROOT)]
+            gates = [("Keygate fast front (sources)", pure, ROOT, sys.executable)]
             if args.compiled:
-                gates.append(("Keygate fast front (compiled)", compiled, args.compiled.resolve()))
-            for name, port, tree in gates:
+                gates.append(
+                    (
+                        "Keygate fast front (compiled)",
+                        compiled,
+                        args.compiled.resolve(),
+                        sys.executable,
+                    )
+                )
+            for python in args.interpreter:
+                label = f"Keygate fast front (sources, {python_label(python)})"
+                gates.append((label, servers.free_port(), ROOT, str(python)))
+            for name, port, tree, python in gates:
                 proc = subprocess.Popen(
                     pinned(
                         0,
                         [
-                            sys.executable,
+                            python,
                             "-m",
                             "gateway",
                             "serve",
@@ -178,6 +188,18 @@ def run(args: argparse.Namespace) -> str:
     return report(rows, args, memory)
 
 
+def python_label(python: Path | str) -> str:
+    """Which Python `python` is (the path and the version it reports)."""
+    version = subprocess.run(
+        [str(python), "-c", "import platform; print(platform.python_version())"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout.strip()
+    return f"Python {version} at {python}"
+
+
 def gates_of(args: argparse.Namespace) -> list[tuple[str, Path]]:
     trees = [("sources", ROOT)]
     if args.compiled:
@@ -209,7 +231,8 @@ def report(rows: list[Row], args: argparse.Namespace, memory: list[str]) -> str:
         f"## Concurrency sweep ({args.reps} interleaved runs of {args.seconds:g} s per cell, "
         "medians; proxy on CPU 0, wrk and upstream on CPU 1)",
         "",
-        f"Load average when the run started: {args.load_before:.2f}.",
+        f"Load average when the run started: {args.load_before:.2f}. Keygate runs on "
+        f"{python_label(sys.executable)} unless its row names another Python.",
         "",
         "| connections | target | req/s | vs nginx | p50 | p99 | p99 vs nginx | errors "
         "| CPU µs/req |",
@@ -277,6 +300,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--compiled", type=Path, help="a tree built by `make fast-tree`")
+    parser.add_argument(
+        "--interpreter",
+        type=Path,
+        action="append",
+        default=[],
+        help="also run Keygate's sources on this Python (one with Keygate's dependencies)",
+    )
     parser.add_argument("--no-install", action="store_true", help="never run apt-get")
     parser.add_argument(
         "--no-memory", action="store_true", help="skip the memory per cached key (~30 s)"
