@@ -114,6 +114,11 @@ def parse_head(block: bytes, limits: Limits) -> RequestHead:
         upgrade = True
     except httptools.HttpParserError:
         raise MalformedMessage("the request is malformed") from None
+    finally:
+        # The parser holds `fields`' bound methods and `fields` the parser: a cycle, which only
+        # the garbage collector would free (a collection every ~90 requests, a tail-latency
+        # spike each time). Broken here, both go as soon as this function returns.
+        fields.parser = None
     if not fields.complete:
         raise MalformedMessage("the request is malformed")
     if len(fields.fields) > limits.max_header_count:
