@@ -82,7 +82,7 @@ fast-tree: $(DEV_STAMP) ## a copy of the tree in build/fast-tree with the data p
 	cd $(FAST_TREE) && $(CURDIR)/$(BIN)/python -c \
 	  "import gateway.proxy.front as m; assert m.__file__.endswith('.so'), 'not compiled: ' + m.__file__"
 
-test-fast: fast-tree /usr/bin/chromium ## the whole test suite against the compiled data plane (build/fast-tree)
+test-fast: fast-tree /usr/bin/chromium /usr/sbin/nginx ## the whole test suite against the compiled data plane (build/fast-tree)
 	cd $(FAST_TREE) && $(CURDIR)/$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: $(DEV_STAMP) ## ruff (lint + format check) and mypy --strict on gateway/
