@@ -4,6 +4,7 @@ two instances its heartbeat saw), answering 429 and never 500 or unlimited."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import secrets
@@ -16,6 +17,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
+from gateway.limits.redis_engine import HEARTBEAT_SECONDS
 from tests.faults import Server, throwaway_redis
 from tests.integration.test_auth_support import free_port, wait_until
 from tests.integration.test_multi_instance import Cluster, _ready, gateway_process
@@ -108,6 +110,9 @@ async def test_redis_killed_each_instance_keeps_its_share(pair: Pair) -> None:
     """With Redis gone, each instance allows its share of `6/m`, 3 (two live instances were
     seen in the heartbeat set), then 429: six in all, never a 500, never unlimited."""
     assert await wait_until(lambda: _both_beat(pair), seconds=10)
+    # Each instance reads the count at its own beat: the first to start may have read 1 just
+    # before the second joined. After one more beat each has counted both.
+    await asyncio.sleep(HEARTBEAT_SECONDS + 0.5)
     os.kill(pair.redis.pid, 9)
     statuses = {0: [await pair.get(0) for _ in range(5)], 1: [await pair.get(1) for _ in range(5)]}
     assert statuses == {0: [200] * 3 + [429] * 2, 1: [200] * 3 + [429] * 2}
