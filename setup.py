@@ -16,7 +16,8 @@ from typing import Any
 from setuptools import setup
 
 # The request path of the fast front: HTTP/1.1 core, driver, exchange, upstream connection and
-# client, header rules, the decision and what it calls per request.
+# client, header rules, the decision and what it calls per request (key verification and its
+# cache, permission-use notes, the data plane's metric tallies, the upstream head).
 HOT = [
     "gateway/proxy/h1/chunked.py",
     "gateway/proxy/h1/heads.py",
@@ -36,6 +37,13 @@ HOT = [
     "gateway/policy/paths.py",
     "gateway/policy/routes.py",
     "gateway/credentials.py",
+    "gateway/proxy/handler.py",
+    "gateway/proxy/forward.py",
+    "gateway/keys/verify.py",
+    "gateway/keys/usage.py",
+    "gateway/keys/hashing.py",
+    "gateway/cache/local.py",
+    "gateway/metrics.py",
 ]
 
 
