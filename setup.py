@@ -41,7 +41,6 @@ HOT = [
     "gateway/proxy/forward.py",
     "gateway/keys/verify.py",
     "gateway/keys/usage.py",
-    "gateway/keys/hashing.py",
     "gateway/cache/local.py",
     "gateway/metrics.py",
 ]
