@@ -166,6 +166,12 @@ def on_terminal(cwd: Path, env: dict[str, str], *args: str) -> Iterator[Terminal
     pid, fd = pty.fork()
     if pid == 0:  # the child: a session leader whose controlling terminal is the pty
         try:
+            # As a shell starts a command in a terminal: Ctrl-C's signal at its default and not
+            # blocked, whatever the test run inherited (a run started in the background of a
+            # script has SIGINT ignored, and that survives exec: Ctrl-C then did nothing and
+            # the test waited out its 60 s in two full runs).
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
             os.chdir(cwd)
             os.execve(PYTHON, [PYTHON, "-m", "gateway", *args], env)  # noqa: S606 - our own CLI, no shell
         finally:
