@@ -131,6 +131,11 @@ _AUTH_PROXY = """
 """
 
 
+def pinned(cpu: int | None, argv: list[str]) -> list[str]:
+    """`argv` run on CPU `cpu` (taskset; its children inherit it), or as it is for None."""
+    return ["taskset", "-c", str(cpu), *argv] if cpu is not None else argv
+
+
 def nginx(
     binary: str, work: Path, name: str, body: str, port: int, cpu: int | None = None
 ) -> subprocess.Popen[bytes]:
@@ -138,9 +143,8 @@ def nginx(
     os.chmod(work / "tmp", 0o777)  # noqa: S103 - nginx workers may run as another user
     conf = work / f"{name}.conf"
     conf.write_text(_NGINX_COMMON.format(work=work, name=name, body=body))
-    pin = ["taskset", "-c", str(cpu)] if cpu is not None else []  # its worker inherits it
     proc = subprocess.Popen(
-        [*pin, binary, "-p", str(work), "-c", str(conf)],
+        pinned(cpu, [binary, "-p", str(work), "-c", str(conf)]),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -175,9 +179,8 @@ def key_service(
     """bench/keyservice.py on `port`, knowing `keys`."""
     keyfile = work / "keyservice-keys.txt"
     keyfile.write_text("".join(f"{k}\n" for k in keys))
-    pin = ["taskset", "-c", str(cpu)] if cpu is not None else []
     proc = subprocess.Popen(
-        [*pin, sys.executable, "-m", "bench.keyservice", str(port), str(keyfile)],
+        pinned(cpu, [sys.executable, "-m", "bench.keyservice", str(port), str(keyfile)]),
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
     )
@@ -195,19 +198,22 @@ def python_upstream(port: int) -> subprocess.Popen[bytes]:
     return proc
 
 
-def keygate(env: dict[str, str], port: int, workers: int) -> subprocess.Popen[bytes]:
+def keygate(
+    env: dict[str, str],
+    port: int,
+    workers: int,
+    *,
+    python: str = sys.executable,
+    tree: Path | None = None,
+    cpu: int | None = None,
+) -> subprocess.Popen[bytes]:
+    """`gateway serve` on `port`; from another source tree (its PYTHONPATH and working
+    folder) and on one CPU when asked."""
+    argv = [python, "-m", "gateway", "serve", "--listen", f"127.0.0.1:{port}"]
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gateway",
-            "serve",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--workers",
-            str(workers),
-        ],
-        env=env,
+        pinned(cpu, [*argv, "--workers", str(workers)]),
+        env=env if tree is None else {**env, "PYTHONPATH": str(tree)},
+        cwd=tree,
         stdout=subprocess.DEVNULL,
     )
     wait_port(port, proc)

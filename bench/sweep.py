@@ -44,10 +44,10 @@ DIY = "nginx + auth_request (aiohttp key service)"
 POLICY_POOL = "    pool_size: 128\n"  # bench.run's policy; the sweep keeps Keygate's default
 
 
-def pinned(cpu: int, argv: list[str]) -> list[str]:
-    if (os.cpu_count() or 1) >= 2:
-        return ["taskset", "-c", str(cpu), *argv]
-    return argv
+# The proxy under test on CPU 0, wrk and the upstream on CPU 1, where there are two.
+TWO_CPUS = (os.cpu_count() or 1) >= 2
+PROXY_CPU = 0 if TWO_CPUS else None
+LOAD_CPU = 1 if TWO_CPUS else None
 
 
 def cpu_seconds(pid: int) -> float:
@@ -90,7 +90,11 @@ def wrk(binary: str, url: str, headers: dict[str, str], seconds: float, conns: i
     for name, value in headers.items():
         args += ["-H", f"{name}: {value}"]
     out = subprocess.run(
-        pinned(1, [*args, url]), capture_output=True, text=True, timeout=seconds + 60, check=True
+        servers.pinned(LOAD_CPU, [*args, url]),
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        check=True,
     ).stdout
     return parse_wrk(out)
 
@@ -105,18 +109,16 @@ def run(args: argparse.Namespace) -> str:
         work = Path(tmp)
         try:
             up, proxy, authproxy, keys, pure, compiled = (servers.free_port() for _ in range(6))
-            two = (os.cpu_count() or 1) >= 2
-            cpu0 = 0 if two else None
-            procs.append(servers.nginx_upstream(tools.nginx, work, up, 1 if two else None))
-            nginx = servers.nginx_proxy(tools.nginx, work, proxy, up, cpu0)
+            procs.append(servers.nginx_upstream(tools.nginx, work, up, LOAD_CPU))
+            nginx = servers.nginx_proxy(tools.nginx, work, proxy, up, PROXY_CPU)
             procs.append(nginx)
             env = gateway_env(work, up)
             policy = Path(env["GATEWAY_POLICY"])
             policy.write_text(policy.read_text().replace(POLICY_POOL, ""))
             key = make_key(env)
-            keyservice = servers.key_service(keys, [key], work, cpu0)
+            keyservice = servers.key_service(keys, [key], work, PROXY_CPU)
             procs.append(keyservice)
-            diy = servers.nginx_auth_proxy(tools.nginx, work, authproxy, up, keys, cpu0)
+            diy = servers.nginx_auth_proxy(tools.nginx, work, authproxy, up, keys, PROXY_CPU)
             procs.append(diy)
             fast = {**env, "GATEWAY_FAST_DATA_PLANE": "true"}
             auth = {"X-API-KEY": key}
@@ -137,26 +139,8 @@ def run(args: argparse.Namespace) -> str:
                 label = f"Keygate fast front (sources, {python_label(python)})"
                 gates.append((label, servers.free_port(), ROOT, str(python)))
             for name, port, tree, python in gates:
-                proc = subprocess.Popen(
-                    pinned(
-                        0,
-                        [
-                            python,
-                            "-m",
-                            "gateway",
-                            "serve",
-                            "--listen",
-                            f"127.0.0.1:{port}",
-                            "--workers",
-                            "1",
-                        ],
-                    ),
-                    env={**fast, "PYTHONPATH": str(tree)},
-                    cwd=tree,
-                    stdout=subprocess.DEVNULL,
-                )
+                proc = servers.keygate(fast, port, 1, python=python, tree=tree, cpu=PROXY_CPU)
                 procs.append(proc)
-                servers.wait_port(port, proc)
                 rows.append(Row(name, f"http://127.0.0.1:{port}{PATH}", (proc.pid,)))
             for row in rows:
                 check(_Checked(row.name, row.url, auth))

@@ -77,11 +77,11 @@ def _record(
     status: int,
     outcome: str,
     size: int,
-    logger: logging.Logger | None,
+    logger: logging.Logger,
 ) -> None:
     total = perf_counter() - exchange.started
     metrics.request_done(route, request.method, status, outcome, total)
-    if logger is None or not logs.access_enabled(logger):
+    if not logs.access_enabled(logger):
         return
     log_access(
         logger,

@@ -1,4 +1,5 @@
-"""What the caches hold for a key, and the principal it stands for."""
+"""What a key lookup finds (the record Redis holds), the in-process cache's record built from
+it, and the principal a key stands for."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from gateway.store.base import KeyWithOwner
 
 @dataclass(frozen=True, slots=True)
 class KeyState:
-    """What the caches hold for a key: plain data, JSON-serialisable, no secret."""
+    """What a lookup finds for a key, as Redis holds it: plain data, JSON-serialisable, no
+    secret. The in-process cache keeps a smaller record built from it (`VerifiedKey`)."""
 
     key_id: str
     user_id: str
