@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from gateway.errors import BadRequest, Unauthenticated
+from gateway.records import maker
 
 MAX_HEADER_VALUE = 4096
 HAPLO_USER = "haplo"
@@ -29,6 +30,10 @@ class KeyCredential(NamedTuple):
 
     def __repr__(self) -> str:
         return f"KeyCredential(carrier={self.carrier!r})"
+
+
+# Built per request: `KeyCredential(...)` without its Python-level __new__ (records.py).
+_key = maker(KeyCredential)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +61,7 @@ def extract(authorization: Sequence[str], x_api_key: Sequence[str]) -> Credentia
             code="duplicate-credential",
         )
     if x_api_key:
-        return KeyCredential(_token(x_api_key[0], "X-API-KEY"), "x-api-key")
+        return _key((_token(x_api_key[0], "X-API-KEY"), "x-api-key"))
     if authorization:
         return _authorization(authorization[0])
     return None
@@ -82,7 +87,7 @@ def _authorization(value: str) -> Credential:
     scheme, _, rest = value.strip().partition(" ")
     scheme = scheme.lower()
     if scheme in {"token", "bearer"}:
-        return KeyCredential(_token(rest, "Authorization"), scheme)
+        return _key((_token(rest, "Authorization"), scheme))
     if scheme == "basic":
         return _basic(rest.strip())
     raise Unauthenticated(

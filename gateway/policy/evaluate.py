@@ -16,6 +16,7 @@ from typing import NamedTuple
 from gateway.policy.model import UNRESTRICTED, Catalog, Perm, Policy, Route, RouteMatch
 from gateway.policy.networks import AddressRule
 from gateway.policy.pathrule import PathRule
+from gateway.records import maker
 
 MAY_MEMO_SIZE = 256
 _NO_PARAMS: Mapping[str, str] = MappingProxyType({})
@@ -118,6 +119,10 @@ class Permitted(NamedTuple):
     need: Perm | None = None  # the requirement the principal met (None: no credential needed)
 
 
+# Built per request: `Permitted(...)` without its Python-level __new__ (records.py).
+_permitted = maker(Permitted)
+
+
 @dataclass(frozen=True, slots=True)
 class Denied:
     """The policy denies the request, and why."""
@@ -150,7 +155,7 @@ def authorize(
     """
     route = match.route
     if route.auth_none:
-        return Permitted(route, match.params)
+        return _permitted((route, match.params, True, None))
     if principal is None:
         return Denied("unauthenticated", "this route needs a credential")
     if principal.path_rule is not None and not principal.path_rule.allows(path):
@@ -161,4 +166,4 @@ def authorize(
     need = requirement.bind(match.params)
     if not principal.may(catalog, need):
         return Denied("missing-permission", f"requires {need}", missing=need)
-    return Permitted(route, match.params, need=need)
+    return _permitted((route, match.params, True, need))

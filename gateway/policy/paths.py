@@ -29,6 +29,8 @@ import re
 import unicodedata
 from typing import Literal, NamedTuple
 
+from gateway.records import maker
+
 MAX_TARGET_LENGTH = 8192  # bytes of raw request-target, the same order as common server limits
 _EXCERPT_LENGTH = 60  # never echo more of the attacker's input than this into messages and logs
 
@@ -129,6 +131,10 @@ class CanonicalTarget(NamedTuple):
         return tuple(self.path[1:].split("/"))
 
 
+# Built per request: `CanonicalTarget(...)` without its Python-level __new__ (records.py).
+_target = maker(CanonicalTarget)
+
+
 _UNRESERVED = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
 # RFC 3986 pchar without ';' (path parameters are refused) and '%' (handled separately).
 _PCHAR = r"A-Za-z0-9\-._~!$&'()*+,=:@"
@@ -175,8 +181,8 @@ def canonicalize(raw_target: str) -> CanonicalTarget:
     if query and not _QUERY_OK.fullmatch(query):
         _reject_char(query, _BAD_QUERY_CHAR.search(query))
     if _FAST_PATH.fullmatch(path) and "//" not in path and "/." not in path:
-        return CanonicalTarget(path, query)
-    return CanonicalTarget(_canonical_path(path), query)
+        return _target((path, query))
+    return _target((_canonical_path(path), query))
 
 
 def _non_origin_reason(target: str) -> Reason:

@@ -25,6 +25,7 @@ from gateway.policy.evaluate import Denied, Principal, authorize, route_for
 from gateway.policy.model import Perm, Policy, Route, RouteMatch, Upstream
 from gateway.policy.networks import IP_NOT_ALLOWED_TEXT
 from gateway.policy.paths import CanonicalTarget, TargetRejected, canonicalize
+from gateway.records import maker
 
 if TYPE_CHECKING:
     from gateway.keys.verify import VerifiedKey
@@ -55,6 +56,10 @@ class Allowed(NamedTuple):
     # Fields for the answer: the route's rate-limit state (proxy/limiting.py), if it has limits.
     headers: Sequence[tuple[str, str]] = ()
     need: Perm | None = None  # the requirement met (least-privilege bookkeeping)
+
+
+# Built per request: `Allowed(...)` without its Python-level __new__ (records.py).
+_allowed = maker(Allowed)
 
 
 class Refused(NamedTuple):
@@ -161,4 +166,4 @@ def _authorize(
             template,
         )
     route = match.route
-    return Allowed(target, route, policy.upstreams[route.upstream], principal, need=verdict.need)
+    return _allowed((target, route, policy.upstreams[route.upstream], principal, (), verdict.need))

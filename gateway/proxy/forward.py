@@ -38,12 +38,15 @@ from gateway.proxy.live import LiveExchange, LiveExchanges
 from gateway.proxy.render import problem_response
 from gateway.proxy.response import Response
 from gateway.proxy.upstream_http import UpstreamError, decode_fields
+from gateway.records import maker
 
 log = logging.getLogger("gateway.proxy")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _EMPTY: tuple[Network, ...] = ()
 IDENTITY_CACHE_SIZE = 10_000  # principals whose identity headers are kept ready
+# Built per request: `Origin(...)` without its Python-level __new__ (records.py).
+_origin = maker(Origin)
 
 
 class Forwarder:
@@ -207,7 +210,7 @@ class Forwarder:
         trusted = bool(self._trusted) and peer is not None and _within(peer, self._trusted)
         return request_headers(
             headers,
-            Origin(peer, scheme, host, trusted),
+            _origin((peer, scheme, host, trusted)),
             self._identity(principal, upstream),
             self.request_drop,
         )

@@ -33,6 +33,7 @@ from gateway.proxy.h1.chunked import ChunkedDecoder
 from gateway.proxy.h1.errors import HeadTooLarge, MalformedMessage, ProtocolError
 from gateway.proxy.h1.limits import DEFAULT_LIMITS, Limits
 from gateway.proxy.headers import Field, Header
+from gateway.records import maker
 
 Framing = Literal["none", "length", "chunked", "close"]
 
@@ -46,6 +47,10 @@ class Head(NamedTuple):
     framing: Framing
     length: int  # for "length" framing
     keep_alive: bool
+
+
+# Built per request: `Head(...)` without its Python-level __new__ (records.py).
+_head = maker(Head)
 
 
 class EndOfMessage:
@@ -364,7 +369,7 @@ def parse_head(block: bytes, method: str) -> Head:
         framing = "length"
     else:
         framing, keep_alive = "close", False
-    return Head(status, fields.reason, fields.fields, framing, max(length, 0), keep_alive)
+    return _head((status, fields.reason, fields.fields, framing, max(length, 0), keep_alive))
 
 
 def request_head(method: str, target: str, host: str, headers: Sequence[Header]) -> bytes:

@@ -14,6 +14,7 @@ from gateway.proxy.h1.errors import (
     UnsupportedVersion,
 )
 from gateway.proxy.h1.limits import Limits
+from gateway.records import maker
 
 Header = tuple[str, str]
 
@@ -48,6 +49,10 @@ class RequestHead(NamedTuple):
     @property
     def has_body(self) -> bool:
         return self.chunked or self.length > 0
+
+
+# Built per request: `RequestHead(...)` without its Python-level __new__ (records.py).
+_request_head = maker(RequestHead)
 
 
 class _Fields:
@@ -180,16 +185,18 @@ def parse_head(block: bytes, limits: Limits) -> RequestHead:
     if chunked and not http11:
         # RFC 9112 §6.1: a transfer coding in an HTTP/1.0 message is faulty framing.
         raise MalformedMessage("HTTP/1.0 requests cannot use a transfer coding")
-    return RequestHead(
-        method,
-        fields.url.decode("utf-8", "surrogateescape"),
-        headers,
-        keep_alive,
-        upgrade or method == "CONNECT" or parser.should_upgrade(),
-        length,
-        chunked,
-        expect,
-        host,
-        authorization,
-        api_keys,
+    return _request_head(
+        (
+            method,
+            fields.url.decode("utf-8", "surrogateescape"),
+            headers,
+            keep_alive,
+            upgrade or method == "CONNECT" or parser.should_upgrade(),
+            length,
+            chunked,
+            expect,
+            host,
+            authorization,
+            api_keys,
+        )
     )
