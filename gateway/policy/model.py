@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from gateway.limits.model import RateLimit
 
@@ -21,9 +21,11 @@ NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._:-]*\Z")
 RESOURCE_RE = re.compile(r"^[A-Za-z0-9._~-]{1,128}\Z")
 
 
-@dataclass(frozen=True, slots=True)
-class Perm:
-    """A permission: a catalog name, optionally scoped to one resource (`name:resourceId`)."""
+class Perm(NamedTuple):
+    """A permission: a catalog name, optionally scoped to one resource (`name:resourceId`).
+
+    A named tuple, so that hashing one (the decision memo and the permission-use notes look
+    one up per request) runs at C level, not through a generated Python `__hash__`."""
 
     name: str
     resource: str | None = None
