@@ -65,6 +65,10 @@ log = logging.getLogger("gateway.keys")
 # the shared cache's tombstones must outlive (see cache/redis.py TOMBSTONE_SECONDS).
 LOOKUP_TIMEOUT = 5.0
 
+# Cached keys loaded within this many seconds of one another (at most 1% of `local_ttl`)
+# share their expiry (`_expiry`).
+EXPIRY_SHARED = 0.1
+
 
 _Cached = VerifiedKey | None  # None: no such key
 
@@ -122,6 +126,8 @@ class KeyVerifier:
         self._known: LocalCache[VerifiedKey] = LocalCache(local_size)
         self._unknown: LocalCache[Unknown] = LocalCache(local_size)
         self._local_ttl = local_ttl
+        self._last_expiry = 0.0  # see `_expiry`
+        self._expiry_shared = min(EXPIRY_SHARED, local_ttl / 100)
         self._negative_ttl = negative_ttl
         self._stale_window = stale_window
         self._lookup_timeout = lookup_timeout
@@ -328,9 +334,19 @@ class KeyVerifier:
             self._unknown.put(digest, Unknown(now + self._negative_ttl))
         else:
             self._unknown.drop(digest)
-            value.expires = now + self._local_ttl
+            value.expires = self._expiry(now)
             self._known.put(digest, value)
         return True
+
+    def _expiry(self, now: float) -> float:
+        """When an entry loaded at `now` must be re-validated: `local_ttl` later, or up to
+        `EXPIRY_SHARED` seconds (1% of it) earlier. Keys loaded in the same interval share one
+        float object, which otherwise costs 32 bytes per cached key."""
+        due = now + self._local_ttl
+        expiry = self._last_expiry
+        if not due - self._expiry_shared < expiry <= due:
+            expiry = self._last_expiry = due
+        return expiry
 
     def _verified(self, state: KeyState) -> VerifiedKey:
         state = shared_state(state, self._sharing)
