@@ -31,6 +31,8 @@ HOT = [
     "gateway/proxy/client.py",
     "gateway/proxy/front_body.py",
     "gateway/proxy/front_exchange.py",
+    "gateway/proxy/front_deadlines.py",
+    "gateway/proxy/front_connection.py",
     "gateway/proxy/front.py",
     "gateway/proxy/decision.py",
     "gateway/policy/evaluate.py",

@@ -51,7 +51,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # aiohttp's parser reports a head over `max_headers` fields as this 400.
 _TOO_MANY_FIELDS = "Too many headers received"
 _TIMEOUT_TEXT = b"408: Request Timeout"
-LINGER_BYTES = 1024 * 1024  # as the fast front (proxy/front.py)
+LINGER_BYTES = 1024 * 1024  # as the fast front (proxy/front_deadlines.py)
 _MAX_REQUEST_LINE = 8 * 1024  # as h1.limits.Limits.max_request_line
 
 
