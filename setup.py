@@ -27,6 +27,7 @@ HOT = [
     "gateway/proxy/headers.py",
     "gateway/proxy/outbox.py",
     "gateway/proxy/response.py",
+    "gateway/proxy/upstream_request.py",
     "gateway/proxy/connection.py",
     "gateway/proxy/client.py",
     "gateway/proxy/front_body.py",

@@ -6,8 +6,8 @@ authorization decision. A proxy needs much less: write one request head, relay b
 parse one response head, keep the connection. So this package does exactly that, and
 deliberately has no cookie jar, never follows redirects, never decompresses and never
 re-normalises the request target it is given. The protocol: `h1.client` (sans-IO); one
-connection: `connection`; the answer: `response`; the pools, the client and the one rule for
-sending a request again: here.
+connection: `connection` (its request side: `upstream_request`); the answer: `response`; the
+pools, the client and the one rule for sending a request again: here.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from urllib.parse import urlsplit
 
 from gateway.policy.model import Upstream
-from gateway.proxy.connection import BodySource, Connection, Listener
+from gateway.proxy.connection import Connection, Listener
 from gateway.proxy.headers import Header
 from gateway.proxy.response import Response
 from gateway.proxy.upstream_http import (
@@ -31,6 +31,7 @@ from gateway.proxy.upstream_http import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
+from gateway.proxy.upstream_request import BodySource
 
 log = logging.getLogger("gateway.proxy")
 
