@@ -43,6 +43,7 @@ HOT = [
     "gateway/proxy/handler.py",
     "gateway/proxy/forward.py",
     "gateway/keys/verify.py",
+    "gateway/keys/state.py",
     "gateway/keys/usage.py",
     "gateway/cache/local.py",
     "gateway/metrics.py",

@@ -133,7 +133,7 @@ def principal_of(request: web.Request, user: User) -> Principal:
 
 def principal_for(catalog: Catalog, user: User) -> Principal:
     """A user acting through a page (not through a key): his current grants are the limit."""
-    return Principal(
+    return Principal.of(
         user_id=user.id,
         email=user.email,
         grants=owner_grants(catalog, user.grants, is_admin=user.is_admin),

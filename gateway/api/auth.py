@@ -75,10 +75,10 @@ async def authenticate(
         return Caller(principal)
     if isinstance(credential, KeyCredential):
         verified = await _verified_key(request, services, credential.key)
-        check_address(request, verified.principal)
+        check_address(request, verified)
         if path_rule:
-            check_path_rule(request, verified.principal)
-        return Caller(verified.principal, credential.key)
+            check_path_rule(request, verified)
+        return Caller(verified, credential.key)
     if not passwords:
         raise Unauthenticated(
             "this endpoint accepts API keys only, not an email and password",
@@ -131,7 +131,7 @@ async def _password_principal(
     user = await services.check_password(credential.email, credential.password, _address(request))
     if user is None:
         raise Unauthenticated("the email or password is wrong", code="bad-credentials")
-    principal = Principal(
+    principal = Principal.of(
         user_id=user.id,
         email=user.email,
         grants=owner_grants(services.policy.catalog, user.grants, is_admin=user.is_admin),

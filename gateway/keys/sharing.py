@@ -2,10 +2,11 @@
 
 A worker caches up to `local_cache_size` verified keys (100,000 by default). Read from the
 database or Redis, every key arrives with its own copies of its owner's id, email and grants,
-its permission strings and path rule, and builds its own parsed permissions and decision memo:
-about 2.7 KB per key. Keys of one owner, and keys minted with the same permissions, hold equal
-values; `Sharing` hands out one canonical object per value instead (interning), so a cached key
-costs its own few fields and little more (bench/cache_memory.py measures it).
+its permission strings and path rule, and builds its own parsed permissions, decision memo and
+authority: about 2.7 KB per key. Keys of one owner, and keys minted with the same permissions,
+hold equal values; `Sharing` hands out one canonical object per value instead (interning), down
+to one `Authority` for all the keys of an owner minted alike, so a cached key costs its id,
+its hash and a small record (bench/cache_memory.py measures it).
 
 Only immutable values are shared, plus the decision memo, whose answers depend on nothing but
 the grants and key permissions it is keyed by (and the catalog, fixed per `Sharing`). The table
@@ -18,7 +19,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from gateway.policy.evaluate import Principal, owner_grants
+from gateway.policy.evaluate import Authority, owner_grants
 from gateway.policy.model import Catalog, Perm
 from gateway.policy.networks import AddressRule
 from gateway.policy.pathrule import PathRule, parse_path_rule
@@ -63,45 +64,49 @@ class Sharing:
             memo = self._memos[key] = {}
         return memo
 
-    def principal(
+    def authority(
         self,
         *,
         user_id: str,
         email: str,
         grants: tuple[str, ...],
         is_admin: bool,
-        key_id: str,
         permissions: tuple[str, ...],
         path_rule: str | None,
         limits: tuple[str, ...] = (),
         metered: bool = False,
         address_rule: AddressRule | None = None,
-    ) -> Principal:
-        """A key's principal, parsed against the catalog, made of shared parts."""
+    ) -> Authority:
+        """A key's authority, parsed against the catalog: the one object every key of the
+        owner with these permissions and rules holds."""
         owned, held = self._parsed(grants, permissions, is_admin=is_admin)
-        rule: PathRule | None = self.one(parse_path_rule(path_rule)) if path_rule else None
-        return Principal(
-            user_id=user_id,
-            email=email,
-            grants=owned,
-            key_id=key_id,
-            key_permissions=held,
-            path_rule=rule,
-            is_admin=is_admin,
-            limits=limits,
-            metered=metered,
-            limited=bool(limits) or metered,
-            address_rule=address_rule,
-            _memo=self.memo(owned, held),
+        one = self.one
+        rule: PathRule | None = one(parse_path_rule(path_rule)) if path_rule else None
+        return one(
+            Authority(
+                user_id=one(user_id),
+                email=one(email),
+                grants=owned,
+                key_permissions=held,
+                path_rule=rule,
+                is_admin=is_admin,
+                limits=one(limits),
+                metered=metered,
+                limited=bool(limits) or metered,
+                address_rule=one(address_rule),
+                _memo=self.memo(owned, held),
+            )
         )
 
     def reparsed(
-        self, principal: Principal, *, grants: tuple[str, ...], permissions: tuple[str, ...]
-    ) -> Principal:
-        """`principal` with its grants and key permissions parsed from these texts against this
-        catalog (path and address rules do not depend on the catalog and are kept)."""
-        owned, held = self._parsed(grants, permissions, is_admin=principal.is_admin)
-        return replace(principal, grants=owned, key_permissions=held, _memo=self.memo(owned, held))
+        self, authority: Authority, *, grants: tuple[str, ...], permissions: tuple[str, ...]
+    ) -> Authority:
+        """`authority` with its grants and key permissions parsed from these texts against
+        this catalog (path and address rules do not depend on the catalog and are kept)."""
+        owned, held = self._parsed(grants, permissions, is_admin=authority.is_admin)
+        return self.one(
+            replace(authority, grants=owned, key_permissions=held, _memo=self.memo(owned, held))
+        )
 
     def _parsed(
         self, grants: tuple[str, ...], permissions: tuple[str, ...], *, is_admin: bool

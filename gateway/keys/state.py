@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.keys.sharing import Sharing
-from gateway.policy.evaluate import Principal
+from gateway.policy.evaluate import Authority, Principal
 from gateway.policy.model import Catalog
 from gateway.policy.networks import AddressRule
 from gateway.store.base import KeyWithOwner
@@ -99,110 +99,95 @@ class KeyState:
         )
 
 
-class VerifiedKey:
-    """A key that authenticated, as the in-process cache holds it: one per cached key (up to
-    `local_cache_size` per worker), so only what is used after the lookup is kept.
+@dataclass(frozen=True, slots=True)
+class KeyFacts:
+    """What is checked again on every use of a cached key (its status, expiry and its owner's
+    state) and the permission and grant texts its authority is rebuilt from after a policy
+    reload. Equal for most keys of one owner: shared between them (keys/sharing.py)."""
 
-    `principal` is what requests are decided with; status, expiry and the owner's state are
-    checked again on every use; the permission and grant texts rebuild the principal when the
-    policy is reloaded; `expires` is when the cache must re-validate it (monotonic time). The
-    key's label and the texts its principal holds parsed are not kept: the record's size is
-    what a worker pays per key (bench/cache_memory.py).
+    status: str
+    expires_at: float | None  # unix time
+    owner_disabled: bool
+    permissions: tuple[str, ...]  # as stored (the authority holds them parsed)
+    grants: tuple[str, ...]  # the owner's, as stored
+
+
+class VerifiedKey(Principal):
+    """A key that authenticated, as the in-process cache holds it: the key's principal (its
+    id and its shared authority) with its shared `facts` and `expires`, when the cache must
+    re-validate it (monotonic time).
+
+    A worker holds one per cached key (up to `local_cache_size`), so it holds nothing else:
+    four slots, the rest shared between the keys of an owner (bench/cache_memory.py measures
+    what a cached key costs). The key's label is not kept.
     """
 
-    __slots__ = (
-        "expires",
-        "expires_at",
-        "grants",
-        "owner_disabled",
-        "permissions",
-        "principal",
-        "status",
-    )
+    __slots__ = ("expires", "facts")
 
     def __init__(
-        self,
-        principal: Principal,
-        *,
-        status: str,
-        expires_at: float | None,
-        owner_disabled: bool,
-        permissions: tuple[str, ...],
-        grants: tuple[str, ...],
-        expires: float = 0.0,
+        self, authority: Authority, key_id: str, facts: KeyFacts, expires: float = 0.0
     ) -> None:
-        self.principal = principal
-        self.status = status
-        self.expires_at = expires_at  # unix time, or None
-        self.owner_disabled = owner_disabled
-        self.permissions = permissions  # as stored (the principal holds them parsed)
-        self.grants = grants  # the owner's, as stored
+        super().__init__(authority, key_id)
+        self.facts = facts
         self.expires = expires
 
-    @classmethod
-    def of(cls, state: KeyState, principal: Principal) -> VerifiedKey:
-        return cls(
-            principal,
-            status=state.status,
-            expires_at=state.expires_at,
-            owner_disabled=state.owner_disabled,
-            permissions=state.permissions,
-            grants=state.grants,
-        )
+    def __repr__(self) -> str:
+        return f"VerifiedKey({self.key_id!r}, {self.facts!r})"
 
     @property
-    def key_id(self) -> str:
-        return self.principal.key_id or ""
+    def status(self) -> str:
+        return self.facts.status
+
+    @property
+    def expires_at(self) -> float | None:
+        return self.facts.expires_at
+
+    @property
+    def owner_disabled(self) -> bool:
+        return self.facts.owner_disabled
 
     def reparsed(self, sharing: Sharing) -> VerifiedKey:
-        """The same key, its principal parsed against `sharing`'s catalog (after a reload)."""
-        return VerifiedKey(
-            sharing.reparsed(self.principal, grants=self.grants, permissions=self.permissions),
-            status=self.status,
-            expires_at=self.expires_at,
-            owner_disabled=self.owner_disabled,
-            permissions=self.permissions,
-            grants=self.grants,
-            expires=self.expires,
+        """The same key, its authority parsed against `sharing`'s catalog (after a reload)."""
+        facts = self.facts
+        authority = sharing.reparsed(
+            self.authority, grants=facts.grants, permissions=facts.permissions
         )
+        return VerifiedKey(authority, self.key_id or "", facts, self.expires)
+
+
+def verified_key(state: KeyState, catalog: Catalog, sharing: Sharing | None = None) -> VerifiedKey:
+    """The verified key a key state stands for, parsed against the current catalog (built
+    from the parts `sharing` holds already, when given: see sharing.py)."""
+    sharing = sharing or Sharing(catalog)
+    one = sharing.one
+    facts = one(
+        KeyFacts(
+            one(state.status),
+            state.expires_at,
+            state.owner_disabled,
+            one(state.permissions),
+            one(state.grants),
+        )
+    )
+    return VerifiedKey(authority_for(state, sharing), state.key_id, facts)
 
 
 def principal_for(state: KeyState, catalog: Catalog, sharing: Sharing | None = None) -> Principal:
-    """The principal a key state stands for, parsed against the current catalog (built from
-    the parts `sharing` holds already, when given: see sharing.py)."""
-    return (sharing or Sharing(catalog)).principal(
+    """The principal a key state stands for, parsed against the current catalog."""
+    return Principal(authority_for(state, sharing or Sharing(catalog)), state.key_id)
+
+
+def authority_for(state: KeyState, sharing: Sharing) -> Authority:
+    return sharing.authority(
         user_id=state.user_id,
         email=state.email,
         grants=state.grants,
         is_admin=state.is_admin,
-        key_id=state.key_id,
         permissions=state.permissions,
         path_rule=state.path_rule,
         limits=state.limits,
         metered=state.metered,
         address_rule=AddressRule.of(state.networks, state.owner_networks),
-    )
-
-
-def shared_state(state: KeyState, sharing: Sharing) -> KeyState:
-    """`state` with every field that other keys may hold alike replaced by its shared copy."""
-    one = sharing.one
-    return KeyState(
-        key_id=state.key_id,
-        user_id=one(state.user_id),
-        email=one(state.email),
-        label=state.label,
-        status=one(state.status),
-        expires_at=state.expires_at,
-        owner_disabled=state.owner_disabled,
-        is_admin=state.is_admin,
-        permissions=one(state.permissions),
-        grants=one(state.grants),
-        path_rule=one(state.path_rule),
-        limits=one(state.limits),
-        metered=state.metered,
-        networks=one(state.networks),
-        owner_networks=one(state.owner_networks),
     )
 
 

@@ -54,7 +54,7 @@ from gateway.keys.sharing import Sharing
 from gateway.keys.state import KeyState as KeyState
 from gateway.keys.state import VerifiedKey as VerifiedKey
 from gateway.keys.state import principal_for as principal_for
-from gateway.keys.state import shared_state
+from gateway.keys.state import verified_key
 from gateway.policy.model import Catalog
 from gateway.store.base import Store, StoreError
 
@@ -193,9 +193,10 @@ class KeyVerifier:
     def _usable(self, found: VerifiedKey) -> VerifiedKey:
         """`found` if its key may be used now (raises otherwise); notes its use."""
         wall = time.time()
-        if found.owner_disabled or found.status != "active" or found.expires_at is not None:
+        facts = found.facts
+        if facts.owner_disabled or facts.status != "active" or facts.expires_at is not None:
             self._check(found, wall)
-        self._last_used[found.principal.key_id or ""] = wall
+        self._last_used[found.key_id or ""] = wall
         return found
 
     def _parse(self, text: str) -> None:
@@ -349,8 +350,7 @@ class KeyVerifier:
         return expiry
 
     def _verified(self, state: KeyState) -> VerifiedKey:
-        state = shared_state(state, self._sharing)
-        return VerifiedKey.of(state, principal_for(state, self._catalog, self._sharing))
+        return verified_key(state, self._catalog, self._sharing)
 
     # -- invalidation and housekeeping -------------------------------------------------
 

@@ -23,18 +23,21 @@ _NO_PARAMS: Mapping[str, str] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
-class Principal:
-    """Who is calling, with everything a decision needs already parsed.
+class Authority:
+    """What a caller may do, with everything a decision needs already parsed: the owner and
+    its grants, and for a key the key's permissions and rules.
 
     `key_permissions` is None when the caller authenticated without a key (password or
     session): then the user's own grants are the limit. With a key, a permission must be
     covered by the key *and* by the owner's current grants: a key never widens its owner.
+
+    Nothing in it names one key, so the keys of one owner minted alike hold equal
+    authorities, and a worker's key cache keeps one object for all of them (keys/sharing.py).
     """
 
     user_id: str
     email: str
     grants: tuple[Perm, ...]
-    key_id: str | None = None
     key_permissions: tuple[Perm, ...] | None = None
     path_rule: PathRule | None = None
     is_admin: bool = False
@@ -46,8 +49,8 @@ class Principal:
     limited: bool = False
     # The client addresses it may call from (the key's and the owner's allow-lists).
     address_rule: AddressRule | None = None
-    # Answers of `may`, per requirement. A principal is built from one catalog and cached
-    # with its key, so repeated requests skip the implication walk.
+    # Answers of `may`, per requirement. An authority is built from one catalog and cached
+    # with its keys, so repeated requests skip the implication walk.
     _memo: dict[Perm, bool] = field(default_factory=dict, compare=False, repr=False)
 
     def may(self, catalog: Catalog, need: Perm) -> bool:
@@ -61,7 +64,7 @@ class Principal:
         return answer
 
     def missing(self, catalog: Catalog, wanted: Iterable[Perm]) -> tuple[Perm, ...]:
-        """The permissions of `wanted` this principal could not hand on to a new key.
+        """The permissions of `wanted` this caller could not hand on to a new key.
 
         An unscoped `reaches_held` permission (BTCPay's "all my stores") can be handed on
         when the owner holds it on some resource and the calling key, if any, holds it
@@ -93,6 +96,104 @@ class Principal:
                 for resource in catalog.held_on(self.grants, p.name):
                     out.setdefault(Perm(p.name, resource), None)
         return tuple(out)
+
+
+class Principal:
+    """Who is calling: the key, by its id (None for a password or a session), and its
+    `authority`, whose fields it also answers for (`principal.user_id`, `principal.may`).
+
+    Two slots: a worker holds one per cached key (keys/state.py's `VerifiedKey` is one), and
+    their authorities are shared. The request path reads `principal.authority` directly.
+    """
+
+    __slots__ = ("authority", "key_id")
+
+    def __init__(self, authority: Authority, key_id: str | None = None) -> None:
+        self.authority = authority
+        self.key_id = key_id
+
+    @classmethod
+    def of(
+        cls,
+        user_id: str,
+        email: str,
+        grants: tuple[Perm, ...],
+        *,
+        key_id: str | None = None,
+        key_permissions: tuple[Perm, ...] | None = None,
+        path_rule: PathRule | None = None,
+        is_admin: bool = False,
+        via: str = "key",
+        address_rule: AddressRule | None = None,
+    ) -> Principal:
+        """A principal with an authority of its own (a password's, a session's, a test's)."""
+        authority = Authority(
+            user_id,
+            email,
+            grants,
+            key_permissions=key_permissions,
+            path_rule=path_rule,
+            is_admin=is_admin,
+            via=via,
+            address_rule=address_rule,
+        )
+        return cls(authority, key_id)
+
+    def __repr__(self) -> str:
+        return f"Principal({self.authority!r}, key_id={self.key_id!r})"
+
+    @property
+    def user_id(self) -> str:
+        return self.authority.user_id
+
+    @property
+    def email(self) -> str:
+        return self.authority.email
+
+    @property
+    def grants(self) -> tuple[Perm, ...]:
+        return self.authority.grants
+
+    @property
+    def key_permissions(self) -> tuple[Perm, ...] | None:
+        return self.authority.key_permissions
+
+    @property
+    def path_rule(self) -> PathRule | None:
+        return self.authority.path_rule
+
+    @property
+    def is_admin(self) -> bool:
+        return self.authority.is_admin
+
+    @property
+    def via(self) -> str:
+        return self.authority.via
+
+    @property
+    def limits(self) -> tuple[str, ...]:
+        return self.authority.limits
+
+    @property
+    def metered(self) -> bool:
+        return self.authority.metered
+
+    @property
+    def limited(self) -> bool:
+        return self.authority.limited
+
+    @property
+    def address_rule(self) -> AddressRule | None:
+        return self.authority.address_rule
+
+    def may(self, catalog: Catalog, need: Perm) -> bool:
+        return self.authority.may(catalog, need)
+
+    def missing(self, catalog: Catalog, wanted: Iterable[Perm]) -> tuple[Perm, ...]:
+        return self.authority.missing(catalog, wanted)
+
+    def effective(self, catalog: Catalog) -> tuple[Perm, ...]:
+        return self.authority.effective(catalog)
 
 
 def owner_grants(catalog: Catalog, raw: Iterable[str], *, is_admin: bool) -> tuple[Perm, ...]:
@@ -158,12 +259,13 @@ def authorize(
         return _permitted((route, match.params, True, None))
     if principal is None:
         return Denied("unauthenticated", "this route needs a credential")
-    if principal.path_rule is not None and not principal.path_rule.allows(path):
-        return Denied("path-not-allowed", f"the key is limited to {principal.path_rule}")
+    authority = principal.authority
+    if authority.path_rule is not None and not authority.path_rule.allows(path):
+        return Denied("path-not-allowed", f"the key is limited to {authority.path_rule}")
     requirement = route.requirement
     if requirement is None:  # loader guarantees this cannot happen; deny rather than allow
         return Denied("no-requirement", "route has no requirement")
     need = requirement.bind(match.params)
-    if not principal.may(catalog, need):
+    if not authority.may(catalog, need):
         return Denied("missing-permission", f"requires {need}", missing=need)
     return _permitted((route, match.params, True, need))

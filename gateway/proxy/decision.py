@@ -131,7 +131,7 @@ def decide(
         return Refused(error, target.path, error.code, None, template)
     if found is None:
         return NeedsLookup(policy, method, target, match, credential, digest)
-    return _authorize(policy, target, match, found.principal, address)
+    return _authorize(policy, target, match, found, address)
 
 
 def resume(needs: NeedsLookup, principal: Principal, address: ClientAddress) -> Allowed | Refused:
@@ -149,7 +149,7 @@ def _authorize(
 ) -> Allowed | Refused:
     # The allow-list comes first, right after the key was verified: a key used from the wrong
     # place learns nothing about routes or permissions, and consumes no limit or credit.
-    rule = principal.address_rule if principal is not None else None
+    rule = principal.authority.address_rule if principal is not None else None
     if rule is not None and principal is not None and not rule.allows(address()):
         error = Forbidden(IP_NOT_ALLOWED_TEXT, code="ip-not-allowed")
         return Refused(error, target.path, "ip-not-allowed", principal.key_id, match.route.path)

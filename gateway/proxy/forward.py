@@ -76,10 +76,9 @@ class Forwarder:
         self._ws_session: aiohttp.ClientSession | None = None
         # Exchanges that outlive one read, followed by their key (set by the wiring).
         self.live: LiveExchanges | None = None
-        # slot -> (principal, identity, time after which the identity is rebuilt)
-        self._identities: dict[
-            tuple[str, str | None, str | None], tuple[Principal, Identity, float]
-        ] = {}
+        # principal (and upstream, with assertions) -> (identity, time after which the
+        # identity is rebuilt). A principal hashes by identity: one lookup, no key built.
+        self._identities: dict[Principal | tuple[Principal, str], tuple[Identity, float]] = {}
 
     def use_catalog(self, catalog: Catalog) -> None:
         """Compute identity permissions against `catalog` from now on (policy reloaded)."""
@@ -219,17 +218,16 @@ class Forwarder:
         if principal is None:
             return None
         # The verifier hands out the same Principal object for as long as it caches a key, so
-        # the effective permissions are computed once per cached key, not per request. The
-        # `is` check makes a re-verified (possibly changed) principal compute afresh. With
+        # the effective permissions are computed once per cached key, not per request; a
+        # re-verified (possibly changed) key is another object and computes afresh. With
         # assertions, each upstream gets its own (its name is the audience).
-        slot = (principal.user_id, principal.key_id, upstream.name if self._signer else None)
+        signer = self._signer
+        slot: Principal | tuple[Principal, str] = (
+            principal if signer is None else (principal, upstream.name)
+        )
         cached = self._identities.get(slot)
-        if (
-            cached is not None
-            and cached[0] is principal
-            and (self._signer is None or time.time() < cached[2])
-        ):
-            return cached[1]
+        if cached is not None and (signer is None or time.time() < cached[1]):
+            return cached[0]
         if self._catalog is None:  # no catalog, no way to compute effective permissions
             permissions: tuple[str, ...] = ()
         else:
@@ -239,13 +237,13 @@ class Forwarder:
         if self._signer is not None:
             # Signing costs tens of microseconds: sign once, reuse for half the lifetime.
             assertion, expires = self._signer.sign(
-                principal.user_id, principal.key_id, permissions, upstream.name
+                principal.authority.user_id, principal.key_id, permissions, upstream.name
             )
             refresh = expires - self._signer.ttl / 2
-        identity = Identity(principal.user_id, principal.key_id, permissions, assertion)
+        identity = Identity(principal.authority.user_id, principal.key_id, permissions, assertion)
         if len(self._identities) >= IDENTITY_CACHE_SIZE:
             self._identities.clear()
-        self._identities[slot] = (principal, identity, refresh)
+        self._identities[slot] = (identity, refresh)
         return identity
 
 

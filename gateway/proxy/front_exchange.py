@@ -216,7 +216,7 @@ class Exchanger:
             route, outcome = decided.route.path, self._outcome or "allowed"
             principal = decided.principal
             if principal is not None:
-                key_id, user_id = principal.key_id, principal.user_id
+                key_id, user_id = principal.key_id, principal.authority.user_id
         elif decided is not None:
             route, outcome, key_id = decided.route or route, decided.outcome, decided.key_id
         status = self.answered[0]

@@ -66,7 +66,8 @@ def decide_now(
         lambda: client_address(values, peer, services),
     )
     if isinstance(decision, Allowed):
-        if decision.route.limits or (decision.principal is not None and decision.principal.limited):
+        principal = decision.principal
+        if decision.route.limits or (principal is not None and principal.authority.limited):
             return _limited(services, decision, values, peer)
         _note_use(services, decision)
     elif isinstance(decision, Refused):
@@ -121,12 +122,12 @@ async def finish(
         _count_limited(services, spent)
         return spent
     credential = needs.credential
+    principal: Principal
     try:
         if isinstance(credential, KeyCredential):
             assert needs.digest is not None  # a key's NeedsLookup always carries its hash
             address = client_address(values, peer, services)
-            found = await services.lookup_key(credential.key, needs.digest, address)
-            principal = found.principal
+            principal = await services.lookup_key(credential.key, needs.digest, address)
         else:
             address = client_address(values, peer, services)
             principal = await password_principal(services, credential, address)
@@ -153,7 +154,9 @@ def _note_use(services: Services, allowed: Allowed) -> None:
     """Which requirement a key met, for least privilege (resolved off the request path)."""
     principal = allowed.principal
     if allowed.need is not None and principal is not None and principal.key_id is not None:
-        services.usage.note(principal.key_id, allowed.need, principal.key_permissions or ())
+        services.usage.note(
+            principal.key_id, allowed.need, principal.authority.key_permissions or ()
+        )
 
 
 def _count_refusal(refused: Refused, method: str) -> None:
@@ -174,7 +177,7 @@ async def password_principal(
     user = await services.check_password(credential.email, credential.password, address)
     if user is None:
         raise Unauthenticated("the email or password is wrong", code="bad-credentials")
-    return Principal(
+    return Principal.of(
         user_id=user.id,
         email=user.email,
         grants=owner_grants(services.policy.catalog, user.grants, is_admin=user.is_admin),
@@ -200,7 +203,7 @@ def _note(exchange: Exchange, decision: Allowed | Refused, lookup: bool) -> None
     exchange.route, exchange.outcome = decision.route.path, "allowed"
     if decision.principal is not None:
         exchange.key_id = decision.principal.key_id
-        exchange.user_id = decision.principal.user_id
+        exchange.user_id = decision.principal.authority.user_id
 
 
 async def defer_continue(request: web.Request) -> None:

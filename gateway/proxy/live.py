@@ -102,7 +102,7 @@ class LiveExchanges:
         self._by_digest.setdefault(digest, set()).add(exchange)
         # An invalidation may have come between the decision and now (the upstream's answer
         # can take seconds): the entry it was allowed by is then gone, so decide again.
-        if current is None or current.principal is not principal:
+        if current is None or current is not principal:
             self._check(exchange)
         return exchange
 
@@ -172,7 +172,7 @@ class LiveExchanges:
                 if not isinstance(credential, KeyCredential) or decision.digest is None:
                     return False
                 found = await verifier.lookup(credential.key, decision.digest)
-                decision = resume(decision, found.principal, address)
+                decision = resume(decision, found, address)
         except GatewayError as exc:
             log.info("live %s %s re-checked: %s", exchange.method, _path(exchange), exc.code)
             return False

@@ -68,7 +68,7 @@ def test_log_in_and_create_a_key_shown_once(live: Any, page: Any) -> None:
     assert "/api/reports" in body
     shot(page, "05-keys-list")
     verified = live.run(live.services.verifier.verify(key_text))
-    assert verified.principal.email == "alice@example.com"
+    assert verified.email == "alice@example.com"
 
 
 def test_authorize_strict_posts_the_key_to_the_application(live: Any, page: Any) -> None:
@@ -99,7 +99,7 @@ def test_authorize_strict_posts_the_key_to_the_application(live: Any, page: Any)
     values = dict(fields)
     assert values["permissions[]"] == "demo.reports.read"
     verified = live.run(live.services.verifier.verify(values["apiKey"]))
-    assert verified.principal.user_id == values["userId"]
+    assert verified.user_id == values["userId"]
 
 
 def test_handoff_works_with_scripts_off(live: Any, browser: Any) -> None:

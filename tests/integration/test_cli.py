@@ -200,7 +200,7 @@ async def test_keys_create_list_revoke(gateway: Gateway, env: dict[str, str]) ->
     settings = with_secret(load_settings(None, environ=env), announce=print)
     async with open_services(settings) as s:
         verified = await s.verifier.verify(text)
-        assert str(verified.principal.path_rule) == "/api/reports"
+        assert str(verified.path_rule) == "/api/reports"
         assert verified.expires_at is not None
         record = await s.store.get_key(verified.key_id)
         assert record is not None

@@ -43,13 +43,13 @@ async def test_the_new_key_inherits_and_the_old_one_works_until_the_grace_ends(
     assert (new.record.path_rule, new.record.application_identifier) == ("/api", "app")
     assert new.previous is not None
     assert new.previous.replaced_by == new.record.id
-    assert (await services.verifier.verify(new.text)).principal.key_id == new.record.id
-    assert (await services.verifier.verify(old.text)).principal.key_id == old.record.id
+    assert (await services.verifier.verify(new.text)).key_id == new.record.id
+    assert (await services.verifier.verify(old.text)).key_id == old.record.id
     await asyncio.sleep(1.2)
     with pytest.raises(Unauthenticated) as refused:
         await services.verifier.verify(old.text)
     assert refused.value.code == "key-expired"
-    assert (await services.verifier.verify(new.text)).principal.key_id == new.record.id
+    assert (await services.verifier.verify(new.text)).key_id == new.record.id
 
 
 async def test_the_grace_never_outlives_the_old_keys_expiry(services: Services) -> None:
@@ -122,7 +122,7 @@ async def test_narrowing_keeps_a_subset_and_never_widens(services: Services) -> 
     assert narrow.record.permissions == (REPORTS,)
     other = await mint(services, owner, REPORTS, f"{VIEW}:S1")
     weak = await mint(services, owner, REPORTS)
-    creator = (await services.verifier.verify(weak.text)).principal
+    creator = await services.verifier.verify(weak.text)
     with pytest.raises(Forbidden):
         await services.keys.rotate(other.record, grace=timedelta(0), actor=creator)
 

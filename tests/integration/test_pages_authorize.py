@@ -147,7 +147,7 @@ async def test_strict_consent_posts_the_key_to_the_redirect(client: Any) -> None
     assert fields["userId"] == alice
     assert fields["permissions[]"] == "demo.reports.read"
     verified = await client.app[SERVICES].verifier.verify(fields["apiKey"])
-    assert verified.principal.user_id == alice
+    assert verified.user_id == alice
     [key] = await keys_of(client)
     assert key.application_identifier == "gozo"
     assert key.redirect_origin == "https://app.example"

@@ -67,7 +67,7 @@ async def test_code_is_posted_and_exchanged_for_a_working_key(client: Any) -> No
     assert body["userId"] == alice.id
     assert body["permissions"] == ["demo.reports.read"]
     verified = await services.verifier.verify(body["apiKey"])
-    assert verified.principal.user_id == alice.id
+    assert verified.user_id == alice.id
     [key] = await services.keys.list_for(alice.id)
     assert key.redirect_origin == "https://app.example"
     assert key.application_identifier == "gozo"

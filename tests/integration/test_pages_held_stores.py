@@ -81,7 +81,7 @@ async def test_spec_example_works_for_a_per_store_owner(client: Any) -> None:
     assert key.permissions == (CREATE, VIEW)
     verified = await client.app[SERVICES].verifier.verify(dict(handed)["apiKey"])
     catalog = client.app[SERVICES].policy.catalog
-    assert [str(p) for p in verified.principal.effective(catalog)] == [
+    assert [str(p) for p in verified.effective(catalog)] == [
         f"{CREATE}:S1",
         f"{CREATE}:S2",
         f"{VIEW}:S1",

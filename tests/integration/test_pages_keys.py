@@ -63,7 +63,7 @@ async def test_new_key_is_shown_once_and_works(client: Any) -> None:
     assert text is not None
     assert 'data-copy="new-key"' in body
     verified = await client.app[SERVICES].verifier.verify(text.group(0))
-    assert verified.principal.email == "alice@example.com"
+    assert verified.email == "alice@example.com"
     listing = await (await client.get("/account/api-keys")).text()
     record = await _only_key(client)
     assert mask(record.id) in listing

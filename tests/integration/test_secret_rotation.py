@@ -90,7 +90,7 @@ async def test_a_different_secret_is_refused_at_every_start(tmp_path: Path, stor
 
     assert "database is up to date" in ok(runner(tmp_path, env_a)("migrate"))
     async with open_services(load_settings(None, environ=env_a)) as s:
-        assert (await s.verifier.verify(key)).principal.email == OWNER
+        assert (await s.verifier.verify(key)).email == OWNER
 
 
 async def test_rotation_rehashes_keys_until_the_old_secret_can_go(
@@ -186,4 +186,4 @@ async def test_accepted_key_prefixes_keep_keys_of_a_former_prefix(
         with pytest.raises(Unauthenticated) as info:
             await s.verifier.verify(key)
         assert info.value.code == "key-disabled"
-        assert (await s.verifier.verify(made.strip())).principal.email == OWNER
+        assert (await s.verifier.verify(made.strip())).email == OWNER

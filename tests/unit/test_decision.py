@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from gateway.credentials import KeyCredential, PasswordCredential
 from gateway.keys import format as keyformat
 from gateway.keys.hashing import KeyHasher
-from gateway.keys.verify import KeyState, VerifiedKey, principal_for
+from gateway.keys.state import verified_key
+from gateway.keys.verify import KeyState, VerifiedKey
 from gateway.policy.evaluate import Principal, owner_grants
 from gateway.policy.loader import load_policy
 from gateway.proxy.decision import Allowed, NeedsLookup, Refused, decide, resume
@@ -41,7 +42,7 @@ class Memory:
         return self.records.get(digest)
 
     def remember(self, text: str, state: KeyState) -> VerifiedKey:
-        verified = VerifiedKey.of(state, principal_for(state, POLICY.catalog))
+        verified = verified_key(state, POLICY.catalog)
         self.records[self.hasher.digest(text)] = verified
         return verified
 
@@ -156,7 +157,7 @@ def test_a_password_route_needs_a_lookup_then_resumes() -> None:
     assert isinstance(out, NeedsLookup)
     assert isinstance(out.credential, PasswordCredential)
     assert out.digest is None
-    user = Principal(
+    user = Principal.of(
         user_id="u1",
         email="u1@example.com",
         grants=owner_grants(POLICY.catalog, ["demo.legacy.access"], is_admin=False),
@@ -193,12 +194,12 @@ def test_resuming_after_the_lookup_allows_or_refuses_like_a_hit() -> None:
     needs = run(memory, REPORTS, x_api_key=key)
     assert isinstance(needs, NeedsLookup)
     found = memory.remember(key, state(key, ("demo.reports.read",)))
-    allowed = resume(needs, found.principal, peer)
+    allowed = resume(needs, found, peer)
     assert allowed == run(memory, REPORTS, x_api_key=key)  # the hit decides the same
     assert isinstance(allowed, Allowed)
-    assert allowed.principal is found.principal
+    assert allowed.principal is found
     narrow = memory.remember(key, state(key, ("demo.legacy.access",)))
-    refused = resume(needs, narrow.principal, peer)
+    refused = resume(needs, narrow, peer)
     assert isinstance(refused, Refused)
     assert (refused.error.status, refused.outcome, refused.key_id) == (
         403,
@@ -215,7 +216,7 @@ def test_a_key_in_memory_is_decided_at_once_and_hashed_once() -> None:
     found = memory.remember(key, state(key, ("demo.reports.read",)))
     out = run(memory, REPORTS, authorization=f"token {key}")
     assert isinstance(out, Allowed)
-    assert out.principal is found.principal
+    assert out.principal is found
     assert memory.hashed == 1
 
 
@@ -252,7 +253,7 @@ def test_resuming_a_miss_equals_deciding_the_hit(
     found = memory.remember(key, state(key, permissions))
     hit = run(memory, path, method, x_api_key=key)
     if isinstance(first, NeedsLookup):
-        first = resume(first, found.principal, peer)
+        first = resume(first, found, peer)
     assert summary(first) == summary(hit)
 
 

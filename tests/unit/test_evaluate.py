@@ -72,7 +72,7 @@ def key(
     is_admin: bool = False,
 ) -> Principal:
     """A principal as the verifier builds it: owner grants, key permissions, path rule."""
-    return Principal(
+    return Principal.of(
         user_id="u1",
         email="u1@example.com",
         grants=owner_grants(CATALOG, grants, is_admin=is_admin),
@@ -313,7 +313,7 @@ def test_route_for_then_authorize_on_the_example_policy() -> None:
     match = route_for("GET", "/api/v1/stores/S1/invoices", policy)
     assert isinstance(match, RouteMatch)
     assert match.params == {"storeId": "S1"}
-    principal = Principal(
+    principal = Principal.of(
         user_id="u1",
         email="u1@example.com",
         grants=owner_grants(policy.catalog, ["demo.store.canviewinvoices:S1"], is_admin=False),

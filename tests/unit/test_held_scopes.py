@@ -33,7 +33,7 @@ NOW = datetime(2030, 1, 1, tzinfo=UTC)
 
 
 def user(grants: tuple[Perm, ...] = OWNER) -> Principal:
-    return Principal("u1", "owner@example.com", grants, via="session")
+    return Principal.of("u1", "owner@example.com", grants, via="session")
 
 
 def test_owner_with_per_store_grants_may_grant_unscoped_store_permission() -> None:
@@ -60,7 +60,7 @@ def test_held_on_lists_the_stores_in_grant_order_through_implication() -> None:
 
 def test_key_with_unscoped_permission_reaches_only_the_owners_stores() -> None:
     """Per request: S1 and S2 allowed (S2 view only), S3 refused; a key never exceeds its owner."""
-    key = Principal("u1", "o@example.com", OWNER, key_id="k1", key_permissions=(Perm(VIEW),))
+    key = Principal.of("u1", "o@example.com", OWNER, key_id="k1", key_permissions=(Perm(VIEW),))
     assert key.may(HELD, Perm(VIEW, "S1"))
     assert key.may(HELD, Perm(VIEW, "S2"))
     assert not key.may(HELD, Perm(VIEW, "S3"))
@@ -69,10 +69,10 @@ def test_key_with_unscoped_permission_reaches_only_the_owners_stores() -> None:
 
 def test_effective_names_the_stores_rather_than_all() -> None:
     """Identity headers say `view:S1, view:S2`, never an unscoped permission the owner lacks."""
-    key = Principal("u1", "o@example.com", OWNER, key_id="k1", key_permissions=(Perm(VIEW),))
+    key = Principal.of("u1", "o@example.com", OWNER, key_id="k1", key_permissions=(Perm(VIEW),))
     assert key.effective(HELD) == (Perm(VIEW, "S1"), Perm(VIEW, "S2"))
     unscoped_owner = (Perm(VIEW),)
-    key2 = Principal(
+    key2 = Principal.of(
         "u1", "o@example.com", unscoped_owner, key_id="k2", key_permissions=(Perm(VIEW),)
     )
     assert key2.effective(HELD) == (Perm(VIEW),)
@@ -80,11 +80,13 @@ def test_effective_names_the_stores_rather_than_all() -> None:
 
 def test_key_scoped_to_one_store_cannot_mint_an_all_stores_key() -> None:
     """A key holding view:S1 only must not mint unscoped view reaching S2 through the owner."""
-    scoped = Principal(
+    scoped = Principal.of(
         "u1", "o@example.com", OWNER, key_id="k1", key_permissions=(Perm(VIEW, "S1"),)
     )
     assert scoped.missing(HELD, [Perm(VIEW)]) == (Perm(VIEW),)
-    unscoped = Principal("u1", "o@example.com", OWNER, key_id="k2", key_permissions=(Perm(VIEW),))
+    unscoped = Principal.of(
+        "u1", "o@example.com", OWNER, key_id="k2", key_permissions=(Perm(VIEW),)
+    )
     assert unscoped.missing(HELD, [Perm(VIEW)]) == ()
 
 
@@ -98,7 +100,7 @@ def test_key_scoped_to_one_store_cannot_mint_an_all_stores_key() -> None:
 def test_unscoped_key_never_exceeds_owner(grants: list[tuple[str, str | None]], store: str) -> None:
     """Property: whatever the owner holds, an unscoped key reaches a store only where he does."""
     owner = tuple(Perm(n, r if n != REPORTS else None) for n, r in grants)
-    key = Principal("u", "e", owner, key_id="k", key_permissions=(Perm(VIEW), Perm(MODIFY)))
+    key = Principal.of("u", "e", owner, key_id="k", key_permissions=(Perm(VIEW), Perm(MODIFY)))
     for name in (VIEW, MODIFY):
         need = Perm(name, store)
         assert key.may(HELD, need) == HELD.satisfies(owner, need)

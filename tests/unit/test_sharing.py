@@ -1,5 +1,5 @@
 """Shared parts of cached keys (gateway.keys.sharing): keys that hold equal values hold one
-copy, and a principal built from shared parts decides exactly as one built alone."""
+copy, and a cached key built from shared parts decides exactly as a principal built alone."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.keys.sharing import Sharing
-from gateway.keys.state import KeyState, principal_for, shared_state
+from gateway.keys.state import KeyState, principal_for, verified_key
 from gateway.policy.loader import load_policy
 from gateway.policy.model import Perm
 
@@ -38,23 +38,30 @@ def state(key_id: str, owner: str, permissions: tuple[str, ...], rule: str | Non
 
 
 def test_keys_of_one_owner_share_their_owners_parts() -> None:
-    """Two keys of one owner with equal permissions share strings, tuples, parsed grants,
-    permissions and the decision memo; their own ids stay their own."""
+    """Two keys of one owner with equal permissions share one authority (strings, tuples,
+    parsed grants and permissions, path rule, decision memo) and one set of facts; their own
+    ids stay their own."""
     sharing = Sharing(CATALOG)
     perms = ("demo.reports.read",)
-    a = shared_state(state("apk_a", "o1", perms, "/api"), sharing)
-    b = shared_state(state("apk_b", "o1", perms, "/api"), sharing)
-    assert a.user_id is b.user_id
-    assert a.email is b.email
-    assert a.grants is b.grants
-    assert a.permissions is b.permissions
-    assert a.status is b.status
-    pa, pb = principal_for(a, CATALOG, sharing), principal_for(b, CATALOG, sharing)
-    assert pa.grants is pb.grants
-    assert pa.key_permissions is pb.key_permissions
-    assert pa.path_rule is pb.path_rule
-    assert pa._memo is pb._memo
-    assert (pa.key_id, pb.key_id) == ("apk_a", "apk_b")
+    a = verified_key(state("apk_a", "o1", perms, "/api"), CATALOG, sharing)
+    b = verified_key(state("apk_b", "o1", perms, "/api"), CATALOG, sharing)
+    assert a.authority is b.authority
+    assert a.facts is b.facts
+    assert a.facts.permissions == perms
+    assert a.facts.status == "active"
+    assert (a.key_id, b.key_id) == ("apk_a", "apk_b")
+    # Equal values from different rows: the second key holds the first key's objects.
+    c = verified_key(state("apk_c", "o1", ("demo.legacy.access",), None), CATALOG, sharing)
+    assert c.authority is not a.authority  # other permissions, no path rule
+    assert c.user_id is a.user_id
+    assert c.email is a.email
+    assert c.grants is a.grants
+    assert c.facts.grants is a.facts.grants
+    other = verified_key(state("apk_d", "o2", perms, "/api"), CATALOG, sharing)
+    assert other.authority is not a.authority  # another owner
+    assert other.key_permissions is a.key_permissions
+    assert other.path_rule is a.path_rule
+    assert other.authority._memo is a.authority._memo  # same grants and permissions
 
 
 def test_the_table_starts_afresh_past_its_limit() -> None:
@@ -93,14 +100,13 @@ needs = st.sampled_from(
 def test_shared_principals_decide_as_unshared_ones(
     keys: list[tuple[str, tuple[str, ...]]], asked: list[Perm]
 ) -> None:
-    """For any keys and questions, a principal made of shared parts equals the one built on
-    its own and answers every `may` alike, in any order of asking."""
+    """For any keys and questions, a cached key made of shared parts has the authority of
+    the principal built on its own and answers every `may` alike, in any order of asking."""
     sharing = Sharing(CATALOG)
     for n, (owner, perms) in enumerate(keys):
         alone = principal_for(state(f"apk_{n}", owner, perms, None), CATALOG)
-        shared = principal_for(
-            shared_state(state(f"apk_{n}", owner, perms, None), sharing), CATALOG, sharing
-        )
-        assert shared == alone
+        shared = verified_key(state(f"apk_{n}", owner, perms, None), CATALOG, sharing)
+        assert shared.authority == alone.authority
+        assert shared.key_id == alone.key_id == f"apk_{n}"
         for need in asked:
             assert shared.may(CATALOG, need) == alone.may(CATALOG, need)
