@@ -291,18 +291,23 @@ def request_done(route: str, method: str, status: int, outcome: str, seconds: fl
     timings = _durations.get(route)
     if timings is None:
         timings = _durations[route] = _timings(REQUEST_SECONDS.labels(route))
-    timings.observe(seconds)
+    # `timings.observe(seconds)`, inline here and below: three per request.
+    timings._counts[bisect_left(timings._bounds, seconds)] += 1
+    timings._sum += seconds
 
 
 def upstream_answered(upstream: str, seconds: float) -> None:
     timings = _upstreams.get(upstream)
     if timings is None:
         timings = _upstreams[upstream] = _timings(UPSTREAM_SECONDS.labels(upstream))
-    timings.observe(seconds)
+    timings._counts[bisect_left(timings._bounds, seconds)] += 1
+    timings._sum += seconds
 
 
 def auth_decided(seconds: float, *, lookup: bool) -> None:
-    (_AUTH_LOOKUP if lookup else _AUTH_MEMORY).observe(seconds)
+    timings = _AUTH_LOOKUP if lookup else _AUTH_MEMORY
+    timings._counts[bisect_left(timings._bounds, seconds)] += 1
+    timings._sum += seconds
 
 
 _KEY_CACHE = {

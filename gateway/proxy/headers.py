@@ -31,7 +31,6 @@ front relays the kept ones without decoding them.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import NamedTuple
 
 Header = tuple[str, str]
@@ -117,24 +116,30 @@ class Origin(NamedTuple):
     trusted_peer: bool = False
 
 
-@dataclass(frozen=True, slots=True)
 class Identity:
-    """The authenticated caller, as the upstream is told about it."""
+    """The authenticated caller, as the upstream is told about it: its header fields are
+    rendered once (an identity is cached per key, proxy/forward.py, and sent per request)."""
 
-    user_id: str
-    key_id: str | None
-    permissions: tuple[str, ...]
-    assertion: str | None = None  # a signed JWT of the same facts (gateway/assertion.py)
+    __slots__ = ("assertion", "headers", "key_id", "permissions", "user_id")
 
-    @property
-    def headers(self) -> list[Header]:
-        out = [(USER_HEADER, self.user_id)]
-        if self.key_id is not None:
-            out.append((KEY_ID_HEADER, self.key_id))
-        out.append((PERMISSIONS_HEADER, " ".join(self.permissions)))
-        if self.assertion is not None:
-            out.append((ASSERTION_HEADER, self.assertion))
-        return out
+    def __init__(
+        self,
+        user_id: str,
+        key_id: str | None,
+        permissions: tuple[str, ...],
+        assertion: str | None = None,  # a signed JWT of the same facts (gateway/assertion.py)
+    ) -> None:
+        self.user_id = user_id
+        self.key_id = key_id
+        self.permissions = permissions
+        self.assertion = assertion
+        headers = [(USER_HEADER, user_id)]
+        if key_id is not None:
+            headers.append((KEY_ID_HEADER, key_id))
+        headers.append((PERMISSIONS_HEADER, " ".join(permissions)))
+        if assertion is not None:
+            headers.append((ASSERTION_HEADER, assertion))
+        self.headers: tuple[Header, ...] = tuple(headers)
 
 
 def normalise(name: str) -> str:
