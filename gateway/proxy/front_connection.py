@@ -30,7 +30,6 @@ class ClientConnection(asyncio.Protocol):
 
     def __init__(self, ctx: FrontContext) -> None:
         self._ctx = ctx
-        self._loop = asyncio.get_running_loop()
         self._h1 = ServerConnection(ctx.limits)
         self._transport: asyncio.Transport | None = None
         self._out: Exchanger | None = None
