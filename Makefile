@@ -95,8 +95,9 @@ format: $(DEV_STAMP) ## format the code with ruff
 	$(BIN)/ruff check --fix gateway tests bench
 
 # The whole comparison in one interleaved run (bench/results/sweep.md): nginx proxy_pass, nginx +
-# auth_request, Keygate from the sources and compiled (when a C compiler is here), at 1, 50,
-# 1,000 and 5,000 connections, with CPU per request and memory per cached key; then slow clients.
+# auth_request, Keygate from the sources and compiled (when a C compiler is here), each also with
+# busy_poll_us 200, at 1, 50, 1,000 and 5,000 connections, with CPU per request and memory per
+# cached key; then slow clients.
 bench: $(DEV_STAMP) ## the whole story: nginx, nginx + auth_request, Keygate pure and compiled, 1..5,000 connections, memory; slow clients
 	@if $(MAKE) --no-print-directory fast-tree >$(VENV)/fast-tree.log 2>&1; then \
 	  compiled="--compiled $(FAST_TREE)"; \
@@ -104,7 +105,7 @@ bench: $(DEV_STAMP) ## the whole story: nginx, nginx + auth_request, Keygate pur
 	  echo "bench: no compiled build (see $(VENV)/fast-tree.log): Keygate from the sources only"; \
 	  compiled=""; \
 	fi; \
-	$(BIN)/python -m bench.sweep $$compiled $(SWEEP_ARGS)
+	$(BIN)/python -m bench.sweep $$compiled --busy-poll 200 $(SWEEP_ARGS)
 	$(BIN)/python -m bench.slow $(SLOW_ARGS)
 
 bench-sweep: $(DEV_STAMP) ## the comparison alone (SWEEP_ARGS="--compiled build/fast-tree --connections 50")

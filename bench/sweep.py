@@ -2,12 +2,13 @@
 1, 50, 1,000 and 5,000 keep-alive connections, with CPU per request.
 
     python -m bench.sweep [--connections 1,50,1000,5000] [--seconds 6] [--reps 3]
-                          [--compiled build/fast-tree]
+                          [--compiled build/fast-tree] [--busy-poll 200]
 
 Rows, interleaved per repetition: nginx proxy_pass; nginx + auth_request to a small aiohttp
 key service (bench/keyservice.py, the do-it-yourself alternative; its CPU is nginx's plus the
 key service's, both on the proxy's CPU); Keygate (the sources), and with
-`--compiled` Keygate from a tree whose data plane mypyc compiled (`make fast-tree`). Every
+`--compiled` Keygate from a tree whose data plane mypyc compiled (`make fast-tree`); with
+`--busy-poll US` each Keygate build once more with setting `busy_poll_us` at US. Every
 proxy runs on CPU 0 and wrk and the upstream on CPU 1 (taskset) when the machine has two
 CPUs or more, so a proxy's own core is its limit. Each cell is the median of the runs: req/s,
 p50/p99 latency, error answers (non-2xx, e.g. a 504 "no upstream connection became free"),
@@ -125,21 +126,22 @@ def run(args: argparse.Namespace) -> str:
             rows.append(Row("upstream direct", f"http://127.0.0.1:{up}{PATH}", ()))
             rows.append(Row(NGINX, f"http://127.0.0.1:{proxy}{PATH}", (nginx.pid,)))
             rows.append(Row(DIY, f"http://127.0.0.1:{authproxy}{PATH}", (diy.pid, keyservice.pid)))
-            gates = [("Keygate fast front (sources)", pure, ROOT, sys.executable)]
+            gates = [("Keygate fast front (sources)", pure, ROOT, sys.executable, fast)]
             if args.compiled:
+                tree = args.compiled.resolve()
                 gates.append(
-                    (
-                        "Keygate fast front (compiled)",
-                        compiled,
-                        args.compiled.resolve(),
-                        sys.executable,
-                    )
+                    ("Keygate fast front (compiled)", compiled, tree, sys.executable, fast)
                 )
+            if args.busy_poll:
+                polling = {**fast, "GATEWAY_BUSY_POLL_US": str(args.busy_poll)}
+                for build, tree in gates_of(args):
+                    label = f"Keygate fast front ({build}, busy_poll_us {args.busy_poll})"
+                    gates.append((label, servers.free_port(), tree, sys.executable, polling))
             for python in args.interpreter:
                 label = f"Keygate fast front (sources, {python_label(python)})"
-                gates.append((label, servers.free_port(), ROOT, str(python)))
-            for name, port, tree, python in gates:
-                proc = servers.keygate(fast, port, 1, python=python, tree=tree, cpu=PROXY_CPU)
+                gates.append((label, servers.free_port(), ROOT, str(python), fast))
+            for name, port, tree, python, gate_env in gates:
+                proc = servers.keygate(gate_env, port, 1, python=python, tree=tree, cpu=PROXY_CPU)
                 procs.append(proc)
                 rows.append(Row(name, f"http://127.0.0.1:{port}{PATH}", (proc.pid,)))
             for row in rows:
@@ -290,6 +292,13 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         help="also run Keygate's sources on this Python (one with Keygate's dependencies)",
+    )
+    parser.add_argument(
+        "--busy-poll",
+        type=int,
+        default=0,
+        metavar="US",
+        help="also run each Keygate build with setting busy_poll_us at US",
     )
     parser.add_argument("--no-install", action="store_true", help="never run apt-get")
     parser.add_argument(

@@ -104,6 +104,9 @@ class FrontProtocol(ClientConnection):
             self._hand_over()
             return False
         self._busy = True
+        poll = self._ctx.busy_poll
+        if poll is not None:
+            poll.tick()
         self._body = RequestBody(self) if head.has_body else None
         assert self._out is not None
         self._out.serve(head, self._body)
@@ -112,6 +115,9 @@ class FrontProtocol(ClientConnection):
     def answered(self, keep_alive: bool) -> None:
         """The exchange's news: the answer is written (`Driver.answered`)."""
         self._busy = False
+        poll = self._ctx.busy_poll
+        if poll is not None:
+            poll.tick()
         body, self._body = self._body, None
         if body is not None and not body.ended:
             body.fail(ConnectionError("the request was answered before its body was read"))

@@ -8,6 +8,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from gateway.proxy.busy_poll import BusyPoll
 from gateway.proxy.forward import Forwarder
 from gateway.proxy.h1.limits import Limits
 from gateway.services import Services
@@ -52,6 +53,7 @@ class FrontContext:
     connections: set[Served] = field(default_factory=set)  # served here, for deadlines
     draining: bool = False  # stopping: answer what is in flight, take no new requests
     drained: asyncio.Event = field(default_factory=asyncio.Event)  # draining, none left open
+    busy_poll: BusyPoll | None = None  # setting `busy_poll_us` (busy_poll.py); None: off
 
     def is_gateway_path(self, path: str) -> bool:
         return path in self.exact or (bool(self.prefixes) and path.startswith(self.prefixes))

@@ -15,6 +15,7 @@ from aiohttp.typedefs import Middleware
 from gateway import admin_listener, metrics
 from gateway.app import create_app
 from gateway.proxy import handler
+from gateway.proxy.busy_poll import BusyPoll
 from gateway.proxy.front import FrontProtocol
 from gateway.proxy.front_context import ClientDeadlines, FrontContext, Sweeper
 from gateway.proxy.h1.limits import Limits
@@ -116,6 +117,8 @@ async def serve_front(
             )
             metrics.watch_open_connections(lambda: ctx.open)
             loop = asyncio.get_running_loop()
+            if settings.busy_poll_us:
+                ctx.busy_poll = BusyPoll(loop, settings.busy_poll_us)
             sweeper = Sweeper(loop, ctx)
             server = await loop.create_server(lambda: FrontProtocol(ctx), sock=sock)
             if ready is not None:
