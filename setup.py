@@ -41,6 +41,7 @@ HOT = [
     "gateway/policy/paths.py",
     "gateway/policy/routes.py",
     "gateway/credentials.py",
+    "gateway/access.py",
     "gateway/proxy/handler.py",
     "gateway/proxy/forward.py",
     "gateway/keys/verify.py",

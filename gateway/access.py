@@ -9,33 +9,34 @@ kilobytes into the logs or the upstream's.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import re
 import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from aiohttp import web
 
 from gateway.logs import redact_keys
 
-REQUEST_ID = "X-Request-Id"
+REQUEST_ID: Final = "X-Request-Id"
 MAX_ID_LENGTH = 128
-_ID_SHAPE = re.compile(rf"[A-Za-z0-9._:@+=/-]{{1,{MAX_ID_LENGTH}}}")
+_ID_SHAPE: Final = re.compile(rf"[A-Za-z0-9._:@+=/-]{{1,{MAX_ID_LENGTH}}}")
 
 
 class RequestIds:
     """New ids: a random prefix per process and a counter (no system call per request)."""
 
     def __init__(self) -> None:
-        self._prefix = secrets.token_hex(6)
-        self._next = itertools.count(1)
+        self._prefix = secrets.token_hex(6) + "-"
+        self._count = 0
 
     def new(self) -> str:
-        return f"{self._prefix}-{next(self._next):x}"
+        self._count += 1
+        # Percent format: one C call when compiled; an f-string with `:x` makes two method calls.
+        return self._prefix + "%x" % self._count  # noqa: UP031
 
     def take(self, sent: Sequence[str], trusted: bool) -> str:
         """The id for a request that came with `sent` from a peer `trusted` or not."""
@@ -44,7 +45,7 @@ class RequestIds:
         return self.new()
 
 
-IDS = RequestIds()
+IDS: Final = RequestIds()
 
 
 def valid_id(text: str) -> bool:

@@ -13,13 +13,13 @@ import base64
 import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from gateway.errors import BadRequest, Unauthenticated
 from gateway.records import maker
 
-MAX_HEADER_VALUE = 4096
-HAPLO_USER = "haplo"
+MAX_HEADER_VALUE: Final = 4096
+HAPLO_USER: Final = "haplo"
 
 
 class KeyCredential(NamedTuple):
@@ -33,7 +33,7 @@ class KeyCredential(NamedTuple):
 
 
 # Built per request: `KeyCredential(...)` without its Python-level __new__ (records.py).
-_key = maker(KeyCredential)
+_key: Final = maker(KeyCredential)
 
 
 @dataclass(frozen=True, slots=True)

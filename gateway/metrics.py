@@ -25,7 +25,7 @@ import shutil
 import tempfile
 from bisect import bisect_left
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -45,26 +45,26 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 MULTIPROCESS = values.ValueClass is not values.MutexValue
 
 UNMATCHED = "(unmatched)"  # the route label of a request no policy route matched
-METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
-STATUS_CLASSES = ("0xx", "1xx", "2xx", "3xx", "4xx", "5xx")  # 0xx: no answer was written
+METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
+STATUS_CLASSES: Final = ("0xx", "1xx", "2xx", "3xx", "4xx", "5xx")  # 0xx: no answer was written
 
 _LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _AUTH = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1, 5)
 
-REQUESTS = Counter(
+REQUESTS: Final = Counter(
     "keygate_requests",
     "Requests answered, by route template, method, status class and outcome code.",
     ["route", "method", "status", "outcome"],
     registry=REGISTRY,
 )
-REQUEST_SECONDS = Histogram(
+REQUEST_SECONDS: Final = Histogram(
     "keygate_request_duration_seconds",
     "Time from a request's head to its answer's end, by route template.",
     ["route"],
     buckets=_LATENCY,
     registry=REGISTRY,
 )
-UPSTREAM_SECONDS = Histogram(
+UPSTREAM_SECONDS: Final = Histogram(
     "keygate_upstream_duration_seconds",
     "Time from sending a request upstream to its response head, by upstream.",
     ["upstream"],
@@ -91,14 +91,14 @@ BACKEND_ERRORS = Counter(
     ["backend"],
     registry=REGISTRY,
 )
-CONNECTIONS_CLOSED = Counter(
+CONNECTIONS_CLOSED: Final = Counter(
     "keygate_connections_closed",
     "Client connections the gateway closed on its own, by reason (max-connections: refused "
     "over the cap; a deadline).",
     ["reason"],
     registry=REGISTRY,
 )
-OPEN_CONNECTIONS = Gauge(
+OPEN_CONNECTIONS: Final = Gauge(
     "keygate_open_connections",
     "Client connections open on the public listener (all live workers).",
     registry=REGISTRY,
@@ -112,7 +112,7 @@ UPSTREAM_CONNECTIONS = Gauge(
     multiprocess_mode="livesum",
 )
 # Limit names come from the policy file (a small set the operator chose), never from clients.
-RATE_LIMIT_DECISIONS = Counter(
+RATE_LIMIT_DECISIONS: Final = Counter(
     "keygate_rate_limit_decisions",
     "Rate-limit decisions by limit name and outcome: allowed (spent), limited (this limit "
     "refused), allowed-not-spent (passed, but another limit of the request refused).",
@@ -131,38 +131,38 @@ KEY_BUDGET_ADDRESSES = Gauge(
     registry=REGISTRY,
     multiprocess_mode="livesum",
 )
-INVALIDATIONS = Counter(
+INVALIDATIONS: Final = Counter(
     "keygate_invalidations",
     "Key invalidations received, by channel (pubsub: Redis; log: the database's log).",
     ["source"],
     registry=REGISTRY,
 )
-INVALIDATION_DELAY = Histogram(
+INVALIDATION_DELAY: Final = Histogram(
     "keygate_invalidation_delay_seconds",
     "Time from a change's commit to its invalidation being applied here (database log).",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
     registry=REGISTRY,
 )
-POLICY_RELOADS = Counter(
+POLICY_RELOADS: Final = Counter(
     "keygate_policy_reloads",
     "Policy reloads by result (ok, failed).",
     ["result"],
     registry=REGISTRY,
 )
-POLICY_LOADED = Gauge(
+POLICY_LOADED: Final = Gauge(
     "keygate_policy_loaded_timestamp_seconds",
     "Unix time the active policy was loaded (the latest of the live workers).",
     registry=REGISTRY,
     multiprocess_mode="livemax",
 )
-POLICY_INFO = Gauge(
+POLICY_INFO: Final = Gauge(
     "keygate_policy_info",
     "1 for the hash of the active policy, 0 for one replaced by a reload.",
     ["hash"],
     registry=REGISTRY,
     multiprocess_mode="livemax",
 )
-WORKER_RESTARTS = Gauge(
+WORKER_RESTARTS: Final = Gauge(
     "keygate_worker_restarts_total",
     "Workers the master started again after they died, since the master started.",
     registry=REGISTRY,
@@ -231,7 +231,7 @@ class Timings:
         self._child._sum.inc(total)
 
 
-_pending: list[Tally | Timings] = []
+_pending: Final[list[Tally | Timings]] = []
 
 
 def _tally(child: Any) -> Tally:
@@ -270,11 +270,11 @@ class _PairTally:
 
 
 RATE_LIMITS = _PairTally()
-_requests: dict[tuple[str, str, int, str], Tally] = {}
-_durations: dict[str, Timings] = {}
-_upstreams: dict[str, Timings] = {}
-_AUTH_MEMORY = _timings(AUTH_SECONDS.labels("memory"))
-_AUTH_LOOKUP = _timings(AUTH_SECONDS.labels("lookup"))
+_requests: Final[dict[tuple[str, str, int, str], Tally]] = {}
+_durations: Final[dict[str, Timings]] = {}
+_upstreams: Final[dict[str, Timings]] = {}
+_AUTH_MEMORY: Final = _timings(AUTH_SECONDS.labels("memory"))
+_AUTH_LOOKUP: Final = _timings(AUTH_SECONDS.labels("lookup"))
 
 
 def request_done(route: str, method: str, status: int, outcome: str, seconds: float) -> None:
@@ -310,7 +310,7 @@ def auth_decided(seconds: float, *, lookup: bool) -> None:
     timings._sum += seconds
 
 
-_KEY_CACHE = {
+_KEY_CACHE: Final = {
     (layer, result): KEY_CACHE.labels(layer, result)
     for layer, results in (
         ("local", ("hit", "negative", "miss")),
@@ -326,8 +326,8 @@ def key_cache(layer: str, result: str) -> None:
     _KEY_CACHE[layer, result].inc()
 
 
-_DATABASE_ERRORS = BACKEND_ERRORS.labels("database")
-_REDIS_ERRORS = BACKEND_ERRORS.labels("redis")
+_DATABASE_ERRORS: Final = BACKEND_ERRORS.labels("database")
+_REDIS_ERRORS: Final = BACKEND_ERRORS.labels("redis")
 
 
 def database_error() -> None:
@@ -357,7 +357,7 @@ def invalidation_received(source: str, delay: float | None = None) -> None:
 
 # -- policy reloads (called by the reload machinery) ----------------------------------------
 
-_active_policy: list[str] = []
+_active_policy: Final[list[str]] = []
 
 
 def policy_loaded(digest: str, at: float) -> None:
@@ -382,7 +382,7 @@ def worker_restarts(count: int) -> None:
 
 # -- gauges sampled from their owners -------------------------------------------------------
 
-_samplers: list[Callable[[], None]] = []
+_samplers: Final[list[Callable[[], None]]] = []
 
 
 def sampled(sample: Callable[[], None]) -> Callable[[], None]:
@@ -396,7 +396,7 @@ def sampled(sample: Callable[[], None]) -> Callable[[], None]:
 SAMPLE_SECONDS = 1.0
 
 
-_open_count: list[Callable[[], int]] = []
+_open_count: Final[list[Callable[[], int]]] = []
 
 
 def sample() -> None:
@@ -426,7 +426,7 @@ def exposition() -> tuple[bytes, str]:
 # -- the master's part ----------------------------------------------------------------------
 
 
-_workers_folder: list[str] = []  # the master's: the folder its workers write into
+_workers_folder: Final[list[str]] = []  # the master's: the folder its workers write into
 
 
 def prepare_workers(workers: int) -> Callable[[], None]:

@@ -16,12 +16,13 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Final
 
 from gateway.policy.model import Catalog, Perm
 from gateway.store.base import ApiKey
 
 # Entries kept between flushes at most: beyond this, uses are dropped (never the request).
-MAX_PENDING = 100_000
+MAX_PENDING: Final = 100_000
 
 
 class PermissionUsage:

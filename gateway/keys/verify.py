@@ -41,7 +41,7 @@ import functools
 import logging
 import time
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Final, Protocol
 
 from gateway import metrics
 from gateway.cache.local import LocalCache
@@ -58,16 +58,16 @@ from gateway.keys.state import verified_key
 from gateway.policy.model import Catalog
 from gateway.store.base import Store, StoreError
 
-log = logging.getLogger("gateway.keys")
+log: Final = logging.getLogger("gateway.keys")
 
 # A database lookup slower than this counts as "database unavailable". It also bounds how long
 # a load that read a record before a revocation committed can take to try to cache it, which
 # the shared cache's tombstones must outlive (see cache/redis.py TOMBSTONE_SECONDS).
-LOOKUP_TIMEOUT = 5.0
+LOOKUP_TIMEOUT: Final = 5.0
 
 # Cached keys loaded within this many seconds of one another (at most 1% of `local_ttl`)
 # share their expiry (`_expiry`).
-EXPIRY_SHARED = 0.1
+EXPIRY_SHARED: Final = 0.1
 
 
 _Cached = VerifiedKey | None  # None: no such key
@@ -430,7 +430,7 @@ class KeyVerifier:
         return {key_id: datetime.fromtimestamp(at, UTC) for key_id, at in taken.items()}
 
 
-_REASON_TEXT = {
+_REASON_TEXT: Final = {
     "owner-disabled": "the API key's owner is disabled",
     "key-disabled": "the API key is disabled",
     "key-expired": "the API key has expired",

@@ -11,14 +11,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from gateway.policy.model import UNRESTRICTED, Catalog, Perm, Policy, Route, RouteMatch
 from gateway.policy.networks import AddressRule
 from gateway.policy.pathrule import PathRule
 from gateway.records import maker
 
-MAY_MEMO_SIZE = 256
+MAY_MEMO_SIZE: Final = 256
 _NO_PARAMS: Mapping[str, str] = MappingProxyType({})
 
 
@@ -221,7 +221,7 @@ class Permitted(NamedTuple):
 
 
 # Built per request: `Permitted(...)` without its Python-level __new__ (records.py).
-_permitted = maker(Permitted)
+_permitted: Final = maker(Permitted)
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,7 +241,7 @@ Verdict = Permitted | Denied
 
 def route_for(method: str, path: str, policy: Policy) -> RouteMatch | Denied:
     """The route for a request, or a "no-route" denial: an unrouted path is never allowed."""
-    match = policy.match(method, path)
+    match = policy.routes.match(method, path)
     if match is None:
         return Denied("no-route", f"no route for {method} {path}")
     return match
@@ -265,7 +265,9 @@ def authorize(
     requirement = route.requirement
     if requirement is None:  # loader guarantees this cannot happen; deny rather than allow
         return Denied("no-requirement", "route has no requirement")
-    need = requirement.bind(match.params)
+    need = requirement.fixed  # one object for every request, when no parameter scopes it
+    if need is None:
+        need = requirement.bind(match.params)
     if not authority.may(catalog, need):
         return Denied("missing-permission", f"requires {need}", missing=need)
     return _permitted((route, match.params, True, need))

@@ -27,12 +27,16 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Literal, NamedTuple
+from typing import Final, Literal, NamedTuple
 
 from gateway.records import maker
 
-MAX_TARGET_LENGTH = 8192  # bytes of raw request-target, the same order as common server limits
-_EXCERPT_LENGTH = 60  # never echo more of the attacker's input than this into messages and logs
+MAX_TARGET_LENGTH: Final = (
+    8192  # bytes of raw request-target, the same order as common server limits
+)
+_EXCERPT_LENGTH: Final = (
+    60  # never echo more of the attacker's input than this into messages and logs
+)
 
 Reason = Literal[
     "too-long",
@@ -63,7 +67,7 @@ Reason = Literal[
     "dot-segment-variant",
 ]
 
-_MESSAGES: dict[Reason, str] = {
+_MESSAGES: Final[dict[Reason, str]] = {
     "too-long": f"The request target is longer than {MAX_TARGET_LENGTH} bytes.",
     "empty": "The request target is empty.",
     "asterisk-form": "The asterisk-form request target '*' is not accepted.",
@@ -132,26 +136,28 @@ class CanonicalTarget(NamedTuple):
 
 
 # Built per request: `CanonicalTarget(...)` without its Python-level __new__ (records.py).
-_target = maker(CanonicalTarget)
+_target: Final = maker(CanonicalTarget)
 
 
 _UNRESERVED = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
 # RFC 3986 pchar without ';' (path parameters are refused) and '%' (handled separately).
 _PCHAR = r"A-Za-z0-9\-._~!$&'()*+,=:@"
 # The common case: only plain characters, no escapes, no segment starting with '.', no '//'.
-_FAST_PATH = re.compile(rf"/[{_PCHAR}/]*")
-_BAD_PATH_CHAR = re.compile(rf"[^{_PCHAR}/%]")
-_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
-_ESCAPE_RUN = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
-_QUERY_OK = re.compile(r"[!-~]*")  # printable ASCII; '#' is refused for the whole target first
-_BAD_QUERY_CHAR = re.compile(r"[^!-~]")
-_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
-_DOT_LIKE = re.compile(r"(?:\.|%20)+")
+_FAST_PATH: Final = re.compile(rf"/[{_PCHAR}/]*")
+_BAD_PATH_CHAR: Final = re.compile(rf"[^{_PCHAR}/%]")
+_BAD_ESCAPE: Final = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_ESCAPE_RUN: Final = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
+_QUERY_OK: Final = re.compile(
+    r"[!-~]*"
+)  # printable ASCII; '#' is refused for the whole target first
+_BAD_QUERY_CHAR: Final = re.compile(r"[^!-~]")
+_SCHEME: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
+_DOT_LIKE: Final = re.compile(r"(?:\.|%20)+")
 # Slash look-alikes that NFKC leaves alone but "best fit" code-page mappings turn into '/' or '\'.
-_SLASH_LOOKALIKES = frozenset("\u2044\u2215\u2216\u29f5\u29f8\u29f9")
+_SLASH_LOOKALIKES: Final = frozenset("\u2044\u2215\u2216\u29f5\u29f8\u29f9")
 
 # Escapes whose decoded byte would change how some server splits or decodes the path.
-_FORBIDDEN_ESCAPES: dict[int, Reason] = {
+_FORBIDDEN_ESCAPES: Final[dict[int, Reason]] = {
     0x2F: "encoded-slash",
     0x5C: "encoded-backslash",
     0x3B: "encoded-semicolon",
@@ -162,7 +168,7 @@ _FORBIDDEN_ESCAPES: dict[int, Reason] = {
     **dict.fromkeys(range(0x20), "encoded-control"),
 }
 # How each allowed ASCII escape is written in canonical form: decoded if unreserved, else %XX.
-_ASCII_ESCAPES: dict[int, str] = {
+_ASCII_ESCAPES: Final[dict[int, str]] = {
     b: chr(b) if chr(b) in _UNRESERVED else f"%{b:02X}"
     for b in range(0x80)
     if b not in _FORBIDDEN_ESCAPES

@@ -39,15 +39,15 @@ import functools
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
 from gateway.policy.model import Route, RouteMatch
 
-ANY_METHOD = "*"
-REST = "**"
-PARAM_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ANY_METHOD: Final = "*"
+REST: Final = "**"
+PARAM_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # RFC 3986 pchar minus `%` (templates hold decoded text only) and `*` (reserved for `**`).
-LITERAL_RE = re.compile(r"^[A-Za-z0-9\-._~!$&'()+,;=:@]+$")
+LITERAL_RE: Final = re.compile(r"^[A-Za-z0-9\-._~!$&'()+,;=:@]+$")
 
 SegmentKind = Literal["literal", "param", "rest"]
 
@@ -168,7 +168,7 @@ def _split(path: str) -> list[str] | None:
     return body.split("/") if body else []
 
 
-MATCH_CACHE_SIZE = 4096
+MATCH_CACHE_SIZE: Final = 4096
 
 
 class CompiledRoutes:

@@ -19,6 +19,7 @@ import logging
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Final
 from urllib.parse import urlsplit
 
 from gateway.policy.model import Upstream
@@ -33,11 +34,11 @@ from gateway.proxy.upstream_http import (
 )
 from gateway.proxy.upstream_request import BodySource
 
-log = logging.getLogger("gateway.proxy")
+log: Final = logging.getLogger("gateway.proxy")
 
-IDLE_SECONDS = 30.0  # pooled connections older than this are closed rather than reused
-SWEEP_SECONDS = 0.25  # read deadlines are checked this often, so fire up to this much late
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+IDLE_SECONDS: Final = 30.0  # pooled connections older than this are closed rather than reused
+SWEEP_SECONDS: Final = 0.25  # read deadlines are checked this often, so fire up to this much late
+IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
 
 def worth_resending(error: UpstreamError, method: str, has_body: bool, reused: bool) -> bool:

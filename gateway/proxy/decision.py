@@ -17,7 +17,7 @@ from `gateway/errors.py`; metrics and logs are the caller's.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Final, NamedTuple, Protocol
 
 from gateway.credentials import Credential, PasswordCredential, extract
 from gateway.errors import BadRequest, Forbidden, GatewayError, Unauthenticated, denial_error
@@ -59,7 +59,7 @@ class Allowed(NamedTuple):
 
 
 # Built per request: `Allowed(...)` without its Python-level __new__ (records.py).
-_allowed = maker(Allowed)
+_allowed: Final = maker(Allowed)
 
 
 class Refused(NamedTuple):

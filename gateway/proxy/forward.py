@@ -13,6 +13,7 @@ import ipaddress
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
+from typing import Final
 
 import aiohttp
 from aiohttp import web
@@ -40,13 +41,13 @@ from gateway.proxy.response import Response
 from gateway.proxy.upstream_http import UpstreamError, decode_fields
 from gateway.records import maker
 
-log = logging.getLogger("gateway.proxy")
+log: Final = logging.getLogger("gateway.proxy")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-_EMPTY: tuple[Network, ...] = ()
-IDENTITY_CACHE_SIZE = 10_000  # principals whose identity headers are kept ready
+_EMPTY: Final[tuple[Network, ...]] = ()
+IDENTITY_CACHE_SIZE: Final = 10_000  # principals whose identity headers are kept ready
 # Built per request: `Origin(...)` without its Python-level __new__ (records.py).
-_origin = maker(Origin)
+_origin: Final = maker(Origin)
 
 
 class Forwarder:

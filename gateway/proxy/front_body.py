@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from typing import Protocol
+from typing import Final, Protocol
 
-HIGH_WATER = 256 * 1024  # buffered request bytes before the client socket stops being read
-LOW_WATER = 64 * 1024
+HIGH_WATER: Final = 256 * 1024  # buffered request bytes before the client socket stops being read
+LOW_WATER: Final = 64 * 1024
 
 
 class FlowControl(Protocol):

@@ -139,7 +139,10 @@ class ClientConnection(asyncio.Protocol):
     def _is_gateway(self, target: str) -> bool:
         path = target.split("?", 1)[0]
         ctx = self._ctx
-        return ctx.is_gateway_path(path) or ("%" in path and ctx.is_gateway_path(unquote(path)))
+        exact, prefixes = ctx.exact, ctx.prefixes
+        return _gateway_path(exact, prefixes, path) or (
+            "%" in path and _gateway_path(exact, prefixes, unquote(path))
+        )
 
     def _hand_over(self) -> None:
         assert self._transport is not None
@@ -164,3 +167,8 @@ class ClientConnection(asyncio.Protocol):
         if self._paused and self._transport is not None and self._h1.buffered < LOW_WATER:
             self._paused = False
             self._transport.resume_reading()
+
+
+def _gateway_path(exact: frozenset[str], prefixes: tuple[str, ...], path: str) -> bool:
+    """Whether `path` is one of the gateway's own (FrontContext `exact`, `prefixes`)."""
+    return path in exact or (bool(prefixes) and path.startswith(prefixes))

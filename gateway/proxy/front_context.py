@@ -55,9 +55,6 @@ class FrontContext:
     drained: asyncio.Event = field(default_factory=asyncio.Event)  # draining, none left open
     busy_poll: BusyPoll | None = None  # setting `busy_poll_us` (busy_poll.py); None: off
 
-    def is_gateway_path(self, path: str) -> bool:
-        return path in self.exact or (bool(self.prefixes) and path.startswith(self.prefixes))
-
     def sweep(self, now: float) -> None:
         """Close connections whose deadline has passed (called about four times a deadline)."""
         for protocol in list(self.connections):

@@ -15,7 +15,7 @@ drops at most LINGER_BYTES for at most LINGER_SECONDS (nginx's lingering close, 
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from typing import Final, Protocol
 
 from gateway import metrics
 from gateway.errors import GatewayError, RequestTimeout
@@ -23,8 +23,8 @@ from gateway.proxy.front_body import RequestBody
 from gateway.proxy.front_context import ClientDeadlines
 from gateway.proxy.h1.server import BODY, HEADER
 
-LINGER_BYTES = 1024 * 1024
-LINGER_SECONDS = 2.0
+LINGER_BYTES: Final = 1024 * 1024
+LINGER_SECONDS: Final = 2.0
 
 
 class Answers(Protocol):

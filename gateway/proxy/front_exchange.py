@@ -14,7 +14,7 @@ import asyncio
 import logging
 from collections.abc import Coroutine
 from time import perf_counter
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from gateway import metrics, tracing
 from gateway.access import IDS, REQUEST_ID, Access, log_access
@@ -32,9 +32,9 @@ from gateway.proxy.outbox import outbox
 from gateway.proxy.response import Response
 from gateway.proxy.upstream_http import UpstreamError
 
-log = logging.getLogger("gateway.proxy")
+log: Final = logging.getLogger("gateway.proxy")
 
-CONTINUE_LINE = b"HTTP/1.1 100 Continue\r\n\r\n"
+CONTINUE_LINE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 class Driver(Protocol):
@@ -224,9 +224,11 @@ class Exchanger:
         if self._span is not None:
             self._span.finish(route, status, outcome)
             self._span = None
-        if self._ctx.access_log is not None and access_enabled(self._ctx.access_log):
+        log = self._ctx.access_log
+        # `disabled` first: an attribute read settles the usual case (access_log off)
+        if log is not None and not log.disabled and access_enabled(log):
             self._log_access(
-                self._ctx.access_log,
+                log,
                 head,
                 Access(
                     self.request_id,

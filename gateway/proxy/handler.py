@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from typing import Final
 
 from aiohttp import web
 
@@ -42,9 +43,9 @@ from gateway.proxy.render import problem_response
 from gateway.services import Services
 from gateway.state import FORWARDER, SERVICES
 
-log = logging.getLogger("gateway.proxy")
+log: Final = logging.getLogger("gateway.proxy")
 # Refusals of a known key, logged as security events with the unknown and malformed ones.
-_KEY_REFUSALS = frozenset({"key-disabled", "key-expired", "owner-disabled"})
+_KEY_REFUSALS: Final = frozenset({"key-disabled", "key-expired", "owner-disabled"})
 
 
 Pending = NeedsLookup | NeedsLimit

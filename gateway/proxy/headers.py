@@ -31,22 +31,22 @@ front relays the kept ones without decoding them.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 Header = tuple[str, str]
 Field = tuple[bytes, bytes]  # a raw header field, as an upstream sent it
 
-IDENTITY_PREFIX = "x-gateway-"
-USER_HEADER = "X-Gateway-User"
-KEY_ID_HEADER = "X-Gateway-Key-Id"
-PERMISSIONS_HEADER = "X-Gateway-Permissions"
-ASSERTION_HEADER = "X-Gateway-Assertion"
+IDENTITY_PREFIX: Final = "x-gateway-"
+USER_HEADER: Final = "X-Gateway-User"
+KEY_ID_HEADER: Final = "X-Gateway-Key-Id"
+PERMISSIONS_HEADER: Final = "X-Gateway-Permissions"
+ASSERTION_HEADER: Final = "X-Gateway-Assertion"
 # The gateway's own login cookie (gateway/sessions.py). Upstreams behind the same host never
 # see it, and cannot set or overwrite it.
-SESSION_COOKIE = "keygate_session"
+SESSION_COOKIE: Final = "keygate_session"
 
 # RFC 9110 §7.6.1 plus the historical `Proxy-Connection`, which some clients still send.
-HOP_BY_HOP = frozenset(
+HOP_BY_HOP: Final = frozenset(
     {
         "connection",
         "keep-alive",
@@ -60,15 +60,15 @@ HOP_BY_HOP = frozenset(
     }
 )
 # Request headers the gateway owns on the way out: framing, the target host, and `Expect`.
-_NO_TOKENS: frozenset[str] = frozenset()
-_REQUEST_OWNED = frozenset({"content-length", "host", "expect"})
-_CREDENTIALS = frozenset({"authorization", "x-api-key"})
+_NO_TOKENS: Final[frozenset[str]] = frozenset()
+_REQUEST_OWNED: Final = frozenset({"content-length", "host", "expect"})
+_CREDENTIALS: Final = frozenset({"authorization", "x-api-key"})
 # Headers some upstream frameworks obey to serve another path or method than the request
 # line's, which is all the gateway authorised: IIS URL Rewrite and Zend (`X-Original-URL`,
 # `X-Rewrite-URL`), old Symfony, method-override middleware (Rails, Express, Laravel, ...),
 # proxies that pass a path prefix or the original path (Envoy, Traefik, Spring). A trusted
 # proxy's copy is dropped too: the gateway decided on the path it was given, not on these.
-REROUTING_HEADERS = frozenset(
+REROUTING_HEADERS: Final = frozenset(
     {
         "x-original-url",
         "x-rewrite-url",
@@ -90,8 +90,8 @@ def request_drop(extra: Iterable[str] = ()) -> frozenset[str]:
     return HOP_BY_HOP | _REQUEST_OWNED | _CREDENTIALS | REROUTING_HEADERS | frozenset(extra)
 
 
-_REQUEST_DROP = request_drop()
-_FORWARDING = frozenset(
+_REQUEST_DROP: Final = request_drop()
+_FORWARDING: Final = frozenset(
     {
         "forwarded",
         "x-forwarded-for",
@@ -165,8 +165,8 @@ def connection_tokens(headers: Iterable[Header]) -> frozenset[str]:
 
 
 # The usual `Connection` values, which name nothing to remove: no need to take them apart.
-_PLAIN_CONNECTION = frozenset({"keep-alive", "close"})
-_PLAIN_CONNECTION_RAW = frozenset({b"keep-alive", b"close"})
+_PLAIN_CONNECTION: Final = frozenset({"keep-alive", "close"})
+_PLAIN_CONNECTION_RAW: Final = frozenset({b"keep-alive", b"close"})
 
 
 def _listed(value: str) -> frozenset[str]:
@@ -225,12 +225,12 @@ def request_headers(
 
 _HOP_BY_HOP_RAW = frozenset(name.encode() for name in HOP_BY_HOP)
 # The gateway answers with its own request id (gateway/access.py), never the upstream's.
-_RESPONSE_DROP_RAW = _HOP_BY_HOP_RAW | {b"x-request-id"}
-_CONNECTION_RAW = (b"connection", b"proxy-connection")
-_SESSION_COOKIE_RAW = SESSION_COOKIE.encode()
+_RESPONSE_DROP_RAW: Final = _HOP_BY_HOP_RAW | {b"x-request-id"}
+_CONNECTION_RAW: Final = (b"connection", b"proxy-connection")
+_SESSION_COOKIE_RAW: Final = SESSION_COOKIE.encode()
 # `normalise` for raw names in one C call: A-Z to lower case, `_` to `-`. (A `b"_" in name`
 # test would cost more than the whole translation: bytes containment tries int first.)
-_FOLD_RAW = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ_", b"abcdefghijklmnopqrstuvwxyz-")
+_FOLD_RAW: Final = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ_", b"abcdefghijklmnopqrstuvwxyz-")
 
 
 def response_fields(fields: list[Field]) -> list[Field]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from typing import Protocol
+from typing import Final, Protocol
 
 
 class Held(Protocol):
@@ -48,7 +48,7 @@ class Outbox:
             holder.flush()
 
 
-_outboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Outbox] = (
+_outboxes: Final[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Outbox]] = (
     weakref.WeakKeyDictionary()
 )
 

@@ -4,7 +4,7 @@ when the connection should stop reading (flow control) and tells it through `Str
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Final, Protocol
 
 from gateway.proxy.h1.client import Framing, Head
 from gateway.proxy.headers import Field, Header
@@ -12,8 +12,8 @@ from gateway.proxy.upstream_http import UpstreamError, decode_fields, text
 
 # Flow control on the way back: stop reading the upstream socket while this much body waits
 # for a slow client, resume below the low mark. Memory per exchange is bounded by these.
-HIGH_WATER = 256 * 1024
-LOW_WATER = 64 * 1024
+HIGH_WATER: Final = 256 * 1024
+LOW_WATER: Final = 64 * 1024
 
 
 class Stream(Protocol):

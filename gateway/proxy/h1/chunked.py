@@ -9,6 +9,7 @@ obs-fold. Extensions and trailers are read and dropped: the gateway relays neith
 from __future__ import annotations
 
 import re
+from typing import Final
 
 from gateway.proxy.h1.errors import BadChunk
 from gateway.proxy.h1.limits import DEFAULT_LIMITS, Limits
@@ -20,12 +21,15 @@ _EXT = rb"[ \t]*%b(?:[ \t]*=[ \t]*(?:%b|%b))?" % (_TOKEN, _TOKEN, _QUOTED)
 # the size and the first `;`: RFC 9112 allows it there only as BWS, which no sender may
 # generate, and parsers split on it differently (h11 refuses it), which is how bodies get
 # smuggled past one of them.
-_SIZE_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:;%b(?:[ \t]*;%b)*)?[ \t]*" % (_EXT, _EXT))
-_TRAILER_LINE = re.compile(
+_SIZE_LINE: Final = re.compile(rb"([0-9A-Fa-f]{1,16})(?:;%b(?:[ \t]*;%b)*)?[ \t]*" % (_EXT, _EXT))
+_TRAILER_LINE: Final = re.compile(
     rb"%b:[ \t]*[\x21-\x7e\x80-\xff]*(?:[ \t]+[\x21-\x7e\x80-\xff]+)*[ \t]*" % _TOKEN
 )
 
-_SIZE, _DATA, _DATA_END, _TRAILER = range(4)
+_SIZE: Final = 0
+_DATA: Final = 1
+_DATA_END: Final = 2
+_TRAILER: Final = 3
 
 
 class ChunkedDecoder:

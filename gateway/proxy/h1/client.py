@@ -25,7 +25,7 @@ is refused. Errors are the core's (`h1.errors`), plus `ClosedEarly`::
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, NamedTuple
+from typing import Final, Literal, NamedTuple
 
 import httptools
 
@@ -50,7 +50,7 @@ class Head(NamedTuple):
 
 
 # Built per request: `Head(...)` without its Python-level __new__ (records.py).
-_head = maker(Head)
+_head: Final = maker(Head)
 
 
 class EndOfMessage:
@@ -62,7 +62,7 @@ class EndOfMessage:
         return "END"
 
 
-END = EndOfMessage()
+END: Final = EndOfMessage()
 Event = Head | bytes | EndOfMessage
 
 
@@ -75,7 +75,11 @@ class ClosedEarly(ProtocolError):
 
 
 # Each side's state. A response may end before its request body does (an early answer).
-_IDLE, _HEAD, _BODY, _DONE, _CLOSED = range(5)
+_IDLE: Final = 0
+_HEAD: Final = 1
+_BODY: Final = 2
+_DONE: Final = 3
+_CLOSED: Final = 4
 
 
 class ClientMachine:
@@ -320,7 +324,7 @@ class _HeadFields:
 
 
 # Lengths of the framing headers' names: content-length, transfer-encoding, connection.
-_FRAMING_SIZES = frozenset({14, 17, 10})
+_FRAMING_SIZES: Final = frozenset({14, 17, 10})
 
 
 def parse_head(block: bytes, method: str) -> Head:

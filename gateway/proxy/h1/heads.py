@@ -6,13 +6,14 @@ from __future__ import annotations
 import time
 from email.utils import formatdate
 from http import HTTPStatus
+from typing import Final
 
 Header = tuple[str, str]
 Field = tuple[bytes, bytes]  # a raw header field, as an upstream sent it
 
-_reasons = {s.value: s.phrase for s in HTTPStatus}
-_status_lines: dict[tuple[int, bytes], bytes] = {}  # (status, reason) -> line; a few dozen
-_STATUS_LINES_MAX = 256
+_reasons: Final = {s.value: s.phrase for s in HTTPStatus}
+_status_lines: Final[dict[tuple[int, bytes], bytes]] = {}  # (status, reason) -> line; a few dozen
+_STATUS_LINES_MAX: Final = 256
 
 
 def render_head(status: int, reason: str | None, headers: list[Header]) -> bytes:

@@ -3,7 +3,7 @@ llhttp is lenient or silent about are checked here (see `server.py`'s docstring)
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 import httptools
 
@@ -52,7 +52,7 @@ class RequestHead(NamedTuple):
 
 
 # Built per request: `RequestHead(...)` without its Python-level __new__ (records.py).
-_request_head = maker(RequestHead)
+_request_head: Final = maker(RequestHead)
 
 
 class _Fields:
@@ -80,8 +80,8 @@ class _Fields:
 
 # Lengths of the header names noted while parsing (a length test first keeps the pass cheap):
 # host, expect, x-api-key, authorization, content-length, transfer-encoding.
-CONTINUE = "100-continue"
-_NOTED_SIZES = frozenset({4, 6, 9, 13, 14, 17})
+CONTINUE: Final = "100-continue"
+_NOTED_SIZES: Final = frozenset({4, 6, 9, 13, 14, 17})
 
 
 def check_request_line(buf: bytes, line_end: int, limits: Limits) -> bool:

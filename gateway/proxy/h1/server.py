@@ -63,7 +63,13 @@ IDLE: Final = "idle"  # keep-alive: between two requests
 
 
 # States of one request cycle.
-_IDLE, _HEAD, _BODY, _END, _DONE, _DISCARD, _CLOSED = range(7)
+_IDLE: Final = 0
+_HEAD: Final = 1
+_BODY: Final = 2
+_END: Final = 3
+_DONE: Final = 4
+_DISCARD: Final = 5
+_CLOSED: Final = 6
 
 
 class ServerConnection:
