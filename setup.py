@@ -35,6 +35,7 @@ HOT = [
     "gateway/proxy/front_deadlines.py",
     "gateway/proxy/front_connection.py",
     "gateway/proxy/front.py",
+    "gateway/proxy/front_context.py",
     "gateway/proxy/busy_poll.py",
     "gateway/proxy/decision.py",
     "gateway/policy/evaluate.py",

@@ -137,7 +137,8 @@ class ClientConnection(asyncio.Protocol):
     # the hand-over ------------------------------------------------------------------------
 
     def _is_gateway(self, target: str) -> bool:
-        path = target.split("?", 1)[0]
+        query = target.find("?")
+        path = target if query < 0 else target[:query]
         ctx = self._ctx
         exact, prefixes = ctx.exact, ctx.prefixes
         return _gateway_path(exact, prefixes, path) or (

@@ -4,6 +4,8 @@ way to smuggle a line break or NUL into it through any part."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.proxy.h1.client import request_head
 
@@ -30,3 +32,25 @@ def test_line_breaks_and_nul_are_refused_anywhere(bad: str, where: str) -> None:
     parts[where] += bad
     with pytest.raises(ValueError, match="line break"):
         request_head("GET", parts["target"], parts["host"], [(parts["name"], parts["value"])])
+
+
+TEXT = st.text(st.sampled_from("aZ0-: \t\r\n\0\x7f\u00e9"), max_size=12)
+
+
+@given(target=TEXT, host=TEXT, fields=st.lists(st.tuples(TEXT, TEXT), max_size=4))
+def test_refused_exactly_when_a_part_holds_cr_lf_or_nul(
+    target: str, host: str, fields: list[tuple[str, str]]
+) -> None:
+    """Any CR, LF or NUL in any part is refused; every other head is sent as given."""
+    parts = [target, host, *(text for field in fields for text in field)]
+    bad = any(c in part for part in parts for c in "\r\n\0")
+    try:
+        head = request_head("GET", "/" + target, host, fields)
+    except ValueError:
+        assert bad
+        return
+    assert not bad
+    lines = head.decode("utf-8").split("\r\n")
+    assert lines[:2] == [f"GET /{target} HTTP/1.1", f"Host: {host}"]
+    assert lines[2:-2] == [f"{name}: {value}" for name, value in fields]
+    assert lines[-2:] == ["", ""]

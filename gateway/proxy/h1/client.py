@@ -380,7 +380,10 @@ def request_head(method: str, target: str, host: str, headers: Sequence[Header])
     """The request line and headers; refuses any CR, LF or NUL inside a name or value."""
     parts = [method, " ", target, " HTTP/1.1\r\nHost: ", host]
     for name, value in headers:
-        parts += ("\r\n", name, ": ", value)
+        parts.append("\r\n")
+        parts.append(name)
+        parts.append(": ")
+        parts.append(value)
     parts.append("\r\n\r\n")
     text = "".join(parts)
     # One count instead of a check per header: only the separators may contain CR/LF.
