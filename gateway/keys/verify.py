@@ -59,6 +59,9 @@ from gateway.policy.model import Catalog
 from gateway.store.base import Store, StoreError
 
 log: Final = logging.getLogger("gateway.keys")
+# The clocks of the hot path (`known`): C statics when compiled, no module-dict lookup.
+_monotonic: Final = time.monotonic
+_wall: Final = time.time
 
 # A database lookup slower than this counts as "database unavailable". It also bounds how long
 # a load that read a record before a revocation committed can take to try to cache it, which
@@ -162,7 +165,7 @@ class KeyVerifier:
     def known(self, digest: bytes) -> VerifiedKey | None:
         """The verified key from the in-process caches alone (the hot path; no I/O), or None
         when only a lookup can tell. Raises as `verify` does for a key known to fail."""
-        now = time.monotonic()
+        now = _monotonic()
         # Entries only ever exist for keys that passed `parse`, so a fresh hit skips it.
         entry = self._known.get(digest)
         if entry is not None and entry.expires > now:
@@ -192,7 +195,7 @@ class KeyVerifier:
 
     def _usable(self, found: VerifiedKey) -> VerifiedKey:
         """`found` if its key may be used now (raises otherwise); notes its use."""
-        wall = time.time()
+        wall = _wall()
         facts = found.facts
         if facts.owner_disabled or facts.status != "active" or facts.expires_at is not None:
             self._check(found, wall)

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Coroutine
-from time import perf_counter
 from typing import Any, Final, Protocol
 
 from gateway import metrics, tracing
@@ -33,6 +33,8 @@ from gateway.proxy.response import Response
 from gateway.proxy.upstream_http import UpstreamError
 
 log: Final = logging.getLogger("gateway.proxy")
+# A C static in the compiled build: no module-dict lookup per call (four per request).
+_clock: Final = time.perf_counter
 
 CONTINUE_LINE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 
@@ -84,7 +86,7 @@ class Exchanger:
 
     def serve(self, head: RequestHead, body: RequestBody | None) -> None:
         """Answer `head` (its body, if any, is fed to `body` by the driver)."""
-        self._started = perf_counter()
+        self._started = _clock()
         self._head, self._body = head, body
         self.answered = (0, 0)  # a request that gets no answer logs status 0
         self.request_id = IDS.take(head.values(REQUEST_ID), True) if self._trusted else IDS.new()
@@ -202,12 +204,12 @@ class Exchanger:
     def _note(self, decided: Allowed | Refused, *, lookup: bool) -> None:
         """The decision is made: time it (the auth step)."""
         self._decided = decided
-        self._auth = perf_counter() - self._started
+        self._auth = _clock() - self._started
         metrics.auth_decided(self._auth, lookup=lookup)
 
     def _done(self, head: RequestHead, keep_alive: bool) -> None:
         """The request is answered (or abandoned): count and log it, then tell the driver."""
-        total = perf_counter() - self._started
+        total = _clock() - self._started
         decided = self._decided
         route, outcome = metrics.UNMATCHED, "internal-error"
         key_id: str | None = None
@@ -272,7 +274,7 @@ class Exchanger:
             return True
         path, headers = self._upstream_request(head, decided)
         self._waiting = decided  # before sending: the answer may come at once
-        self._sent = perf_counter()
+        self._sent = _clock()
         try:
             sent = self._ctx.forwarder.client.send_now(
                 decided.upstream, head.method, path, headers, self._heard
@@ -334,7 +336,7 @@ class Exchanger:
             watched = live.watch(
                 head.method, head.target, head.values, result.principal, self.cut, self.peer
             )
-        self._sent = perf_counter()
+        self._sent = _clock()
         try:
             response = await self._ctx.forwarder.client.request(
                 result.upstream, head.method, path, out_headers, body, length
@@ -349,7 +351,7 @@ class Exchanger:
         return await self._relay(head, response, result)
 
     def _heard_upstream(self, allowed: Allowed, answer: Response | UpstreamError) -> None:
-        self._upstream = seconds = perf_counter() - self._sent
+        self._upstream = seconds = _clock() - self._sent
         metrics.upstream_answered(allowed.upstream.name, seconds)
         if isinstance(answer, UpstreamError):
             self._outcome = "upstream-failed"
