@@ -101,7 +101,8 @@ async def _serve_app(
     gate = runner.gate
     metrics.watch_open_connections(lambda: gate.open)
     try:
-        await web.SockSite(runner, sock).start()
+        # The backlog again: the site listens anew on `sock`, by default with 128.
+        await web.SockSite(runner, sock, backlog=app[SETTINGS].listen_backlog).start()
         await admin_listener.start(runner, app[SETTINGS])
         ready()
         await serve_until_stopped(app[SERVICES], master)

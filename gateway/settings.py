@@ -52,6 +52,10 @@ class Settings:
     previous_secrets: tuple[bytes, ...] = field(default=(), repr=False)
     listen_host: str = "127.0.0.1"
     listen_port: int = 8080
+    # Connections the kernel queues on the listening socket before a worker accepts them (both
+    # servers; Linux caps it at net.core.somaxconn). Beyond it SYNs are dropped and clients
+    # retry after 1 s, then 3 s.
+    listen_backlog: int = 1024
     workers: int = 1
     policy: tuple[Path, ...] = (Path("policies/example.yaml"),)
     key_prefix: str = "apk"
@@ -458,6 +462,7 @@ _PLAIN: dict[str, Callable[[str, Any], Any]] = {
     "redis_url": _redis_url,
     "redis_namespace": _redis_namespace,
     "workers": _count(1),
+    "listen_backlog": _count_within(1, 65535),
     "policy": _policy,
     "key_prefix": _prefix,
     "accepted_key_prefixes": _prefixes,

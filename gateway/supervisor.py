@@ -77,7 +77,7 @@ def listen(settings: Settings) -> socket.socket:
         # on Linux it never admits a second listener.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((settings.listen_host, settings.listen_port))
-        sock.listen(1024)
+        sock.listen(settings.listen_backlog)
     except OSError:
         sock.close()
         raise

@@ -120,7 +120,10 @@ async def serve_front(
             if settings.busy_poll_us:
                 ctx.busy_poll = BusyPoll(loop, settings.busy_poll_us)
             sweeper = Sweeper(loop, ctx)
-            server = await loop.create_server(lambda: FrontProtocol(ctx), sock=sock)
+            # The backlog again: create_server listens anew on `sock`, by default with 100.
+            server = await loop.create_server(
+                lambda: FrontProtocol(ctx), sock=sock, backlog=settings.listen_backlog
+            )
             if ready is not None:
                 ready()
             await serve_until_stopped(services, master)

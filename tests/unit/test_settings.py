@@ -204,6 +204,7 @@ BAD_VALUES: dict[str, str] = {
     "legacy_ratelimit_headers": "often",
     "rate_limit_lease": "20000",
     "busy_poll_us": "10001",
+    "listen_backlog": "0",
 }
 # Secret values must not be echoed: for these the message names the setting only.
 SECRET_SETTINGS = {"secret", "key_encryption_key", "previous_secrets"}
