@@ -67,9 +67,11 @@ http {{
 }}
 """
 
+# Every nginx listens with backlog 1024, as Keygate does by default (`listen_backlog`):
+# nginx's own default (511) drops SYNs when wrk opens 1,000 connections at once.
 _UPSTREAM = """
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port} backlog=1024;
         location / {{
             default_type application/json;
             return 200 '{payload}';
@@ -84,7 +86,7 @@ _PROXY = """
         keepalive_requests 100000000;
     }}
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port} backlog=1024;
         location / {{
             proxy_pass http://backend;
             proxy_http_version 1.1;
@@ -108,7 +110,7 @@ _AUTH_PROXY = """
         keepalive_requests 100000000;
     }}
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port} backlog=1024;
         location / {{
             auth_request /_auth;
             auth_request_set $keygate_user $upstream_http_x_user;
