@@ -31,12 +31,10 @@ from typing import Final, Literal, NamedTuple
 
 from gateway.records import maker
 
-MAX_TARGET_LENGTH: Final = (
-    8192  # bytes of raw request-target, the same order as common server limits
-)
-_EXCERPT_LENGTH: Final = (
-    60  # never echo more of the attacker's input than this into messages and logs
-)
+# Bytes of raw request-target, the same order as common server limits.
+MAX_TARGET_LENGTH: Final = 8192
+# Never echo more of the attacker's input than this into messages and logs.
+_EXCERPT_LENGTH: Final = 60
 
 Reason = Literal[
     "too-long",
@@ -147,9 +145,8 @@ _FAST_PATH: Final = re.compile(rf"/[{_PCHAR}/]*")
 _BAD_PATH_CHAR: Final = re.compile(rf"[^{_PCHAR}/%]")
 _BAD_ESCAPE: Final = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _ESCAPE_RUN: Final = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
-_QUERY_OK: Final = re.compile(
-    r"[!-~]*"
-)  # printable ASCII; '#' is refused for the whole target first
+# Printable ASCII; '#' is refused for the whole target first.
+_QUERY_OK: Final = re.compile(r"[!-~]*")
 _BAD_QUERY_CHAR: Final = re.compile(r"[^!-~]")
 _SCHEME: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
 _DOT_LIKE: Final = re.compile(r"(?:\.|%20)+")

@@ -226,11 +226,11 @@ class Exchanger:
         if self._span is not None:
             self._span.finish(route, status, outcome)
             self._span = None
-        log = self._ctx.access_log
+        access = self._ctx.access_log
         # `disabled` first: an attribute read settles the usual case (access_log off)
-        if log is not None and not log.disabled and access_enabled(log):
+        if access is not None and not access.disabled and access_enabled(access):
             self._log_access(
-                log,
+                access,
                 head,
                 Access(
                     self.request_id,
